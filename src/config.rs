@@ -1,0 +1,334 @@
+//! Settings from the environment (and a `.env` file), validated once at start.
+//!
+//! Every problem is reported as one line naming the variable, so a bad deploy fails fast
+//! with a reason instead of limping along.
+
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+use rand::RngCore;
+
+/// Where the relational data lives; the scheme of `DATABASE_URL` picks the backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseTarget {
+    // The PostgreSQL URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseTarget::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+            DatabaseTarget::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+impl DatabaseTarget {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseTarget::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "sqlite:// needs a file path",
+                ));
+            }
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split("://").next().unwrap_or_default();
+        Err(ConfigError::new(
+            "DATABASE_URL",
+            format!("unknown scheme {scheme:?}: use postgres://... or sqlite://PATH"),
+        ))
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DatabaseTarget::Postgres(_) => "postgres",
+            DatabaseTarget::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// An HS256 key that never shows up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind_addr: String,
+    pub database: DatabaseTarget,
+    pub data_dir: PathBuf,
+    pub static_dir: PathBuf,
+    pub jwt_secret: Secret,
+    pub jwt_ttl_seconds: i64,
+    pub s3: Option<S3Settings>,
+    pub max_file_size_mb: u64,
+    pub allowed_file_types: Vec<String>,
+    pub download_url_ttl_seconds: i64,
+    pub admin_usernames: Vec<String>,
+    pub redis_url: Option<String>,
+    pub workers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub const DEFAULT_ALLOWED_FILE_TYPES: &str = "image/*,application/pdf,\
+application/msword,application/vnd.openxmlformats-officedocument.wordprocessingml.document,\
+application/vnd.ms-excel,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,\
+application/vnd.ms-powerpoint,application/vnd.openxmlformats-officedocument.presentationml.presentation,\
+application/vnd.oasis.opendocument.text,application/vnd.oasis.opendocument.spreadsheet,\
+application/vnd.oasis.opendocument.presentation,\
+text/plain,text/csv,application/zip,audio/*,video/*";
+
+/// Minimum HS256 key length (RFC 7518 §3.2: at least the hash output size).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Reads `.env` (if present) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is a configuration error.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::new(".env", e.to_string())),
+        }
+        Self::from_lookup(|key| env::var(key).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Builds settings from any key lookup; tests pass a map instead of the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let database = DatabaseTarget::parse(
+            &get("DATABASE_URL").unwrap_or_else(|| "sqlite://data/chat.db".into()),
+        )?;
+        let jwt_secret = match get("JWT_SECRET") {
+            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    format!(
+                        "must be at least {MIN_JWT_SECRET_BYTES} bytes, got {}",
+                        s.len()
+                    ),
+                ));
+            }
+            Some(s) => Secret(s.into_bytes()),
+            None => Secret(load_or_create_secret(&data_dir)?),
+        };
+        let s3 = get("AWS_S3_BUCKET_NAME").map(|bucket| S3Settings {
+            bucket,
+            region: get("AWS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            endpoint: get("AWS_S3_ENDPOINT"),
+        });
+        let static_dir = get("STATIC_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_static_dir);
+        let allowed_file_types = parse_list(
+            &get("ALLOWED_FILE_TYPES").unwrap_or_else(|| DEFAULT_ALLOWED_FILE_TYPES.into()),
+        )
+        .into_iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect::<Vec<_>>();
+        if let Some(bad) = allowed_file_types.iter().find(|t| !t.contains('/')) {
+            return Err(ConfigError::new(
+                "ALLOWED_FILE_TYPES",
+                format!("{bad:?} is not a MIME type or type/*"),
+            ));
+        }
+        Ok(Settings {
+            bind_addr: get("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            database,
+            data_dir,
+            static_dir,
+            jwt_secret,
+            jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,
+            s3,
+            max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
+            allowed_file_types,
+            download_url_ttl_seconds: parse_number(
+                &get,
+                "DOWNLOAD_URL_TTL_SECONDS",
+                900,
+                1..=604_800,
+            )?,
+            admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
+            redis_url: get("REDIS_URL"),
+            workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
+        })
+    }
+}
+
+fn parse_number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = get(key) else {
+        return Ok(default);
+    };
+    let value: T = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("{raw:?} is not a whole number")))?;
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            key,
+            format!("{value} is outside {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
+}
+
+fn parse_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// `static/` next to the working directory, else the one in the source tree.
+fn default_static_dir() -> PathBuf {
+    let local = PathBuf::from("static");
+    if local.is_dir() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+    }
+}
+
+/// With no `JWT_SECRET`, a random key is generated once and kept in the data directory so
+/// tokens survive restarts. Several instances must share an explicit `JWT_SECRET`.
+fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigError> {
+    let path = data_dir.join("jwt_secret");
+    let io_error = |e: std::io::Error| {
+        ConfigError::new("JWT_SECRET", format!("unset, and {}: {e}", path.display()))
+    };
+    if let Ok(existing) = fs::read(&path)
+        && existing.len() >= MIN_JWT_SECRET_BYTES
+    {
+        tracing::warn!(path = %path.display(), "JWT_SECRET is unset; using the generated key kept in the data directory");
+        return Ok(existing);
+    }
+    fs::create_dir_all(data_dir).map_err(io_error)?;
+    let mut key = vec![0u8; 64];
+    rand::thread_rng().fill_bytes(&mut key);
+    write_private_file(&path, &key).map_err(io_error)?;
+    tracing::warn!(path = %path.display(), "JWT_SECRET is unset; generated a random key and kept it in the data directory");
+    Ok(key)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const KEY: (&str, &str) = ("JWT_SECRET", "0123456789abcdef0123456789abcdef");
+
+    #[test]
+    fn unknown_database_scheme_is_refused_with_its_name() {
+        let err = settings(&[KEY, ("DATABASE_URL", "mysql://x/y")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(err.to_string().contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let err = settings(&[("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(err.variable, "JWT_SECRET");
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[KEY]).unwrap();
+        assert_eq!(s.bind_addr, "127.0.0.1:8080");
+        assert_eq!(s.database, DatabaseTarget::Sqlite("data/chat.db".into()));
+        assert_eq!(s.max_file_size_mb, 50);
+        assert_eq!(s.download_url_ttl_seconds, 900);
+        assert_eq!(s.jwt_ttl_seconds, 86_400);
+        assert!(s.s3.is_none());
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused() {
+        let err = settings(&[KEY, ("MAX_FILE_SIZE_MB", "0")]).unwrap_err();
+        assert_eq!(err.variable, "MAX_FILE_SIZE_MB");
+        let err = settings(&[KEY, ("JWT_TTL_SECONDS", "soon")]).unwrap_err();
+        assert_eq!(err.variable, "JWT_TTL_SECONDS");
+    }
+
+    #[test]
+    fn postgres_urls_are_not_printed() {
+        let t = DatabaseTarget::parse("postgres://u:hunter2@h/db").unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}

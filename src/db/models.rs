@@ -1,0 +1,168 @@
+//! Rows as loaded from the database, and the JSON shapes the API answers with.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::{channels, file_uploads, messages, users};
+
+/// Timestamps are stored as UTC without a zone and sent as RFC 3339 (`2026-11-22T10:30:00Z`).
+pub mod rfc3339 {
+    use chrono::NaiveDateTime;
+    use serde::Serializer;
+
+    pub fn format(t: &NaiveDateTime) -> String {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub mod option {
+        use chrono::NaiveDateTime;
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<NaiveDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&super::format(t)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Now, in UTC, at the microsecond precision both backends keep.
+pub fn now() -> NaiveDateTime {
+    use chrono::SubsecRound;
+    chrono::Utc::now().naive_utc().trunc_subsecs(6)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i32,
+    pub username: String,
+    pub display_name: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = channels)]
+pub struct Channel {
+    pub id: i32,
+    pub name: String,
+    pub is_private: bool,
+    pub created_by: i32,
+    #[serde(with = "rfc3339")]
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages)]
+pub struct MessageRow {
+    pub id: i32,
+    pub channel_id: i32,
+    pub user_id: i32,
+    pub content: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = file_uploads)]
+pub struct FileUpload {
+    pub id: i32,
+    pub message_id: i32,
+    pub channel_id: i32,
+    pub file_name: String,
+    pub s3_key: String,
+    pub content_type: Option<String>,
+    pub file_size: Option<i64>,
+    pub sha256: Option<String>,
+    pub uploaded_by: Option<i32>,
+    pub uploaded_at: NaiveDateTime,
+    pub is_deleted: bool,
+    pub deleted_at: Option<NaiveDateTime>,
+    pub download_count: i64,
+    pub last_downloaded_at: Option<NaiveDateTime>,
+}
+
+/// `file` in API.md: the row plus a download link issued to the caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileView {
+    pub id: i32,
+    pub message_id: i32,
+    pub channel_id: i32,
+    pub file_name: String,
+    pub content_type: Option<String>,
+    pub file_size: Option<i64>,
+    pub sha256: Option<String>,
+    pub uploaded_by: Option<i32>,
+    #[serde(with = "rfc3339")]
+    pub uploaded_at: NaiveDateTime,
+    pub url: String,
+    #[serde(with = "rfc3339")]
+    pub url_expires_at: NaiveDateTime,
+}
+
+impl FileView {
+    pub fn new(file: &FileUpload, url: String, url_expires_at: NaiveDateTime) -> Self {
+        FileView {
+            id: file.id,
+            message_id: file.message_id,
+            channel_id: file.channel_id,
+            file_name: file.file_name.clone(),
+            content_type: file.content_type.clone(),
+            file_size: file.file_size,
+            sha256: file.sha256.clone(),
+            uploaded_by: file.uploaded_by,
+            uploaded_at: file.uploaded_at,
+            url,
+            url_expires_at,
+        }
+    }
+}
+
+/// `message` in API.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: i32,
+    pub channel_id: i32,
+    pub user_id: i32,
+    pub username: String,
+    pub content: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: NaiveDateTime,
+    pub files: Vec<FileView>,
+    /// Echoed to the sender's socket so it can match its optimistic copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl Message {
+    pub fn new(row: MessageRow, username: String, files: Vec<FileView>) -> Self {
+        Message {
+            id: row.id,
+            channel_id: row.channel_id,
+            user_id: row.user_id,
+            username,
+            content: row.content,
+            created_at: row.created_at,
+            files,
+            client_id: None,
+        }
+    }
+}

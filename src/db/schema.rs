@@ -1,0 +1,75 @@
+// Table definitions shared by both backends (the migrations keep them in step).
+
+diesel::table! {
+    users (id) {
+        id -> Integer,
+        username -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    channels (id) {
+        id -> Integer,
+        name -> Text,
+        is_private -> Bool,
+        created_by -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    channel_members (channel_id, user_id) {
+        channel_id -> Integer,
+        user_id -> Integer,
+        role -> Text,
+        joined_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Integer,
+        channel_id -> Integer,
+        user_id -> Integer,
+        content -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    file_uploads (id) {
+        id -> Integer,
+        message_id -> Integer,
+        file_name -> Text,
+        s3_key -> Text,
+        content_type -> Nullable<Text>,
+        file_size -> Nullable<BigInt>,
+        uploaded_at -> Timestamp,
+        uploaded_by -> Nullable<Integer>,
+        is_deleted -> Bool,
+        channel_id -> Integer,
+        sha256 -> Nullable<Text>,
+        deleted_at -> Nullable<Timestamp>,
+        purged_at -> Nullable<Timestamp>,
+        download_count -> BigInt,
+        last_downloaded_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(channel_members -> channels (channel_id));
+diesel::joinable!(channel_members -> users (user_id));
+diesel::joinable!(channels -> users (created_by));
+diesel::joinable!(messages -> channels (channel_id));
+diesel::joinable!(messages -> users (user_id));
+diesel::joinable!(file_uploads -> messages (message_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    channels,
+    channel_members,
+    messages,
+    file_uploads,
+);

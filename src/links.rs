@@ -1,0 +1,125 @@
+//! Download links: short-lived, signed, bound to one file and one user.
+//!
+//! A link is `{base}/api/files/{id}/content?token=...`. The token is
+//! `{file_id}.{user_id}.{expires}.{mac}` with an HMAC-SHA256 over the first three parts,
+//! keyed from the server secret, so any instance sharing `JWT_SECRET` can check it. The
+//! route that serves it re-checks the row and the membership on every request, so a link
+//! stops working as soon as the file is deleted or the user leaves the channel.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDateTime};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::Secret;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone)]
+pub struct DownloadLinks {
+    key: Vec<u8>,
+    ttl_seconds: i64,
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkGrant {
+    pub file_id: i32,
+    pub user_id: i32,
+    pub expires_at: i64,
+}
+
+impl DownloadLinks {
+    pub fn new(secret: &Secret, ttl_seconds: i64) -> Self {
+        // A key of its own, so a download token can never pass as anything else.
+        let mut mac = HmacSha256::new_from_slice(secret.expose()).expect("HMAC takes any key size");
+        mac.update(b"chatserver download links v1");
+        DownloadLinks {
+            key: mac.finalize().into_bytes().to_vec(),
+            ttl_seconds,
+        }
+    }
+
+    pub fn ttl_seconds(&self) -> i64 {
+        self.ttl_seconds
+    }
+
+    /// A link for `user_id` to fetch `file_id`, and when it expires.
+    pub fn issue(&self, base_url: &str, file_id: i32, user_id: i32) -> (String, NaiveDateTime) {
+        let expires = chrono::Utc::now().timestamp() + self.ttl_seconds;
+        let token = self.token(file_id, user_id, expires);
+        let url = format!("{base_url}/api/files/{file_id}/content?token={token}");
+        let expires_at = DateTime::from_timestamp(expires, 0)
+            .expect("a near-future timestamp is in range")
+            .naive_utc();
+        (url, expires_at)
+    }
+
+    fn token(&self, file_id: i32, user_id: i32, expires: i64) -> String {
+        let payload = format!("{file_id}.{user_id}.{expires}");
+        let mac = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{payload}.{mac}")
+    }
+
+    fn mac(&self, payload: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key size");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// Checks the signature and the expiry; `None` for anything forged, altered or stale.
+    pub fn verify(&self, token: &str) -> Option<LinkGrant> {
+        let (payload, mac) = token.rsplit_once('.')?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        // Constant-time comparison.
+        self.mac(payload).verify_slice(&mac).ok()?;
+        let mut parts = payload.split('.');
+        let grant = LinkGrant {
+            file_id: parts.next()?.parse().ok()?,
+            user_id: parts.next()?.parse().ok()?,
+            expires_at: parts.next()?.parse().ok()?,
+        };
+        if parts.next().is_some() || grant.expires_at < chrono::Utc::now().timestamp() {
+            return None;
+        }
+        Some(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links(ttl: i64) -> DownloadLinks {
+        let secret =
+            crate::config::Settings::from_lookup(|k| (k == "JWT_SECRET").then(|| "s".repeat(40)))
+                .unwrap()
+                .jwt_secret;
+        DownloadLinks::new(&secret, ttl)
+    }
+
+    fn token_of(url: &str) -> &str {
+        url.split("token=").nth(1).unwrap()
+    }
+
+    #[test]
+    fn a_link_grants_its_file_to_its_user() {
+        let l = links(60);
+        let (url, _) = l.issue("http://h", 7, 9);
+        let grant = l.verify(token_of(&url)).unwrap();
+        assert_eq!((grant.file_id, grant.user_id), (7, 9));
+    }
+
+    #[test]
+    fn altered_or_expired_tokens_are_refused() {
+        let l = links(60);
+        let (url, _) = l.issue("http://h", 7, 9);
+        let token = token_of(&url);
+        assert!(l.verify(&token.replacen("7.", "8.", 1)).is_none());
+        assert!(l.verify(&format!("{token}x")).is_none());
+        let expired = links(-10);
+        let (url, _) = expired.issue("http://h", 7, 9);
+        assert!(expired.verify(token_of(&url)).is_none());
+    }
+}

@@ -1,0 +1,58 @@
+use clap::{Parser, Subcommand};
+
+use chatserver::config::Settings;
+use chatserver::db::Db;
+use chatserver::startup::Application;
+use chatserver::telemetry;
+
+/// A real-time chat server whose attachments live in S3.
+/// Configured by environment variables (and a `.env` file); see README.md.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the cause chain, for the operator.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Migrate => {
+            let target = settings.database.clone();
+            let applied =
+                tokio::task::spawn_blocking(move || Db::connect(&target)?.migrate()).await??;
+            println!(
+                "{applied} migration(s) applied to the {} database",
+                settings.database.backend_name()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Channel events, published after the database commit.
+//!
+//! Today an in-process broadcast bus; the WebSocket hub and the Redis bridge subscribe to
+//! it. Publishing never waits on a subscriber: the bus is bounded and a lagging subscriber
+//! loses events (and learns it did), instead of slowing the publisher.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::db::models::{Message, User};
+
+/// Room for events not yet taken by the slowest subscriber.
+const BUS_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    MessageCreated(Message),
+    MemberJoined(User),
+    MemberLeft(User),
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::MessageCreated(_) => "message_created",
+            Event::MemberJoined(_) => "member_joined",
+            Event::MemberLeft(_) => "member_left",
+        }
+    }
+}
+
+/// An event in a channel, as delivered to that channel's subscribers.
+#[derive(Debug, Clone)]
+pub struct ChannelEvent {
+    pub channel_id: i32,
+    pub event: Event,
+}
+
+impl ChannelEvent {
+    /// The wire form: `{"type", "channel_id", "data"}`.
+    pub fn to_json(&self) -> Value {
+        let data = match &self.event {
+            Event::MessageCreated(message) => json!(message),
+            Event::MemberJoined(user) | Event::MemberLeft(user) => {
+                json!({ "channel_id": self.channel_id, "user": user })
+            }
+        };
+        json!({ "type": self.event.kind(), "channel_id": self.channel_id, "data": data })
+    }
+}
+
+/// A cloneable handle for publishing and subscribing.
+#[derive(Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<ChannelEvent>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus {
+            sender: broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+}
+
+impl EventBus {
+    /// Call only after the change the event describes has committed.
+    pub fn publish(&self, channel_id: i32, event: Event) {
+        // No subscribers is not an error: nobody is listening right now.
+        let _ = self
+            .sender
+            .send(Arc::new(ChannelEvent { channel_id, event }));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChannelEvent>> {
+        self.sender.subscribe()
+    }
+}

@@ -1,0 +1,160 @@
+use actix_web::{HttpResponse, get, post, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::is_unsafe_display_char;
+use crate::auth::{AuthUser, passwords};
+use crate::db::models::User;
+use crate::db::{self};
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(register).service(login).service(me);
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[post("/auth/register")]
+async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<RegisterBody>,
+) -> Result<HttpResponse, AppError> {
+    let RegisterBody {
+        username,
+        password,
+        display_name,
+    } = body.into_inner();
+    validate_username(&username)?;
+    validate_password(&password)?;
+    let display_name = clean_display_name(display_name.as_deref().unwrap_or(&username))?;
+
+    let hash = blocking(move || passwords::hash(&password).map_err(AppError::from)).await?;
+    let user = state
+        .db
+        .run(move |conn| {
+            db::users::insert(conn, &username, &display_name, &hash).map_err(|e| {
+                match AppError::from(e) {
+                    AppError::Conflict { .. } => {
+                        AppError::conflict("username_taken", "that username is taken")
+                    }
+                    other => other,
+                }
+            })
+        })
+        .await?;
+    tracing::info!(user_id = user.id, "user registered");
+    Ok(HttpResponse::Created().json(session(&state, user)?))
+}
+
+#[post("/auth/login")]
+async fn login(
+    state: web::Data<AppState>,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, AppError> {
+    let LoginBody { username, password } = body.into_inner();
+    let invalid = || AppError::unauthorized("invalid_credentials", "wrong username or password");
+    if password.len() > passwords::MAX_PASSWORD_BYTES {
+        return Err(invalid());
+    }
+    let found = state
+        .db
+        .run(move |conn| Ok(db::users::find_credentials(conn, &username)?))
+        .await?;
+    let user = blocking(move || {
+        Ok(match found {
+            Some((user, hash)) if passwords::verify(&password, &hash) => Some(user),
+            Some(_) => None,
+            None => {
+                passwords::verify_against_dummy(&password);
+                None
+            }
+        })
+    })
+    .await?
+    .ok_or_else(invalid)?;
+    Ok(HttpResponse::Ok().json(session(&state, user)?))
+}
+
+#[get("/me")]
+async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<User>, AppError> {
+    let user = state
+        .db
+        .run(move |conn| Ok(db::users::find(conn, auth.id)?))
+        .await?;
+    Ok(web::Json(user))
+}
+
+fn session(state: &AppState, user: User) -> Result<serde_json::Value, AppError> {
+    let issued = state.tokens.issue(user.id)?;
+    let expires_at = chrono::DateTime::from_timestamp(issued.expires_at, 0)
+        .map(|t| crate::db::models::rfc3339::format(&t.naive_utc()));
+    Ok(json!({ "token": issued.token, "expires_at": expires_at, "user": user }))
+}
+
+/// CPU-heavy work (password hashing) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
+}
+
+fn validate_username(username: &str) -> Result<(), AppError> {
+    let valid_chars = username
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    if !(3..=32).contains(&username.len()) || !valid_chars {
+        return Err(AppError::bad_request(
+            "invalid_username",
+            "a username is 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), AppError> {
+    let chars = password.chars().count();
+    if chars < passwords::MIN_PASSWORD_CHARS {
+        return Err(AppError::bad_request(
+            "weak_password",
+            format!(
+                "a password has at least {} characters",
+                passwords::MIN_PASSWORD_CHARS
+            ),
+        ));
+    }
+    if password.len() > passwords::MAX_PASSWORD_BYTES {
+        return Err(AppError::bad_request(
+            "weak_password",
+            format!(
+                "a password has at most {} bytes",
+                passwords::MAX_PASSWORD_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn clean_display_name(raw: &str) -> Result<String, AppError> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(is_unsafe_display_char) {
+        return Err(AppError::bad_request(
+            "invalid_display_name",
+            "a display name is 1 to 64 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}

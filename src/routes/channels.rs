@@ -1,0 +1,195 @@
+use actix_web::{HttpResponse, delete, get, post, web};
+use serde::Deserialize;
+
+use super::is_unsafe_display_char;
+use crate::auth::AuthUser;
+use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
+use crate::error::AppError;
+use crate::realtime::Event;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // `/channels/public` before `/channels/{id}` so "public" is never read as an id.
+    cfg.service(create)
+        .service(list_mine)
+        .service(list_public)
+        .service(show)
+        .service(join)
+        .service(add_member)
+        .service(leave)
+        .service(members);
+}
+
+const MAX_CHANNEL_NAME_CHARS: usize = 80;
+
+#[derive(Deserialize)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    is_private: bool,
+}
+
+#[derive(Deserialize)]
+struct AddMemberBody {
+    username: String,
+}
+
+#[post("/channels")]
+async fn create(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, AppError> {
+    let CreateBody { name, is_private } = body.into_inner();
+    let name = name.trim().to_owned();
+    if name.is_empty()
+        || name.chars().count() > MAX_CHANNEL_NAME_CHARS
+        || name.chars().any(is_unsafe_display_char)
+    {
+        return Err(AppError::bad_request(
+            "invalid_channel_name",
+            format!("a channel name is 1 to {MAX_CHANNEL_NAME_CHARS} printable characters"),
+        ));
+    }
+    let channel = state
+        .db
+        .run(move |conn| Ok(db::channels::create(conn, &name, is_private, auth.id)?))
+        .await?;
+    Ok(HttpResponse::Created().json(channel))
+}
+
+#[get("/channels")]
+async fn list_mine(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<web::Json<Vec<Channel>>, AppError> {
+    let channels = state
+        .db
+        .run(move |conn| Ok(db::channels::list_for_member(conn, auth.id)?))
+        .await?;
+    Ok(web::Json(channels))
+}
+
+#[get("/channels/public")]
+async fn list_public(
+    state: web::Data<AppState>,
+    _auth: AuthUser,
+) -> Result<web::Json<Vec<Channel>>, AppError> {
+    let channels = state
+        .db
+        .run(|conn| Ok(db::channels::list_public(conn)?))
+        .await?;
+    Ok(web::Json(channels))
+}
+
+#[get("/channels/{id}")]
+async fn show(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<web::Json<Channel>, AppError> {
+    let channel_id = path.into_inner();
+    let channel = state
+        .db
+        .run(move |conn| Ok(db::channels::find_for_member(conn, channel_id, auth.id)?))
+        .await?;
+    Ok(web::Json(channel))
+}
+
+/// Joining is for public channels; a private one answers 404 as if it did not exist.
+#[post("/channels/{id}/join")]
+async fn join(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<web::Json<Channel>, AppError> {
+    let channel_id = path.into_inner();
+    let (channel, joined) = state
+        .db
+        .run(move |conn| {
+            let channel = db::channels::find(conn, channel_id)?;
+            if channel.is_private && !db::channels::is_member(conn, channel_id, auth.id)? {
+                return Err(AppError::NotFound);
+            }
+            let added = db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
+            let joined = if added {
+                Some(db::users::find(conn, auth.id)?)
+            } else {
+                None
+            };
+            Ok((channel, joined))
+        })
+        .await?;
+    if let Some(user) = joined {
+        state.events.publish(channel_id, Event::MemberJoined(user));
+    }
+    Ok(web::Json(channel))
+}
+
+/// Any member may add another user.
+#[post("/channels/{id}/members")]
+async fn add_member(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    body: web::Json<AddMemberBody>,
+) -> Result<HttpResponse, AppError> {
+    let channel_id = path.into_inner();
+    let username = body.into_inner().username;
+    let user = state
+        .db
+        .run(move |conn| {
+            db::channels::find_for_member(conn, channel_id, auth.id)?;
+            let user = db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
+            if !db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)? {
+                return Err(AppError::conflict(
+                    "already_member",
+                    "that user is already a member",
+                ));
+            }
+            Ok(user)
+        })
+        .await?;
+    state
+        .events
+        .publish(channel_id, Event::MemberJoined(user.clone()));
+    Ok(HttpResponse::Created().json(user))
+}
+
+/// Leaving ends access to the channel's messages and files at once.
+#[delete("/channels/{id}/members/me")]
+async fn leave(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    let channel_id = path.into_inner();
+    let user = state
+        .db
+        .run(move |conn| {
+            if !db::channels::remove_member(conn, channel_id, auth.id)? {
+                return Err(AppError::NotFound);
+            }
+            Ok(db::users::find(conn, auth.id)?)
+        })
+        .await?;
+    state.events.publish(channel_id, Event::MemberLeft(user));
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[get("/channels/{id}/members")]
+async fn members(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    let channel_id = path.into_inner();
+    let members = state
+        .db
+        .run(move |conn| {
+            db::channels::find_for_member(conn, channel_id, auth.id)?;
+            Ok(db::channels::members(conn, channel_id)?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(members))
+}

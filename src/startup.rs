@@ -1,0 +1,112 @@
+//! Building the application: pools, migrations, the listener and the HTTP server.
+//! (zero2prod's shape: `build` binds, so tests can ask for port 0 and read the real port.)
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::auth::TokenService;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::extractors;
+use crate::links::DownloadLinks;
+use crate::realtime::EventBus;
+use crate::state::AppState;
+use crate::{routes, telemetry};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let state = build_state(settings).await?;
+        let listener = TcpListener::bind(&state.settings.bind_addr)
+            .with_context(|| format!("binding {}", state.settings.bind_addr))?;
+        let port = listener.local_addr()?.port();
+        let server = run(listener, state.clone())?;
+        tracing::info!(
+            address = %listener_address(&state.settings.bind_addr, port),
+            database = state.db.backend(),
+            "listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Connects the database, applies migrations and assembles the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let settings = Arc::new(settings);
+    let db = {
+        let target = settings.database.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
+            let db = Db::connect(&target)?;
+            let applied = db.migrate()?;
+            if applied > 0 {
+                tracing::info!(applied, "database migrations applied");
+            }
+            Ok(db)
+        })
+        .await??
+    };
+    Ok(AppState {
+        tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
+        links: DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds),
+        events: EventBus::default(),
+        db,
+        settings,
+    })
+}
+
+fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let workers = state.settings.workers;
+    let static_dir = state.settings.static_dir.clone();
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(telemetry::log_requests))
+            .app_data(data.clone())
+            .app_data(extractors::json_config())
+            .app_data(extractors::query_config())
+            .app_data(extractors::path_config())
+            .configure(routes::configure)
+            .service(
+                actix_files::Files::new("/", &static_dir)
+                    .index_file("index.html")
+                    .default_handler(web::to(routes::not_found)),
+            )
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+fn listener_address(bind_addr: &str, port: u16) -> String {
+    match bind_addr.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => bind_addr.to_owned(),
+    }
+}

@@ -1,0 +1,80 @@
+//! The binary itself: `migrate`, and configuration refused with a one-line reason.
+
+use std::process::{Command, Output};
+
+use crate::helpers::{PostgresDatabase, TestDatabase, test_database};
+
+fn chatserver(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatserver"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("running the chatserver binary")
+}
+
+#[test]
+fn migrate_applies_migrations_and_generates_a_kept_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _postgres) = match test_database() {
+        TestDatabase::Sqlite => ("sqlite://data/chat.db".to_string(), None),
+        TestDatabase::Postgres(server) => {
+            let db = PostgresDatabase::create(&server);
+            (db.url.clone(), Some(db))
+        }
+    };
+    let output = chatserver(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 migration(s) applied"));
+    let secret = dir.path().join("data/jwt_secret");
+    let key = std::fs::read(&secret).expect("a generated key in the data directory");
+    assert!(key.len() >= 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is private to its owner");
+    }
+    let again = chatserver(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        key,
+        "the key is kept, not regenerated"
+    );
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_a_one_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (vec![("JWT_SECRET", "too-short")], "JWT_SECRET"),
+        (
+            vec![("DATABASE_URL", "mysql://localhost/chat")],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("DATABASE_URL", "postgress://localhost/chat")],
+            "DATABASE_URL",
+        ),
+        (vec![("MAX_FILE_SIZE_MB", "lots")], "MAX_FILE_SIZE_MB"),
+    ];
+    for (env, variable) in cases {
+        let output = chatserver(dir.path(), &["migrate"], &env);
+        assert!(!output.status.success(), "{env:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(variable), "{stderr}");
+    }
+    // A typo in the scheme never silently creates an SQLite file.
+    assert!(!dir.path().join("data/chat.db").exists());
+}

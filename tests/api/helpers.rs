@@ -1,0 +1,251 @@
+//! The test harness: each test gets the real server on a real socket (port 0) over a fresh
+//! database: a temporary SQLite file, or a new PostgreSQL database when
+//! `TEST_DATABASE_URL=postgres://...` is set.
+
+use std::collections::HashMap;
+
+use chatserver::config::Settings;
+use chatserver::startup::Application;
+use chatserver::state::AppState;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    _data_dir: tempfile::TempDir,
+    postgres: Option<PostgresDatabase>,
+}
+
+pub struct TestUser {
+    pub id: i64,
+    pub token: String,
+}
+
+/// The database the tests run against, from the environment.
+pub enum TestDatabase {
+    Sqlite,
+    Postgres(String),
+}
+
+pub fn test_database() -> TestDatabase {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => TestDatabase::Postgres(url),
+        _ => TestDatabase::Sqlite,
+    }
+}
+
+/// A throwaway PostgreSQL database, dropped with the test.
+pub struct PostgresDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    pub fn create(server_url: &str) -> PostgresDatabase {
+        let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
+        let base = server_base(server_url);
+        let admin_url = format!("{base}/postgres");
+        let mut admin = PgConnection::establish(&admin_url).expect("connecting to PostgreSQL");
+        diesel::sql_query(format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .expect("creating a test database");
+        PostgresDatabase {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+                self.name
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
+
+/// `postgres://user@host:port/db?x` -> `postgres://user@host:port`.
+fn server_base(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
+
+/// Settings for a test server, with extra variables layered on top.
+pub fn test_settings(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    extra: &[(&str, &str)],
+) -> Settings {
+    let mut vars: HashMap<String, String> = [
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("JWT_SECRET", JWT_SECRET),
+        ("WORKERS", "2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vars.insert("DATABASE_URL".into(), database_url.into());
+    vars.insert("DATA_DIR".into(), data_dir.display().to_string());
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_lookup(|k| vars.get(k).cloned()).expect("valid test settings")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    init_logging();
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
+    let (database_url, postgres) = match test_database() {
+        TestDatabase::Sqlite => (
+            format!("sqlite://{}/chat.db", data_dir.path().display()),
+            None,
+        ),
+        TestDatabase::Postgres(server) => {
+            let db = PostgresDatabase::create(&server);
+            (db.url.clone(), Some(db))
+        }
+    };
+    let settings = test_settings(data_dir.path(), &database_url, extra);
+    let app = Application::build(settings)
+        .await
+        .expect("building the app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        state,
+        _data_dir: data_dir,
+        postgres,
+    }
+}
+
+fn init_logging() {
+    // Quiet by default; TEST_LOG=1 shows the server's logs.
+    if std::env::var("TEST_LOG").is_ok() {
+        chatserver::telemetry::init();
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, username: &str) -> TestUser {
+        let response = self
+            .client
+            .post(self.url("/api/auth/register"))
+            .json(&json!({ "username": username, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        let body = expect_json(response, StatusCode::CREATED).await;
+        TestUser {
+            id: body["user"]["id"].as_i64().unwrap(),
+            token: body["token"].as_str().unwrap().into(),
+        }
+    }
+
+    pub async fn create_channel(&self, owner: &TestUser, name: &str, is_private: bool) -> i64 {
+        let response = self
+            .post(
+                "/api/channels",
+                &owner.token,
+                json!({ "name": name, "is_private": is_private }),
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    pub async fn post_message(&self, user: &TestUser, channel_id: i64, content: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/api/channels/{channel_id}/messages"),
+                &user.token,
+                json!({ "content": content }),
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+}
+
+/// Asserts the status and the API's error body with this code.
+pub async fn expect_error(response: Response, status: StatusCode, code: &str) -> Value {
+    let body = expect_json(response, status).await;
+    assert_eq!(body["error"]["code"], code, "unexpected error body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}

@@ -1,0 +1,10 @@
+//! One test binary for the whole API (one link step, one shared target dir).
+
+mod auth;
+mod channels;
+mod cli;
+mod health;
+mod helpers;
+mod messages;
+mod migrations;
+mod tokens;
