@@ -79,6 +79,15 @@ pub struct S3Settings {
     pub bucket: String,
     pub region: String,
     pub endpoint: Option<String>,
+    /// Explicit keys; when unset the standard AWS chain (profile, instance role...) is used.
+    pub credentials: Option<S3Credentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +105,14 @@ pub struct Settings {
     pub admin_usernames: Vec<String>,
     pub redis_url: Option<String>,
     pub workers: usize,
+    /// Download-link requests a user may make per minute.
+    pub download_links_per_minute: u32,
+    /// How long a deleted file's object is kept before the sweeper removes it.
+    pub file_purge_after_seconds: i64,
+    /// Objects with no row are removed once older than this (a crash between put and commit).
+    pub orphan_min_age_seconds: i64,
+    /// How often the background sweeper runs; 0 turns it off.
+    pub gc_interval_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +177,14 @@ impl Settings {
             bucket,
             region: get("AWS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
             endpoint: get("AWS_S3_ENDPOINT"),
+            credentials: match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+                (Some(access_key_id), Some(secret)) => Some(S3Credentials {
+                    access_key_id,
+                    secret_access_key: Secret(secret.into_bytes()),
+                    session_token: get("AWS_SESSION_TOKEN").map(|t| Secret(t.into_bytes())),
+                }),
+                _ => None,
+            },
         });
         let static_dir = get("STATIC_DIR")
             .map(PathBuf::from)
@@ -195,6 +220,25 @@ impl Settings {
             admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
             redis_url: get("REDIS_URL"),
             workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
+            download_links_per_minute: parse_number(
+                &get,
+                "DOWNLOAD_LINKS_PER_MINUTE",
+                60,
+                1..=100_000,
+            )?,
+            file_purge_after_seconds: parse_number(
+                &get,
+                "FILE_PURGE_AFTER_SECONDS",
+                3600,
+                0..=31_536_000,
+            )?,
+            orphan_min_age_seconds: parse_number(
+                &get,
+                "ORPHAN_MIN_AGE_SECONDS",
+                86_400,
+                0..=31_536_000,
+            )?,
+            gc_interval_seconds: parse_number(&get, "GC_INTERVAL_SECONDS", 600, 0..=86_400)?,
         })
     }
 }

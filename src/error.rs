@@ -17,8 +17,8 @@ pub enum AppError {
     #[error("{message}")]
     Unauthorized { code: &'static str, message: String },
     /// Authenticated but not allowed (403).
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// Absent, or not visible to the caller (404). Never hints that something exists.
     #[error("not found")]
     NotFound,
@@ -57,6 +57,13 @@ impl AppError {
         }
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError::Forbidden {
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         AppError::Conflict {
             code,
@@ -68,8 +75,8 @@ impl AppError {
         match self {
             AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
-            | AppError::Conflict { code, .. } => code,
-            AppError::Forbidden(_) => "forbidden",
+            | AppError::Conflict { code, .. }
+            | AppError::Forbidden { code, .. } => code,
             AppError::NotFound => "not_found",
             AppError::PayloadTooLarge(_) => "file_too_large",
             AppError::UnsupportedFileType(_) => "unsupported_file_type",
@@ -86,7 +93,7 @@ impl ResponseError for AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

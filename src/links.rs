@@ -13,6 +13,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
+use crate::db::messages::MessageParts;
+use crate::db::models::{FileUpload, FileView, Message};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -66,6 +68,22 @@ impl DownloadLinks {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key size");
         mac.update(payload.as_bytes());
         mac
+    }
+
+    /// A file as `viewer_id` sees it: with a download link issued to them.
+    pub fn file_view(&self, base_url: &str, viewer_id: i32, file: &FileUpload) -> FileView {
+        let (url, expires_at) = self.issue(base_url, file.id, viewer_id);
+        FileView::new(file, url, expires_at)
+    }
+
+    /// A message with its files as `viewer_id` sees them.
+    pub fn message_view(&self, base_url: &str, viewer_id: i32, parts: MessageParts) -> Message {
+        let (row, username, files) = parts;
+        let files = files
+            .iter()
+            .map(|f| self.file_view(base_url, viewer_id, f))
+            .collect();
+        Message::new(row, username, files)
     }
 
     /// Checks the signature and the expiry; `None` for anything forged, altered or stale.

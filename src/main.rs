@@ -20,6 +20,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Sweep the file store once: purge deleted files' objects, remove orphans, report
+    /// missing objects. Prints the report as JSON.
+    Gc,
 }
 
 #[tokio::main]
@@ -52,6 +55,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{applied} migration(s) applied to the {} database",
                 settings.database.backend_name()
             );
+        }
+        Command::Gc => {
+            let state = chatserver::startup::build_state(settings).await?;
+            let report = chatserver::gc::sweep(&state)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
+            println!("{}", serde_json::to_string(&report)?);
         }
     }
     Ok(())

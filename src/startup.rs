@@ -14,8 +14,11 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::extractors;
 use crate::links::DownloadLinks;
+use crate::ratelimit::RateLimiter;
 use crate::realtime::EventBus;
 use crate::state::AppState;
+use crate::storage::Store;
+use crate::uploads::UploadRules;
 use crate::{routes, telemetry};
 
 pub struct Application {
@@ -31,6 +34,7 @@ impl Application {
             .with_context(|| format!("binding {}", state.settings.bind_addr))?;
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
+        crate::gc::spawn_background(state.clone());
         tracing::info!(
             address = %listener_address(&state.settings.bind_addr, port),
             database = state.db.backend(),
@@ -71,10 +75,23 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         })
         .await??
     };
+    let store = Store::from_settings(&settings).await?;
+    match store.check().await {
+        Ok(()) => {
+            tracing::info!(store = store.kind(), location = %store.location(), "file store ready")
+        }
+        // Chat keeps working; uploads answer 503 and /readyz reports it until it answers.
+        Err(e) => {
+            tracing::error!(store = store.kind(), location = %store.location(), error = ?e, "file store does not answer")
+        }
+    }
     Ok(AppState {
         tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
         links: DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds),
+        download_limiter: RateLimiter::per_minute(settings.download_links_per_minute),
+        upload_rules: Arc::new(UploadRules::from_settings(&settings)),
         events: EventBus::default(),
+        store,
         db,
         settings,
     })

@@ -1,10 +1,63 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::AnyConnection;
-use super::models::FileUpload;
-use super::schema::file_uploads;
+use super::models::{FileUpload, now};
+use super::schema::{channel_members, file_uploads};
+use crate::uploads::StoredFile;
+
+/// Records stored objects as attachments of a message; call inside the transaction that
+/// makes the message visible (or attaches to it).
+pub fn insert_all(
+    conn: &mut AnyConnection,
+    message_id: i32,
+    channel_id: i32,
+    uploaded_by: i32,
+    stored: &[StoredFile],
+) -> QueryResult<Vec<FileUpload>> {
+    let uploaded_at = now();
+    stored
+        .iter()
+        .map(|file| {
+            let values = (
+                file_uploads::message_id.eq(message_id),
+                file_uploads::channel_id.eq(channel_id),
+                file_uploads::file_name.eq(&file.file_name),
+                file_uploads::s3_key.eq(&file.key),
+                file_uploads::content_type.eq(Some(&file.content_type)),
+                file_uploads::file_size.eq(Some(file.size as i64)),
+                file_uploads::sha256.eq(Some(&file.sha256)),
+                file_uploads::uploaded_by.eq(Some(uploaded_by)),
+                file_uploads::uploaded_at.eq(uploaded_at),
+                file_uploads::is_deleted.eq(false),
+            );
+            crate::per_backend!(conn, |c| diesel::insert_into(file_uploads::table)
+                .values(values)
+                .returning(FileUpload::as_returning())
+                .get_result(c))
+        })
+        .collect()
+}
+
+/// A file that is not deleted, in a channel `user_id` belongs to; `NotFound` otherwise.
+pub fn find_visible(
+    conn: &mut AnyConnection,
+    file_id: i32,
+    user_id: i32,
+) -> QueryResult<FileUpload> {
+    file_uploads::table
+        .filter(file_uploads::id.eq(file_id))
+        .filter(file_uploads::is_deleted.eq(false))
+        .filter(diesel::dsl::exists(
+            channel_members::table
+                .filter(channel_members::channel_id.eq(file_uploads::channel_id))
+                .filter(channel_members::user_id.eq(user_id)),
+        ))
+        .select(FileUpload::as_select())
+        .first(conn)
+}
 
 /// The attachments of these messages that are not deleted, in upload order, by message id.
 pub fn live_for_messages(
@@ -25,4 +78,105 @@ pub fn live_for_messages(
         by_message.entry(file.message_id).or_default().push(file);
     }
     Ok(by_message)
+}
+
+/// Marks a file deleted; `false` if it already was.
+pub fn soft_delete(conn: &mut AnyConnection, file_id: i32) -> QueryResult<bool> {
+    let updated = diesel::update(
+        file_uploads::table
+            .filter(file_uploads::id.eq(file_id))
+            .filter(file_uploads::is_deleted.eq(false)),
+    )
+    .set((
+        file_uploads::is_deleted.eq(true),
+        file_uploads::deleted_at.eq(Some(now())),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+pub fn record_download(conn: &mut AnyConnection, file_id: i32) -> QueryResult<()> {
+    diesel::update(file_uploads::table.find(file_id))
+        .set((
+            file_uploads::download_count.eq(file_uploads::download_count + 1),
+            file_uploads::last_downloaded_at.eq(Some(now())),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Deleted rows whose objects are still stored and whose grace period has passed.
+pub fn due_for_purge(
+    conn: &mut AnyConnection,
+    deleted_before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(i32, String)>> {
+    file_uploads::table
+        .filter(file_uploads::is_deleted.eq(true))
+        .filter(file_uploads::purged_at.is_null())
+        .filter(file_uploads::deleted_at.lt(deleted_before))
+        .order(file_uploads::id.asc())
+        .limit(limit)
+        .select((file_uploads::id, file_uploads::s3_key))
+        .load(conn)
+}
+
+/// Claims a row for purging, so concurrent sweepers on other instances skip it.
+pub fn claim_purge(conn: &mut AnyConnection, file_id: i32) -> QueryResult<bool> {
+    let claimed = diesel::update(
+        file_uploads::table
+            .filter(file_uploads::id.eq(file_id))
+            .filter(file_uploads::purged_at.is_null()),
+    )
+    .set(file_uploads::purged_at.eq(Some(now())))
+    .execute(conn)?;
+    Ok(claimed == 1)
+}
+
+/// Gives a claim back when the object could not be deleted, to retry on the next sweep.
+pub fn release_purge(conn: &mut AnyConnection, file_id: i32) -> QueryResult<()> {
+    diesel::update(file_uploads::table.find(file_id))
+        .set(file_uploads::purged_at.eq(None::<NaiveDateTime>))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Which of these object keys have a row (deleted or not).
+pub fn known_keys(conn: &mut AnyConnection, keys: &[String]) -> QueryResult<HashSet<String>> {
+    let mut known = HashSet::new();
+    for chunk in keys.chunks(500) {
+        let found: Vec<String> = file_uploads::table
+            .filter(file_uploads::s3_key.eq_any(chunk))
+            .select(file_uploads::s3_key)
+            .load(conn)?;
+        known.extend(found);
+    }
+    Ok(known)
+}
+
+/// Rows whose object should exist: not purged. `(id, key)`.
+pub fn expected_objects(conn: &mut AnyConnection) -> QueryResult<Vec<(i32, String)>> {
+    file_uploads::table
+        .filter(file_uploads::purged_at.is_null())
+        .select((file_uploads::id, file_uploads::s3_key))
+        .load(conn)
+}
+
+#[derive(QueryableByName)]
+struct Totals {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    bytes: i64,
+}
+
+/// Files not deleted: how many, and their bytes.
+pub fn live_totals(conn: &mut AnyConnection) -> QueryResult<(i64, i64)> {
+    // Raw SQL: SUM(BIGINT) is NUMERIC on PostgreSQL, so cast it back for both backends.
+    let totals: Totals = diesel::sql_query(
+        "SELECT COUNT(*) AS count, CAST(COALESCE(SUM(file_size), 0) AS BIGINT) AS bytes \
+         FROM file_uploads WHERE is_deleted = FALSE",
+    )
+    .get_result(conn)?;
+    Ok((totals.count, totals.bytes))
 }

@@ -9,20 +9,24 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database and the file store answer.
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "database": { "backend": state.db.backend(), "ok": true },
-        })),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "status": "unavailable",
-                "database": { "backend": state.db.backend(), "ok": false },
-            }))
+    let (database, store) = tokio::join!(state.db.ping(), state.store.check());
+    for (what, result) in [("database", &database), ("store", &store)] {
+        if let Err(e) = result {
+            tracing::warn!(check = what, error = ?e, "readiness check failed");
         }
+    }
+    let ready = database.is_ok() && store.is_ok();
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "database": { "backend": state.db.backend(), "ok": database.is_ok() },
+        "store": { "kind": state.store.kind(), "ok": store.is_ok() },
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

@@ -1,18 +1,31 @@
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
+use diesel::Connection;
 use serde::Deserialize;
 
 use super::base_url;
 use crate::auth::AuthUser;
-use crate::db::{self, messages::PageRequest, models::Message};
+use crate::db::{self, messages::MessageParts, messages::PageRequest};
 use crate::error::AppError;
 use crate::realtime::Event;
 use crate::state::AppState;
+use crate::uploads::{self, StoredFile, UploadForm};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_json).service(list);
+    cfg.service(
+        web::resource("/channels/{id}/messages")
+            .route(
+                web::post()
+                    .guard(guard::fn_guard(is_multipart))
+                    .to(create_with_files),
+            )
+            .route(web::post().to(create_json))
+            .route(web::get().to(list)),
+    );
 }
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
+/// The `content` part of a multipart message, in bytes (4000 characters of up to 4 bytes).
+const MAX_CONTENT_BYTES: usize = MAX_CONTENT_CHARS * 4;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
 
@@ -28,58 +41,134 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-/// Content is 1 to 4000 characters, and not only white space.
-pub fn validate_content(content: &str) -> Result<(), AppError> {
-    if content.trim().is_empty() || content.chars().count() > MAX_CONTENT_CHARS {
+fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"))
+}
+
+/// Content is 1 to 4000 characters and not only white space; it may be empty when files
+/// are attached.
+fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> {
+    let blank = content.trim().is_empty();
+    if (blank && !has_files) || content.chars().count() > MAX_CONTENT_CHARS {
         return Err(AppError::bad_request(
             "invalid_content",
-            format!("a message has 1 to {MAX_CONTENT_CHARS} characters"),
+            format!("a message has 1 to {MAX_CONTENT_CHARS} characters, or files"),
         ));
     }
     Ok(())
 }
 
-#[post("/channels/{id}/messages")]
 async fn create_json(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: AuthUser,
     path: web::Path<i32>,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
-    let channel_id = path.into_inner();
     let content = body.into_inner().content;
-    validate_content(&content)?;
-    let message = post_message(&state, auth.id, channel_id, content).await?;
-    Ok(HttpResponse::Created().json(message))
+    validate_content(&content, false)?;
+    let message = post_message(
+        &state,
+        auth.id,
+        path.into_inner(),
+        content,
+        Vec::new(),
+        None,
+    )
+    .await?;
+    let view = state.links.message_view(&base_url(&req), auth.id, message);
+    Ok(HttpResponse::Created().json(view))
 }
 
-/// Stores a text message and announces it; shared by REST and the socket.
+/// `multipart/form-data`: a `content` part, then up to 10 `file` parts. All or nothing.
+async fn create_with_files(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let channel_id = path.into_inner();
+    // Refuse before reading any file; the insert checks membership again.
+    state
+        .db
+        .run(move |conn| Ok(db::channels::find_for_member(conn, channel_id, auth.id)?))
+        .await?;
+    let mut form = UploadForm::new(&req, payload)?;
+    let content = match form.next_part().await? {
+        Some(mut part) if uploads::part_name(&part) == "content" => {
+            uploads::read_text_part(&mut part, MAX_CONTENT_BYTES).await?
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "bad_request",
+                "the first part must be the `content` text",
+            ));
+        }
+    };
+    validate_content(&content, true)?;
+    let pending =
+        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
+    if let Err(e) = validate_content(&content, !pending.files.is_empty()) {
+        pending.discard().await;
+        return Err(e);
+    }
+    let stored = pending.files.clone();
+    let message = match post_message(&state, auth.id, channel_id, content, stored, None).await {
+        Ok(message) => message,
+        Err(e) => {
+            pending.discard().await;
+            return Err(e);
+        }
+    };
+    pending.commit();
+    let view = state.links.message_view(&base_url(&req), auth.id, message);
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// Stores a message with its already-stored files in one transaction, then announces it.
+/// Shared by REST and the socket.
 pub async fn post_message(
     state: &AppState,
     user_id: i32,
     channel_id: i32,
     content: String,
-) -> Result<Message, AppError> {
-    let (row, user) = state
+    stored: Vec<StoredFile>,
+    client_id: Option<String>,
+) -> Result<MessageParts, AppError> {
+    let (row, user, files) = state
         .db
         .run(move |conn| {
-            use diesel::Connection;
             conn.transaction(|conn| {
                 db::channels::find_for_member(conn, channel_id, user_id)?;
                 let row = db::messages::insert(conn, channel_id, user_id, &content)?;
+                let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
                 let user = db::users::find(conn, user_id)?;
-                Ok::<_, AppError>((row, user))
+                Ok::<_, AppError>((row, user, files))
             })
         })
         .await?;
-    let message = Message::new(row, user.username, Vec::new());
-    state
-        .events
-        .publish(channel_id, Event::MessageCreated(message.clone()));
-    Ok(message)
+    state.events.publish(
+        channel_id,
+        Event::MessageCreated {
+            message: row.clone(),
+            username: user.username.clone(),
+            files: files.clone(),
+            client_id,
+        },
+    );
+    for file in &files {
+        state
+            .events
+            .publish(channel_id, Event::FileUploadComplete(file.clone()));
+    }
+    Ok((row, user.username, files))
 }
 
-#[get("/channels/{id}/messages")]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -112,7 +201,7 @@ async fn list(
     let messages: Vec<_> = page
         .messages
         .into_iter()
-        .map(|parts| state.message_view(&base, auth.id, parts))
+        .map(|parts| state.links.message_view(&base, auth.id, parts))
         .collect();
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "messages": messages, "has_more": page.has_more })))

@@ -1,9 +1,11 @@
 //! HTTP routes: thin handlers per resource. Each extracts, calls the work, maps the answer.
 
+mod admin;
 mod auth;
 mod channels;
+mod files;
 mod health;
-mod messages;
+pub mod messages;
 
 use actix_web::{HttpRequest, web};
 
@@ -17,6 +19,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(auth::configure)
                 .configure(channels::configure)
                 .configure(messages::configure)
+                .configure(files::configure)
+                .configure(admin::configure)
                 .default_service(web::to(not_found)),
         );
 }

@@ -221,11 +221,11 @@ async fn membership_changes_are_published_after_commit() {
     app.delete(&format!("/api/channels/{channel}/members/me"), &bob.token)
         .await;
 
-    let joined = events.recv().await.unwrap().to_json();
+    let joined = app.render(&events.recv().await.unwrap(), &alice);
     assert_eq!(joined["type"], "member_joined");
     assert_eq!(joined["channel_id"], channel);
     assert_eq!(joined["data"]["user"]["username"], "bobby");
-    let left = events.recv().await.unwrap().to_json();
+    let left = app.render(&events.recv().await.unwrap(), &alice);
     assert_eq!(left["type"], "member_left");
     assert_eq!(left["data"]["channel_id"], channel);
     assert!(events.try_recv().is_err(), "exactly one event per change");

@@ -5,21 +5,33 @@
 use std::collections::HashMap;
 
 use chatserver::config::Settings;
+use chatserver::realtime::{ChannelEvent, Viewer};
 use chatserver::startup::Application;
 use chatserver::state::AppState;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::s3::TestS3;
+
 pub const PASSWORD: &str = "correct horse battery";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub struct TestApp {
     pub address: String,
+    /// Does not follow redirects, so tests see them.
     pub client: reqwest::Client,
     pub state: AppState,
+    pub s3: Option<TestS3>,
     _data_dir: tempfile::TempDir,
     postgres: Option<PostgresDatabase>,
+}
+
+/// Which file store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    S3,
 }
 
 pub struct TestUser {
@@ -110,7 +122,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_on(StoreKind::Local, extra).await
+}
+
+pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
     init_logging();
+    let s3 = match store {
+        StoreKind::Local => None,
+        StoreKind::S3 => Some(TestS3::start().await),
+    };
+    let s3_settings = s3.as_ref().map(TestS3::settings).unwrap_or_default();
+    let mut extra: Vec<(&str, &str)> = extra.to_vec();
+    extra.extend(s3_settings.iter().map(|(k, v)| (*k, v.as_str())));
     let data_dir = tempfile::tempdir().expect("a temporary directory");
     let (database_url, postgres) = match test_database() {
         TestDatabase::Sqlite => (
@@ -122,7 +145,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             (db.url.clone(), Some(db))
         }
     };
-    let settings = test_settings(data_dir.path(), &database_url, extra);
+    let settings = test_settings(data_dir.path(), &database_url, &extra);
     let app = Application::build(settings)
         .await
         .expect("building the app");
@@ -136,6 +159,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             .build()
             .unwrap(),
         state,
+        s3,
         _data_dir: data_dir,
         postgres,
     }
@@ -159,6 +183,15 @@ impl TestApp {
         } else {
             "sqlite"
         }
+    }
+
+    /// An event as `viewer` would receive it.
+    pub fn render(&self, event: &ChannelEvent, viewer: &TestUser) -> Value {
+        event.render(&Viewer {
+            user_id: viewer.id as i32,
+            base_url: &self.address,
+            links: &self.state.links,
+        })
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {

@@ -3,8 +3,11 @@
 mod auth;
 mod channels;
 mod cli;
+mod files;
+mod fixtures;
 mod health;
 mod helpers;
 mod messages;
 mod migrations;
+mod s3;
 mod tokens;

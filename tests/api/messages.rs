@@ -43,7 +43,7 @@ async fn a_posted_message_has_the_contract_shape() {
     assert_eq!(ids, vec![message["id"].as_i64().unwrap()]);
     assert!(!has_more);
 
-    let event = events.recv().await.unwrap().to_json();
+    let event = app.render(&events.recv().await.unwrap(), &alice);
     assert_eq!(event["type"], "message_created");
     assert_eq!(event["data"]["id"], message["id"]);
 }

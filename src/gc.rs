@@ -1,0 +1,128 @@
+//! The sweeper: keeps the store and the `file_uploads` table in agreement.
+//!
+//! - Objects of deleted rows are purged once `FILE_PURGE_AFTER_SECONDS` have passed.
+//! - Objects with no row at all (a crash between storing and committing) are removed once
+//!   older than `ORPHAN_MIN_AGE_SECONDS`, which no upload in progress can be.
+//! - Rows whose object is missing are reported.
+//!
+//! Safe on several instances at once: a purge is claimed in the database first, and
+//! deleting an object twice is harmless.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde::Serialize;
+
+use crate::db::{self, models::now};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::uploads::OBJECT_PREFIX;
+
+const PURGE_BATCH: i64 = 500;
+
+#[derive(Debug, Default, Serialize)]
+pub struct SweepReport {
+    pub purged: usize,
+    pub orphans_removed: usize,
+    /// Ids of rows whose object is not in the store.
+    pub missing_objects: Vec<i32>,
+}
+
+pub async fn sweep(state: &AppState) -> Result<SweepReport, AppError> {
+    let mut report = SweepReport {
+        purged: purge_deleted(state).await?,
+        ..SweepReport::default()
+    };
+    // Rows first, then the listing: an object stored after the listing cannot be taken
+    // for an orphan, and one committed after the row query is too young to be swept.
+    let expected = state
+        .db
+        .run(|conn| Ok(db::files::expected_objects(conn)?))
+        .await?;
+    let objects = state.store.list(OBJECT_PREFIX).await?;
+    let listed: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    report.missing_objects = expected
+        .iter()
+        .filter(|(_, key)| !listed.contains(key.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+    if !report.missing_objects.is_empty() {
+        tracing::error!(rows = ?report.missing_objects, "file rows whose object is missing from the store");
+    }
+
+    let cutoff = now() - TimeDelta::seconds(state.settings.orphan_min_age_seconds);
+    let old: Vec<String> = objects
+        .iter()
+        .filter(|o| o.last_modified.is_some_and(|t| t <= cutoff))
+        .map(|o| o.key.clone())
+        .collect();
+    let known = {
+        let old = old.clone();
+        state
+            .db
+            .run(move |conn| Ok(db::files::known_keys(conn, &old)?))
+            .await?
+    };
+    for key in old.iter().filter(|k| !known.contains(*k)) {
+        state.store.delete(key).await?;
+        tracing::info!(key, "removed an object with no row");
+        report.orphans_removed += 1;
+    }
+    Ok(report)
+}
+
+async fn purge_deleted(state: &AppState) -> Result<usize, AppError> {
+    let cutoff = now() - TimeDelta::seconds(state.settings.file_purge_after_seconds);
+    let due = state
+        .db
+        .run(move |conn| Ok(db::files::due_for_purge(conn, cutoff, PURGE_BATCH)?))
+        .await?;
+    let mut purged = 0;
+    for (id, key) in due {
+        let claimed = state
+            .db
+            .run(move |conn| Ok(db::files::claim_purge(conn, id)?))
+            .await?;
+        if !claimed {
+            continue; // another instance has it
+        }
+        if let Err(e) = state.store.delete(&key).await {
+            state
+                .db
+                .run(move |conn| Ok(db::files::release_purge(conn, id)?))
+                .await?;
+            return Err(e);
+        }
+        purged += 1;
+    }
+    Ok(purged)
+}
+
+/// Runs the sweeper every `GC_INTERVAL_SECONDS` in the background.
+pub fn spawn_background(state: AppState) {
+    let every = state.settings.gc_interval_seconds;
+    if every == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(every));
+        ticker.tick().await; // the first tick is immediate: let startup finish first
+        loop {
+            ticker.tick().await;
+            match sweep(&state).await {
+                Ok(report) if report.purged + report.orphans_removed > 0 => {
+                    tracing::info!(
+                        purged = report.purged,
+                        orphans_removed = report.orphans_removed,
+                        "storage sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = ?e, "storage sweep failed; retrying next interval")
+                }
+            }
+        }
+    });
+}

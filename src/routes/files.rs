@@ -1,0 +1,326 @@
+use actix_files::NamedFile;
+use actix_web::http::header::{
+    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use diesel::Connection;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::base_url;
+use crate::auth::AuthUser;
+use crate::db::{self, models::FileUpload, models::rfc3339};
+use crate::error::AppError;
+use crate::realtime::Event;
+use crate::state::AppState;
+use crate::storage::Presentation;
+use crate::uploads::{self, UploadForm};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(upload)
+        .service(download_link)
+        .service(content)
+        .service(show)
+        .service(remove);
+}
+
+/// A redirect to the store lives at most this long, so a link stops working within a
+/// minute of the file's deletion or the user's leaving.
+const STORE_URL_MAX_SECONDS: i64 = 60;
+/// Served files can never run as a page in our origin.
+const SANDBOX_CSP: &str =
+    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+
+/// `multipart/form-data`: a `message_id` part, then one or more `file` parts. Only the
+/// message's author may attach.
+#[post("/files/upload")]
+async fn upload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let mut form = UploadForm::new(&req, payload)?;
+    let message_id = match form.next_part().await? {
+        Some(mut part) if uploads::part_name(&part) == "message_id" => {
+            uploads::read_text_part(&mut part, 32)
+                .await?
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| {
+                    AppError::bad_request("bad_request", "message_id must be a message id")
+                })?
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "bad_request",
+                "the first part must be `message_id`",
+            ));
+        }
+    };
+    let message = state
+        .db
+        .run(move |conn| {
+            let message = db::messages::find(conn, message_id)?;
+            db::channels::find_for_member(conn, message.channel_id, auth.id)?;
+            Ok(message)
+        })
+        .await?;
+    if message.user_id != auth.id {
+        return Err(AppError::forbidden(
+            "only the message's author may attach files to it",
+        ));
+    }
+    let channel_id = message.channel_id;
+    let pending =
+        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
+    if pending.files.is_empty() {
+        pending.discard().await;
+        return Err(AppError::bad_request("bad_request", "no `file` part"));
+    }
+    let stored = pending.files.clone();
+    let inserted = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                db::channels::find_for_member(conn, channel_id, auth.id)?;
+                Ok::<_, AppError>(db::files::insert_all(
+                    conn, message_id, channel_id, auth.id, &stored,
+                )?)
+            })
+        })
+        .await;
+    let files = match inserted {
+        Ok(files) => files,
+        Err(e) => {
+            pending.discard().await;
+            return Err(e);
+        }
+    };
+    pending.commit();
+    for file in &files {
+        state
+            .events
+            .publish(channel_id, Event::FileUploadComplete(file.clone()));
+    }
+    let base = base_url(&req);
+    let views: Vec<_> = files
+        .iter()
+        .map(|f| state.links.file_view(&base, auth.id, f))
+        .collect();
+    Ok(HttpResponse::Created().json(json!({ "files": views })))
+}
+
+#[get("/files/{id}")]
+async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    let file = visible_file(&state, path.into_inner(), auth.id).await?;
+    Ok(HttpResponse::Ok().json(state.links.file_view(&base_url(&req), auth.id, &file)))
+}
+
+/// A fresh link; counts as a download.
+#[get("/files/download/{id}")]
+async fn download_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    state
+        .download_limiter
+        .check(auth.id)
+        .map_err(|retry_after_seconds| AppError::RateLimited {
+            retry_after_seconds,
+        })?;
+    let file_id = path.into_inner();
+    let file = state
+        .db
+        .run(move |conn| {
+            let file = db::files::find_visible(conn, file_id, auth.id)?;
+            db::files::record_download(conn, file_id)?;
+            Ok(file)
+        })
+        .await?;
+    let view = state.links.file_view(&base_url(&req), auth.id, &file);
+    Ok(HttpResponse::Ok().json(json!({
+        "url": view.url,
+        "expires_at": rfc3339::format(&view.url_expires_at),
+        "file": view,
+    })))
+}
+
+#[derive(Deserialize)]
+struct LinkQuery {
+    token: String,
+}
+
+/// What a download link points at. Checks the link, then the row and the membership of the
+/// user it was issued to, on every request.
+#[get("/files/{id}/content")]
+async fn content(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+    query: web::Query<LinkQuery>,
+) -> Result<HttpResponse, AppError> {
+    let file_id = path.into_inner();
+    let grant = state
+        .links
+        .verify(&query.token)
+        .filter(|grant| grant.file_id == file_id)
+        .ok_or_else(|| AppError::Forbidden {
+            code: "invalid_link",
+            message: "this link is invalid or has expired; ask for a fresh one".into(),
+        })?;
+    let file = visible_file(&state, file_id, grant.user_id).await?;
+    let presentation = presentation(&file);
+    let remaining = grant.expires_at - chrono::Utc::now().timestamp();
+    let lifetime = remaining.clamp(1, STORE_URL_MAX_SECONDS) as u64;
+    if let Some(url) = state
+        .store
+        .presigned_get(&file.s3_key, &presentation, lifetime)
+        .await?
+    {
+        return Ok(HttpResponse::Found()
+            .insert_header((header::LOCATION, url))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::REFERRER_POLICY, "no-referrer"))
+            .finish());
+    }
+    let path = state
+        .store
+        .local_path(&file.s3_key)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no local path for a local object")))?;
+    let named = NamedFile::open_async(&path).await.map_err(|e| {
+        AppError::Internal(anyhow::anyhow!(
+            "object of file {} unreadable: {e}",
+            file.id
+        ))
+    })?;
+    let mut response = named
+        .set_content_type(
+            presentation
+                .content_type
+                .parse()
+                .unwrap_or(mime_octet_stream()),
+        )
+        .set_content_disposition(disposition(&file))
+        .into_response(&req);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(SANDBOX_CSP),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-store"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
+}
+
+/// Soft delete, by the uploader only.
+#[delete("/files/{id}")]
+async fn remove(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    let file_id = path.into_inner();
+    let file = state
+        .db
+        .run(move |conn| {
+            let file = db::files::find_visible(conn, file_id, auth.id)?;
+            if file.uploaded_by != Some(auth.id) {
+                return Err(AppError::forbidden("only the uploader may delete a file"));
+            }
+            if !db::files::soft_delete(conn, file_id)? {
+                return Err(AppError::NotFound);
+            }
+            Ok(file)
+        })
+        .await?;
+    state.events.publish(
+        file.channel_id,
+        Event::FileDeleted {
+            id: file.id,
+            message_id: file.message_id,
+        },
+    );
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn visible_file(
+    state: &AppState,
+    file_id: i32,
+    user_id: i32,
+) -> Result<FileUpload, AppError> {
+    state
+        .db
+        .run(move |conn| Ok(db::files::find_visible(conn, file_id, user_id)?))
+        .await
+}
+
+fn mime_octet_stream() -> mime::Mime {
+    mime::APPLICATION_OCTET_STREAM
+}
+
+fn content_type(file: &FileUpload) -> String {
+    file.content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into())
+}
+
+/// Images, audio and video may show inline; everything else downloads.
+fn disposition(file: &FileUpload) -> ContentDisposition {
+    let mime = content_type(file);
+    let inline = ["image/", "audio/", "video/"]
+        .iter()
+        .any(|p| mime.starts_with(p))
+        && mime != "image/svg+xml";
+    // RFC 6266: an ASCII fallback, and the exact name in RFC 5987 form.
+    let fallback: String = file
+        .file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    ContentDisposition {
+        disposition: if inline {
+            DispositionType::Inline
+        } else {
+            DispositionType::Attachment
+        },
+        parameters: vec![
+            DispositionParam::Filename(fallback),
+            DispositionParam::FilenameExt(ExtendedValue {
+                charset: Charset::Ext("UTF-8".into()),
+                language_tag: None,
+                value: file.file_name.clone().into_bytes(),
+            }),
+        ],
+    }
+}
+
+fn presentation(file: &FileUpload) -> Presentation {
+    Presentation {
+        content_type: content_type(file),
+        content_disposition: disposition(file).to_string(),
+    }
+}

@@ -1,0 +1,387 @@
+//! The S3 store, through aws-sdk-s3. Works with AWS and with S3-compatible servers
+//! (path-style addressing when an endpoint is given).
+//!
+//! Uploads: a body that fits in one part goes up in a single PUT; a larger one as a multipart
+//! upload in parts of `PART_SIZE`, with the next part read from the client while the
+//! previous one is sent, so at most two parts are in memory. Any failure, including the
+//! request being dropped, aborts the multipart upload (`MultipartUpload`).
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::{Body, ObjectInfo, Presentation};
+use crate::config::S3Settings;
+use crate::error::AppError;
+
+/// S3 allows parts of 5 MiB to 5 GiB; 8 MiB keeps memory small and requests few.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+fn unavailable<E>(e: E) -> AppError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    AppError::StorageUnavailable(anyhow::Error::new(e))
+}
+
+type PartTask = JoinHandle<Result<CompletedPart, AppError>>;
+
+/// A multipart upload in progress. Unless completed it is aborted, even when the request
+/// is dropped; a part still in flight is let land first, since an abort that races a part
+/// upload can leave that part behind.
+struct MultipartUpload {
+    store: S3Store,
+    key: String,
+    upload_id: Option<String>,
+    in_flight: Option<PartTask>,
+    completed: Vec<CompletedPart>,
+}
+
+impl MultipartUpload {
+    /// Starts sending a part; waits for the previous one first, so at most one part is in
+    /// flight while the next is read from the client.
+    async fn send(&mut self, part_number: i32, part: Bytes) -> Result<(), AppError> {
+        let upload_id = self.upload_id.clone().expect("an open upload");
+        let task = tokio::spawn(self.store.clone().upload_part(
+            self.key.clone(),
+            upload_id,
+            part_number,
+            part,
+        ));
+        if let Some(previous) = self.in_flight.replace(task) {
+            self.completed.push(join_part(previous).await?);
+        }
+        Ok(())
+    }
+
+    async fn complete(mut self) -> Result<(), AppError> {
+        if let Some(last) = self.in_flight.take() {
+            self.completed.push(join_part(last).await?);
+        }
+        let upload_id = self.upload_id.take().expect("an open upload");
+        let parts = std::mem::take(&mut self.completed);
+        let result = self
+            .store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = result {
+            self.upload_id = Some(upload_id); // dropping self aborts it
+            return Err(unavailable(e));
+        }
+        Ok(())
+    }
+
+    async fn abort(mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        if let Some(part) = self.in_flight.take() {
+            let _ = part.await;
+        }
+        abort_upload(
+            &self.store.client,
+            &self.store.bucket,
+            &self.key,
+            &upload_id,
+        )
+        .await;
+    }
+}
+
+impl Drop for MultipartUpload {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let (store, key, part) = (self.store.clone(), self.key.clone(), self.in_flight.take());
+        tokio::spawn(async move {
+            if let Some(part) = part {
+                let _ = part.await;
+            }
+            abort_upload(&store.client, &store.bucket, &key, &upload_id).await;
+        });
+    }
+}
+
+async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let result = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    if let Err(e) = result {
+        // The orphan sweep and the bucket's lifecycle rules are the backstop.
+        tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "aborting a multipart upload failed");
+    }
+}
+
+impl S3Store {
+    pub async fn connect(settings: &S3Settings) -> S3Store {
+        let mut loader = aws_config::from_env().region(Region::new(settings.region.clone()));
+        if let Some(c) = &settings.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                String::from_utf8_lossy(c.secret_access_key.expose()).into_owned(),
+                c.session_token
+                    .as_ref()
+                    .map(|t| String::from_utf8_lossy(t.expose()).into_owned()),
+                None,
+                "chatserver-settings",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            // Checksums only where S3 demands them: S3-compatible servers vary in support
+            // for the newer trailing-checksum encodings.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        S3Store {
+            client: Client::from_conf(config.build()),
+            bucket: settings.bucket.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub async fn check(&self) -> Result<(), AppError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    pub async fn put_stream(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: &mut dyn Body,
+    ) -> Result<u64, AppError> {
+        let (first, finished) = read_part(body).await?;
+        if finished {
+            let size = first.len() as u64;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            return Ok(size);
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| AppError::StorageUnavailable(anyhow!("no upload id from the store")))?
+            .to_owned();
+        let mut upload = MultipartUpload {
+            store: self.clone(),
+            key: key.to_owned(),
+            upload_id: Some(upload_id),
+            in_flight: None,
+            completed: Vec::new(),
+        };
+        match send_parts(&mut upload, first, body).await {
+            Ok(size) => {
+                upload.complete().await?;
+                Ok(size)
+            }
+            Err(e) => {
+                upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_part(
+        self,
+        key: String,
+        upload_id: String,
+        part_number: i32,
+        part: Bytes,
+    ) -> Result<CompletedPart, AppError> {
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(uploaded.e_tag().map(str::to_owned))
+            .part_number(part_number)
+            .build())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), AppError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, AppError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(unavailable)?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                found.push(ObjectInfo {
+                    key: key.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                        .map(|t| t.naive_utc()),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+        lifetime_seconds: u64,
+    ) -> Result<String, AppError> {
+        let config = PresigningConfig::expires_in(Duration::from_secs(lifetime_seconds.max(1)))
+            .map_err(|e| AppError::Internal(e.into()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_type(&presentation.content_type)
+            .response_content_disposition(&presentation.content_disposition)
+            .response_cache_control("private, no-store")
+            .presigned(config)
+            .await
+            .map_err(unavailable)?;
+        Ok(request.uri().to_owned())
+    }
+}
+
+async fn join_part(task: PartTask) -> Result<CompletedPart, AppError> {
+    task.await
+        .map_err(|e| AppError::Internal(anyhow!("part upload task failed: {e}")))?
+}
+
+/// Sends `first` and then the rest of the body, part by part; returns the bytes sent.
+async fn send_parts(
+    upload: &mut MultipartUpload,
+    first: Bytes,
+    body: &mut dyn Body,
+) -> Result<u64, AppError> {
+    let (mut part, mut finished) = (first, false);
+    let mut size = 0u64;
+    for part_number in 1.. {
+        size += part.len() as u64;
+        upload.send(part_number, part).await?;
+        if finished {
+            break;
+        }
+        (part, finished) = read_part(body).await?;
+        if part.is_empty() {
+            break;
+        }
+    }
+    Ok(size)
+}
+
+/// Reads up to one part from the body; `true` when the body has ended.
+async fn read_part(body: &mut dyn Body) -> Result<(Bytes, bool), AppError> {
+    let mut buffer = BytesMut::with_capacity(PART_SIZE);
+    while buffer.len() < PART_SIZE {
+        match body.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                // Chunks are small; a chunk that crosses the part boundary goes whole into
+                // this part, which only makes the part a little larger than PART_SIZE.
+                buffer.extend_from_slice(&chunk);
+            }
+            None => return Ok((buffer.freeze(), true)),
+        }
+    }
+    Ok((buffer.freeze(), false))
+}

@@ -1,0 +1,563 @@
+//! The upload pipeline: multipart part -> sniff + limit + hash -> store -> (caller) rows.
+//!
+//! Each file part streams straight into the store. Its first bytes decide its type (never
+//! the declared type or name), a counter enforces the size limit while the body streams, and
+//! a hasher sees every byte. Objects stored for a request are tracked by `PendingObjects`,
+//! which deletes them unless the caller commits their rows.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use actix_multipart::{Field, Multipart, MultipartError};
+use actix_web::error::PayloadError;
+use actix_web::{HttpRequest, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::routes::is_unsafe_display_char;
+use crate::storage::Store;
+
+/// How many leading bytes decide the type.
+const SNIFF_BYTES: usize = 8 * 1024;
+/// At most this many bytes may arrive while looking for the next part's headers.
+const PART_HEADER_BUDGET: usize = 256 * 1024;
+pub const MAX_FILE_PARTS: usize = 10;
+const MAX_FILE_NAME_CHARS: usize = 255;
+
+/// A file stored in the store, not yet recorded in the database.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub key: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What the settings allow.
+#[derive(Debug, Clone)]
+pub struct UploadRules {
+    pub max_file_bytes: u64,
+    pub allowed_types: Vec<String>,
+}
+
+impl UploadRules {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        UploadRules {
+            max_file_bytes: settings.max_file_size_mb * 1024 * 1024,
+            allowed_types: settings.allowed_file_types.clone(),
+        }
+    }
+
+    /// `type/*` entries allow a family, except the types that browsers run as documents
+    /// (HTML, SVG, XML): those must be listed by their exact name.
+    pub fn allows(&self, mime: &str) -> bool {
+        self.allowed_types.iter().any(|allowed| {
+            allowed == mime
+                || (!is_active_content(mime)
+                    && allowed
+                        .strip_suffix('*')
+                        .is_some_and(|family| family.ends_with('/') && mime.starts_with(family)))
+        })
+    }
+}
+
+fn is_active_content(mime: &str) -> bool {
+    matches!(
+        mime,
+        "text/html" | "image/svg+xml" | "text/xml" | "application/xml" | "application/xhtml+xml"
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading a multipart body
+
+/// A multipart body read part by part, with bounded part headers.
+pub struct UploadForm {
+    multipart: Multipart,
+    header_budget: Rc<Cell<Option<usize>>>,
+}
+
+impl UploadForm {
+    pub fn new(req: &HttpRequest, payload: web::Payload) -> Result<Self, AppError> {
+        let is_form = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+        if !is_form {
+            return Err(AppError::bad_request(
+                "bad_request",
+                "expected a multipart/form-data body",
+            ));
+        }
+        let header_budget = Rc::new(Cell::new(None));
+        let metered = HeaderBudget {
+            inner: payload,
+            budget: header_budget.clone(),
+        };
+        Ok(UploadForm {
+            multipart: Multipart::new(req.headers(), metered),
+            header_budget,
+        })
+    }
+
+    /// The next part, or `None` at the end of the body.
+    pub async fn next_part(&mut self) -> Result<Option<Field>, AppError> {
+        self.header_budget.set(Some(PART_HEADER_BUDGET));
+        let next = self.multipart.next().await;
+        self.header_budget.set(None);
+        match next {
+            None => Ok(None),
+            Some(Ok(field)) => Ok(Some(field)),
+            Some(Err(e)) => Err(multipart_error(e)),
+        }
+    }
+}
+
+/// The name of a form part (`Content-Disposition: form-data; name=...`).
+pub fn part_name(field: &Field) -> &str {
+    field.name().unwrap_or_default()
+}
+
+/// A small text part, read whole (it is bounded by `max_bytes`).
+pub async fn read_text_part(field: &mut Field, max_bytes: usize) -> Result<String, AppError> {
+    let mut text = BytesMut::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(multipart_error)?;
+        if text.len() + chunk.len() > max_bytes {
+            return Err(AppError::bad_request(
+                "bad_request",
+                format!("the {:?} part is over {max_bytes} bytes", part_name(field)),
+            ));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text.to_vec())
+        .map_err(|_| AppError::bad_request("bad_request", "a text part is not UTF-8"))
+}
+
+fn multipart_error(e: MultipartError) -> AppError {
+    match e {
+        MultipartError::Payload(PayloadError::Overflow) => {
+            AppError::bad_request("bad_request", "multipart part headers are too large")
+        }
+        MultipartError::Payload(PayloadError::Incomplete(_)) | MultipartError::Incomplete => {
+            AppError::bad_request("bad_request", "the upload was interrupted")
+        }
+        other => AppError::bad_request("bad_request", format!("malformed multipart body: {other}")),
+    }
+}
+
+/// Counts the bytes that arrive while the multipart parser looks for part headers and fails
+/// the body past the budget, so endless headers cannot fill memory.
+struct HeaderBudget<S> {
+    inner: S,
+    budget: Rc<Cell<Option<usize>>>,
+}
+
+impl<S> Stream for HeaderBudget<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next
+            && let Some(remaining) = self.budget.get()
+        {
+            match remaining.checked_sub(chunk.len()) {
+                Some(left) => self.budget.set(Some(left)),
+                None => return Poll::Ready(Some(Err(PayloadError::Overflow))),
+            }
+        }
+        next
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Storing one file part
+
+/// Streams one file part into the store under a new key.
+pub async fn store_file_part(
+    store: &Store,
+    rules: &UploadRules,
+    channel_id: i32,
+    field: &mut Field,
+) -> Result<StoredFile, AppError> {
+    let file_name = clean_file_name(
+        field
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .unwrap_or_default(),
+    );
+    let (head, complete) = read_head(field).await?;
+    let sniffed = sniff(&head, complete, &file_name);
+    if !rules.allows(&sniffed.mime) {
+        return Err(AppError::UnsupportedFileType(format!(
+            "files of type {} are not accepted",
+            sniffed.mime
+        )));
+    }
+    let key = object_key(channel_id, sniffed.extension);
+    let mut body = CheckedBody {
+        head: Some(head),
+        rest: field,
+        rest_done: complete,
+        size: 0,
+        limit: rules.max_file_bytes,
+        hasher: Sha256::new(),
+    };
+    let stored = store.put_stream(&key, &sniffed.mime, &mut body).await?;
+    debug_assert_eq!(stored, body.size);
+    Ok(StoredFile {
+        key,
+        file_name,
+        content_type: sniffed.mime,
+        size: body.size,
+        sha256: hex::encode(body.hasher.finalize()),
+    })
+}
+
+/// The first bytes of a part; `true` when that is the whole part.
+async fn read_head(field: &mut Field) -> Result<(Bytes, bool), AppError> {
+    let mut head = BytesMut::new();
+    while head.len() < SNIFF_BYTES {
+        match field.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk.map_err(multipart_error)?),
+            None => return Ok((head.freeze(), true)),
+        }
+    }
+    Ok((head.freeze(), false))
+}
+
+/// The part's bytes as the store sees them: counted against the limit and hashed.
+struct CheckedBody<'a> {
+    head: Option<Bytes>,
+    rest: &'a mut Field,
+    /// The part has ended (a `Field` must not be polled past its end).
+    rest_done: bool,
+    size: u64,
+    limit: u64,
+    hasher: Sha256,
+}
+
+impl Stream for CheckedBody<'_> {
+    type Item = Result<Bytes, AppError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let chunk = match self.head.take() {
+            Some(head) => head,
+            None if self.rest_done => return Poll::Ready(None),
+            None => match Pin::new(&mut *self.rest).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.rest_done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(multipart_error(e)))),
+                Poll::Ready(Some(Ok(chunk))) => chunk,
+            },
+        };
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            let limit_mb = self.limit / (1024 * 1024);
+            return Poll::Ready(Some(Err(AppError::PayloadTooLarge(format!(
+                "a file may be at most {limit_mb} MB"
+            )))));
+        }
+        self.hasher.update(&chunk);
+        Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects stored for one request
+
+/// The objects a request has stored so far. Unless `commit` is called they are deleted:
+/// awaited by `discard` on the error path, or in the background if the request is dropped.
+pub struct PendingObjects {
+    store: Store,
+    pub files: Vec<StoredFile>,
+}
+
+impl PendingObjects {
+    pub fn new(store: Store) -> Self {
+        PendingObjects {
+            store,
+            files: Vec::new(),
+        }
+    }
+
+    /// The rows are committed: keep the objects.
+    pub fn commit(mut self) -> Vec<StoredFile> {
+        std::mem::take(&mut self.files)
+    }
+
+    /// Deletes every object stored so far, and waits for it.
+    pub async fn discard(mut self) {
+        let files = std::mem::take(&mut self.files);
+        delete_all(&self.store, files).await;
+    }
+}
+
+impl Drop for PendingObjects {
+    fn drop(&mut self) {
+        let files = std::mem::take(&mut self.files);
+        if !files.is_empty() {
+            let store = self.store.clone();
+            tokio::spawn(async move { delete_all(&store, files).await });
+        }
+    }
+}
+
+async fn delete_all(store: &Store, files: Vec<StoredFile>) {
+    for file in files {
+        if let Err(e) = store.delete(&file.key).await {
+            // Left for the orphan sweep.
+            tracing::warn!(key = %file.key, error = %e, "could not delete an uncommitted object");
+        }
+    }
+}
+
+/// Reads the remaining parts of `form` as files (each part must be named `file`) into the
+/// store. On any failure the objects stored so far are deleted before the error returns.
+pub async fn receive_files(
+    form: &mut UploadForm,
+    store: &Store,
+    rules: &UploadRules,
+    channel_id: i32,
+) -> Result<PendingObjects, AppError> {
+    let mut pending = PendingObjects::new(store.clone());
+    let result = async {
+        while let Some(mut field) = form.next_part().await? {
+            if part_name(&field) != "file" {
+                return Err(AppError::bad_request(
+                    "bad_request",
+                    format!("unexpected form part {:?}", part_name(&field)),
+                ));
+            }
+            if pending.files.len() == MAX_FILE_PARTS {
+                return Err(AppError::bad_request(
+                    "too_many_files",
+                    format!("at most {MAX_FILE_PARTS} files per request"),
+                ));
+            }
+            let stored = store_file_part(store, rules, channel_id, &mut field).await?;
+            pending.files.push(stored);
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(pending),
+        Err(e) => {
+            pending.discard().await;
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Types, names and keys
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sniffed {
+    pub mime: String,
+    pub extension: &'static str,
+}
+
+/// The type of a file from its first bytes. `complete` says `head` is the whole file (so a
+/// multi-byte character cut at the end of `head` does not make text look binary).
+pub fn sniff(head: &[u8], complete: bool, file_name: &str) -> Sniffed {
+    let sniffed = |mime: &str, extension| Sniffed {
+        mime: mime.to_owned(),
+        extension,
+    };
+    if let Some(kind) = infer::get(head) {
+        // infer accepts "GIF89a<script>..." as a GIF: markup in an image or text file makes
+        // it a polyglot, refused as HTML.
+        let family = kind.mime_type().split('/').next().unwrap_or_default();
+        if matches!(family, "image" | "text") && markup_kind(head).is_some() {
+            return sniffed("text/html", "html");
+        }
+        return sniffed(kind.mime_type(), kind.extension());
+    }
+    if !looks_like_text(head, complete) {
+        return sniffed("application/octet-stream", "bin");
+    }
+    if let Some(markup) = markup_kind(head) {
+        return markup;
+    }
+    if file_name.to_ascii_lowercase().ends_with(".csv") {
+        sniffed("text/csv", "csv")
+    } else {
+        sniffed("text/plain", "txt")
+    }
+}
+
+/// Markup a browser would render as a document: HTML or SVG.
+fn markup_kind(head: &[u8]) -> Option<Sniffed> {
+    let window = &head[..head.len().min(4096)];
+    let lower = String::from_utf8_lossy(window).to_ascii_lowercase();
+    if lower.contains("<svg") {
+        return Some(Sniffed {
+            mime: "image/svg+xml".into(),
+            extension: "svg",
+        });
+    }
+    const HTML_MARKERS: [&str; 7] = [
+        "<script",
+        "<html",
+        "<!doctype html",
+        "<body",
+        "<iframe",
+        "<object",
+        "<embed",
+    ];
+    HTML_MARKERS
+        .iter()
+        .any(|m| lower.contains(m))
+        .then(|| Sniffed {
+            mime: "text/html".into(),
+            extension: "html",
+        })
+}
+
+/// UTF-8 without NULs or control characters other than white space.
+fn looks_like_text(head: &[u8], complete: bool) -> bool {
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // A character cut in two by the end of the sniffed window.
+        Err(e) if !complete && e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    text.chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
+}
+
+/// The original name for display: its last path component, without control or
+/// bidirectional-override characters, at most 255 characters (keeping the extension).
+pub fn clean_file_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !is_unsafe_display_char(*c))
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        return "file".to_owned();
+    }
+    if cleaned.chars().count() <= MAX_FILE_NAME_CHARS {
+        return cleaned.to_owned();
+    }
+    let extension = cleaned
+        .rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|ext| !ext.is_empty() && ext.chars().count() <= 16);
+    match extension {
+        Some(ext) => {
+            let keep = MAX_FILE_NAME_CHARS - ext.chars().count() - 1;
+            let stem: String = cleaned.chars().take(keep).collect();
+            format!("{stem}.{ext}")
+        }
+        None => cleaned.chars().take(MAX_FILE_NAME_CHARS).collect(),
+    }
+}
+
+/// A new object key: channel and date prefixes, a UUID, and the sniffed type's extension.
+/// Nothing in it comes from the client.
+pub fn object_key(channel_id: i32, extension: &str) -> String {
+    let today = chrono::Utc::now().format("%Y/%m/%d");
+    format!(
+        "channels/{channel_id}/{today}/{}.{extension}",
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// The prefix under which every uploaded object lives.
+pub const OBJECT_PREFIX: &str = "channels/";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_cleaned_for_display() {
+        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_file_name("C:\\Users\\x\\report.pdf"), "report.pdf");
+        assert_eq!(clean_file_name("a.php%00.jpg"), "a.php%00.jpg");
+        assert_eq!(clean_file_name("evil\u{202e}gpj.exe"), "evilgpj.exe");
+        assert_eq!(clean_file_name("nul\u{0}byte.txt"), "nulbyte.txt");
+        assert_eq!(clean_file_name(".."), "file");
+        assert_eq!(clean_file_name(""), "file");
+        let long = format!("{}.png", "a".repeat(300));
+        let cleaned = clean_file_name(&long);
+        assert_eq!(cleaned.chars().count(), 255);
+        assert!(cleaned.ends_with(".png"));
+    }
+
+    #[test]
+    fn types_come_from_the_bytes() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(sniff(png, true, "x.txt").mime, "image/png");
+        assert_eq!(
+            sniff(b"<html><body>hi</body></html>", true, "x.png").mime,
+            "text/html"
+        );
+        assert_eq!(
+            sniff(b"<svg onload=alert(1)>", true, "x.png").mime,
+            "image/svg+xml"
+        );
+        assert_eq!(
+            sniff(b"GIF89a<script>alert(1)</script>", true, "x.gif").mime,
+            "text/html"
+        );
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(64, 0);
+        assert_eq!(sniff(&elf, true, "x.jpg").mime, "application/x-executable");
+        assert_eq!(sniff(b"a,b\n1,2\n", true, "data.csv").mime, "text/csv");
+        assert_eq!(sniff("h\u{e9}llo".as_bytes(), true, "x").mime, "text/plain");
+        assert_eq!(
+            sniff(b"\0\x01\x02\x03", true, "x.txt").mime,
+            "application/octet-stream"
+        );
+        // A character cut at the end of the window is still text.
+        let cut = &"\u{e9}".as_bytes()[..1];
+        assert_eq!(
+            sniff(&[b"abc", cut].concat(), false, "x").mime,
+            "text/plain"
+        );
+    }
+
+    #[test]
+    fn wildcards_never_allow_active_content() {
+        let rules = UploadRules {
+            max_file_bytes: 1,
+            allowed_types: vec!["image/*".into(), "text/*".into()],
+        };
+        assert!(rules.allows("image/png"));
+        assert!(!rules.allows("image/svg+xml"));
+        assert!(!rules.allows("text/html"));
+        let explicit = UploadRules {
+            max_file_bytes: 1,
+            allowed_types: vec!["image/svg+xml".into()],
+        };
+        assert!(explicit.allows("image/svg+xml"));
+    }
+
+    #[test]
+    fn keys_carry_no_client_input() {
+        let key = object_key(7, "png");
+        assert!(key.starts_with("channels/7/"));
+        assert!(key.ends_with(".png"));
+        assert_eq!(key.split('/').count(), 6);
+    }
+}

@@ -1,0 +1,1111 @@
+//! Attachments, against both stores (local disk and S3), on the database under test.
+
+use std::time::Duration;
+
+use chatserver::db::models::FileUpload;
+use chatserver::db::schema::file_uploads;
+use diesel::prelude::*;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::fixtures::{self, Upload};
+use crate::helpers::{StoreKind, TestApp, TestUser, expect_error, expect_json, spawn_app_on};
+
+/// Runs each scenario once per store.
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::Local).await })*
+        }
+        mod s3 {
+            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::S3).await })*
+        }
+    };
+}
+
+for_each_store!(
+    round_trips_keep_bytes_types_sizes_and_hashes,
+    a_large_file_streams_through_multipart_upload,
+    spoofed_types_are_refused_and_leave_nothing,
+    oversize_chunked_uploads_are_refused_while_streaming,
+    too_many_or_malformed_parts_are_400,
+    hostile_names_are_stored_under_safe_keys_and_shown_cleaned,
+    a_client_that_disconnects_leaves_nothing,
+    a_refused_third_file_keeps_no_message_and_no_file,
+    access_is_for_members_and_deletion_for_the_uploader,
+    deleted_files_vanish_everywhere_and_their_links_stop,
+    leaving_the_channel_stops_issued_links,
+    tampered_and_expired_links_are_refused,
+    attaching_to_an_existing_message,
+    download_links_are_counted_and_rate_limited,
+    the_sweeper_purges_deleted_and_orphaned_objects,
+    storage_status_is_for_admins,
+);
+
+async fn app_on(store: StoreKind) -> TestApp {
+    spawn_app_on(store, &[]).await
+}
+
+fn form(content: &str, files: &[Upload]) -> Form {
+    files.iter().fold(
+        Form::new().text("content", content.to_owned()),
+        |form, f| {
+            let part = Part::bytes(f.bytes.clone())
+                .file_name(f.name.clone())
+                .mime_str(&f.declared_type)
+                .unwrap();
+            form.part("file", part)
+        },
+    )
+}
+
+async fn post_files(
+    app: &TestApp,
+    user: &TestUser,
+    channel: i64,
+    content: &str,
+    files: &[Upload],
+) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&user.token)
+        .multipart(form(content, files))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every row, deleted or not.
+async fn rows(app: &TestApp) -> Vec<FileUpload> {
+    app.state
+        .db
+        .run(|conn| {
+            Ok(file_uploads::table
+                .order(file_uploads::id)
+                .select(FileUpload::as_select())
+                .load(conn)?)
+        })
+        .await
+        .unwrap()
+}
+
+async fn objects(app: &TestApp) -> Vec<String> {
+    let mut keys: Vec<String> = app
+        .state
+        .store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Waits (bounded) for background clean-up to finish, then asserts the store is empty.
+async fn assert_store_empties(app: &TestApp) {
+    for _ in 0..50 {
+        if objects(app).await.is_empty() && pending_uploads(app).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        objects(app).await,
+        Vec::<String>::new(),
+        "objects left behind"
+    );
+    assert_eq!(pending_uploads(app).await, 0, "multipart uploads left open");
+}
+
+async fn pending_uploads(app: &TestApp) -> usize {
+    match &app.s3 {
+        Some(s3) => s3.pending_multipart_uploads().await,
+        None => 0,
+    }
+}
+
+/// GETs a download link like a plain client: no headers, following redirects.
+async fn fetch(url: &str) -> reqwest::Response {
+    reqwest::Client::new().get(url).send().await.unwrap()
+}
+
+async fn setup(app: &TestApp) -> (TestUser, TestUser, i64) {
+    let alice = app.register("alice").await;
+    let bob = app.register("bobby").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    let joined = app
+        .post(
+            &format!("/api/channels/{channel}/join"),
+            &bob.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    (alice, bob, channel)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let mut events = app.state.events.subscribe();
+    let uploads = [
+        (
+            Upload::new("photo.png", "image/png", fixtures::png(40_000)),
+            "image/png",
+        ),
+        (
+            Upload::new("photo.jpg", "image/jpeg", fixtures::jpeg(30_000)),
+            "image/jpeg",
+        ),
+        (
+            Upload::new("paper.pdf", "application/pdf", fixtures::pdf(20_000)),
+            "application/pdf",
+        ),
+        (
+            Upload::new(
+                "letter.docx",
+                "application/octet-stream",
+                fixtures::docx(10_000),
+            ),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+        (
+            Upload::new("song.mp3", "audio/mpeg", fixtures::mp3(50_000)),
+            "audio/mpeg",
+        ),
+        (
+            Upload::new("clip.mp4", "video/mp4", fixtures::mp4(60_000)),
+            "video/mp4",
+        ),
+        (
+            Upload::new("table.csv", "text/csv", fixtures::csv()),
+            "text/csv",
+        ),
+        (
+            Upload::new("notes.txt", "text/plain", fixtures::text()),
+            "text/plain",
+        ),
+    ];
+    let files: Vec<Upload> = uploads
+        .iter()
+        .map(|(u, _)| Upload::new(&u.name, &u.declared_type, u.bytes.clone()))
+        .collect();
+    let message = expect_json(
+        post_files(&app, &alice, channel, "see attached", &files).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(message["content"], "see attached");
+    let listed = message["files"].as_array().unwrap();
+    assert_eq!(listed.len(), uploads.len());
+
+    let stored = rows(&app).await;
+    for ((upload, sniffed), (file, row)) in uploads.iter().zip(listed.iter().zip(&stored)) {
+        assert_eq!(file["file_name"], upload.name.as_str());
+        assert_eq!(file["content_type"], *sniffed, "{}", upload.name);
+        assert_eq!(file["file_size"], upload.bytes.len() as u64);
+        assert_eq!(file["message_id"], message["id"]);
+        assert_eq!(file["channel_id"], channel);
+        assert_eq!(file["uploaded_by"], alice.id);
+        assert!(file["url_expires_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            row.sha256.as_deref(),
+            Some(sha256_hex(&upload.bytes).as_str())
+        );
+        assert_eq!(row.file_size, Some(upload.bytes.len() as i64));
+        assert!(
+            !row.s3_key.contains(upload.name.split('.').next().unwrap()),
+            "key {} derived from the name",
+            row.s3_key
+        );
+        assert!(row.s3_key.starts_with(&format!("channels/{channel}/")));
+
+        // B, another member, downloads through their own fresh link.
+        let link = expect_json(
+            app.get(&format!("/api/files/download/{}", file["id"]), &bob.token)
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        let response = fetch(link["url"].as_str().unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", upload.name);
+        let headers = response.headers().clone();
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            upload.bytes,
+            "{}",
+            upload.name
+        );
+        if store == StoreKind::Local {
+            assert_eq!(headers["x-content-type-options"], "nosniff");
+            assert!(
+                headers["content-security-policy"]
+                    .to_str()
+                    .unwrap()
+                    .contains("sandbox")
+            );
+            assert!(
+                headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with(sniffed)
+            );
+            let disposition = headers["content-disposition"].to_str().unwrap();
+            assert!(disposition.contains(&upload.name), "{disposition}");
+            let inline = ["image/", "audio/", "video/"]
+                .iter()
+                .any(|p| sniffed.starts_with(p));
+            assert_eq!(disposition.starts_with("inline"), inline, "{disposition}");
+        }
+        // The link in the listing works too.
+        assert_eq!(
+            fetch(file["url"].as_str().unwrap())
+                .await
+                .bytes()
+                .await
+                .unwrap(),
+            upload.bytes
+        );
+    }
+    assert_eq!(objects(&app).await.len(), uploads.len());
+
+    // The listing joins the files onto the message, in upload order.
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let names: Vec<&str> = page["messages"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        uploads
+            .iter()
+            .map(|(u, _)| u.name.as_str())
+            .collect::<Vec<_>>()
+    );
+
+    // One message_created, then exactly one file_upload_complete per file.
+    let first = app.render(&events.recv().await.unwrap(), &bob);
+    assert_eq!(first["type"], "message_created");
+    assert_eq!(
+        first["data"]["files"].as_array().unwrap().len(),
+        uploads.len()
+    );
+    for file in listed {
+        let event = app.render(&events.recv().await.unwrap(), &bob);
+        assert_eq!(event["type"], "file_upload_complete");
+        assert_eq!(event["data"]["id"], file["id"]);
+        let url = event["data"]["url"].as_str().unwrap();
+        assert_eq!(fetch(url).await.status(), StatusCode::OK);
+    }
+    assert!(events.try_recv().is_err(), "no further events");
+}
+
+async fn a_large_file_streams_through_multipart_upload(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    // Over two 8 MiB parts, ending mid-part.
+    let big = fixtures::mp4(19 * 1024 * 1024 + 12_345);
+    let message = expect_json(
+        post_files(
+            &app,
+            &alice,
+            channel,
+            "",
+            &[Upload::new("big.mp4", "video/mp4", big.clone())],
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(message["content"], "");
+    let file = &message["files"][0];
+    assert_eq!(file["file_size"], big.len() as u64);
+    let link = expect_json(
+        app.get(&format!("/api/files/download/{}", file["id"]), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let downloaded = fetch(link["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(downloaded == big, "the large file came back different");
+    assert_eq!(
+        rows(&app).await[0].sha256.as_deref(),
+        Some(sha256_hex(&big).as_str())
+    );
+    assert_eq!(pending_uploads(&app).await, 0);
+}
+
+async fn spoofed_types_are_refused_and_leave_nothing(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, _, channel) = setup(&app).await;
+    let spoofs = [
+        Upload::new(
+            "cat.png",
+            "image/png",
+            b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>".to_vec(),
+        ),
+        Upload::new(
+            "logo.svg",
+            "image/svg+xml",
+            br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec(),
+        ),
+        Upload::new(
+            "anim.gif",
+            "image/gif",
+            b"GIF89a<script>alert(document.domain)</script>".to_vec(),
+        ),
+        Upload::new("holiday.jpg", "image/jpeg", fixtures::elf()),
+        Upload::new(
+            "mystery.bin",
+            "application/octet-stream",
+            fixtures::filler(5000, 9),
+        ),
+    ];
+    for spoof in spoofs {
+        let name = spoof.name.clone();
+        let response = post_files(&app, &alice, channel, "look", &[spoof]).await;
+        let body = expect_error(
+            response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_file_type",
+        )
+        .await;
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("type"),
+            "{name}: {body}"
+        );
+    }
+    assert!(rows(&app).await.is_empty());
+    assert_store_empties(&app).await;
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"], json!([]), "no message either");
+}
+
+/// A chunked body (no Content-Length) far over the limit.
+async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) {
+    let app = spawn_app_on(store, &[("MAX_FILE_SIZE_MB", "1")]).await;
+    let (alice, _, channel) = setup(&app).await;
+    let boundary = "XyZbOuNdArY";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nbig\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n\
+         Content-Type: video/mp4\r\n\r\n"
+    );
+    let total_mb = 64;
+    let chunks = futures_util::stream::iter(
+        std::iter::once(head.into_bytes())
+            .chain(std::iter::once(fixtures::mp4(1024)))
+            .chain((0..total_mb * 16).map(|i| fixtures::filler(64 * 1024, i)))
+            .map(Ok::<_, std::io::Error>),
+    );
+    let result = app
+        .client
+        .post(app.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&alice.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    match result {
+        Ok(response) => {
+            expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+        }
+        // The server may close the connection while the client is still sending the rest:
+        // that too is refusing without reading it.
+        Err(e) => {
+            eprintln!("oversize: the server closed the connection mid-body: {e}");
+            assert!(
+                e.is_request() || e.is_body(),
+                "unexpected client error: {e}"
+            )
+        }
+    }
+    assert!(rows(&app).await.is_empty());
+    assert_store_empties(&app).await;
+}
+
+async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, _, channel) = setup(&app).await;
+    let eleven: Vec<Upload> = (0..11)
+        .map(|i| Upload::new(&format!("{i}.txt"), "text/plain", fixtures::text()))
+        .collect();
+    expect_error(
+        post_files(&app, &alice, channel, "many", &eleven).await,
+        StatusCode::BAD_REQUEST,
+        "too_many_files",
+    )
+    .await;
+
+    let ten: Vec<Upload> = (0..10)
+        .map(|i| Upload::new(&format!("{i}.txt"), "text/plain", fixtures::text()))
+        .collect();
+    expect_json(
+        post_files(&app, &alice, channel, "ten is fine", &ten).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(rows(&app).await.len(), 10);
+
+    let path = app.url(&format!("/api/channels/{channel}/messages"));
+    let bodies = [
+        ("multipart/form-data; boundary=abc", "this is not multipart at all".to_string()),
+        ("multipart/form-data", "--abc\r\n\r\n".to_string()),
+        ("multipart/form-data; boundary=abc", "--abc\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nhi\r\n--abc\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nunterminated".to_string()),
+        ("multipart/form-data; boundary=abc", "--abc\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nhi\r\n--abc\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.txt\"\r\n\r\nx\r\n--abc--\r\n".to_string()),
+        ("multipart/form-data; boundary=abc", "--abc\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nx\r\n--abc--\r\n".to_string()),
+    ];
+    for (content_type, body) in bodies {
+        let response = app
+            .client
+            .post(&path)
+            .bearer_auth(&alice.token)
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    // Endless part headers are cut off.
+    let endless = format!("--abc\r\nX-Filler: {}", "a".repeat(2 * 1024 * 1024));
+    let response = app
+        .client
+        .post(&path)
+        .bearer_auth(&alice.token)
+        .header("content-type", "multipart/form-data; boundary=abc")
+        .body(endless)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+
+    assert_eq!(rows(&app).await.len(), 10, "nothing more was recorded");
+    for _ in 0..50 {
+        if objects(&app).await.len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(objects(&app).await.len(), 10, "nothing more was stored");
+}
+
+async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, _, channel) = setup(&app).await;
+    let long = format!("{}.txt", "n".repeat(300));
+    let cases = [
+        ("../../etc/passwd", fixtures::text(), "passwd"),
+        ("a.php%00.jpg", fixtures::jpeg(100), "a.php%00.jpg"),
+        (
+            "invoice\u{202e}fdp.exe",
+            fixtures::pdf(100),
+            "invoicefdp.exe",
+        ),
+        (long.as_str(), fixtures::text(), ""),
+    ];
+    for (name, bytes, shown) in cases {
+        let message = expect_json(
+            post_files(
+                &app,
+                &alice,
+                channel,
+                "named",
+                &[Upload::new(name, "application/octet-stream", bytes)],
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let file_name = message["files"][0]["file_name"].as_str().unwrap();
+        if shown.is_empty() {
+            assert_eq!(file_name.chars().count(), 255);
+            assert!(file_name.ends_with(".txt"));
+        } else {
+            assert_eq!(file_name, shown);
+        }
+    }
+    let pattern = |key: &str| {
+        let parts: Vec<&str> = key.split('/').collect();
+        parts.len() == 6
+            && parts[0] == "channels"
+            && parts[1..5]
+                .iter()
+                .all(|p| p.chars().all(|c| c.is_ascii_digit()))
+            && parts[5].len() <= 41
+            && parts[5]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '.' || c.is_ascii_lowercase())
+    };
+    for row in rows(&app).await {
+        assert!(pattern(&row.s3_key), "unsafe key {}", row.s3_key);
+    }
+}
+
+async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
+    use tokio::io::AsyncWriteExt;
+    let app = app_on(store).await;
+    let (alice, _, channel) = setup(&app).await;
+    let boundary = "cutcutcut";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nbye\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
+    );
+    let port = app.address.rsplit(':').next().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /api/channels/{channel}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        alice.token,
+        64 * 1024 * 1024
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&fixtures::mp4(1024)).await.unwrap();
+    // Past the first 8 MiB part, so S3 has a multipart upload open.
+    for i in 0..(10 * 16) {
+        socket
+            .write_all(&fixtures::filler(64 * 1024, i))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(socket);
+    assert_store_empties(&app).await;
+    assert!(rows(&app).await.is_empty());
+}
+
+async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let mut events = app.state.events.subscribe();
+    let files = [
+        Upload::new("one.png", "image/png", fixtures::png(1000)),
+        Upload::new("two.pdf", "application/pdf", fixtures::pdf(1000)),
+        Upload::new("three.jpg", "image/jpeg", fixtures::elf()),
+    ];
+    expect_error(
+        post_files(&app, &alice, channel, "three files", &files).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_file_type",
+    )
+    .await;
+    assert!(rows(&app).await.is_empty());
+    assert_store_empties(&app).await;
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"], json!([]));
+    assert!(events.try_recv().is_err(), "nothing was announced");
+}
+
+/// Uploads one PNG as alice and returns the file JSON.
+async fn upload_one(app: &TestApp, user: &TestUser, channel: i64) -> Value {
+    let message = expect_json(
+        post_files(
+            app,
+            user,
+            channel,
+            "pic",
+            &[Upload::new("pic.png", "image/png", fixtures::png(2000))],
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    message["files"][0].clone()
+}
+
+async fn access_is_for_members_and_deletion_for_the_uploader(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let mallory = app.register("mallory").await;
+    let file = upload_one(&app, &alice, channel).await;
+    let id = file["id"].as_i64().unwrap();
+
+    for path in [
+        format!("/api/files/{id}"),
+        format!("/api/files/download/{id}"),
+    ] {
+        expect_error(
+            app.get(&path, &mallory.token).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        assert_eq!(app.get(&path, &bob.token).await.status(), StatusCode::OK);
+    }
+    expect_error(
+        app.delete(&format!("/api/files/{id}"), &mallory.token)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.delete(&format!("/api/files/{id}"), &bob.token).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let shown = expect_json(
+        app.get(&format!("/api/files/{id}"), &bob.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["file_name"], "pic.png");
+    assert_eq!(
+        app.delete(&format!("/api/files/{id}"), &alice.token)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let file = upload_one(&app, &alice, channel).await;
+    let id = file["id"].as_i64().unwrap();
+    let link = expect_json(
+        app.get(&format!("/api/files/download/{id}"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert_eq!(fetch(&url).await.status(), StatusCode::OK);
+    let mut events = app.state.events.subscribe();
+
+    assert_eq!(
+        app.delete(&format!("/api/files/{id}"), &alice.token)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let event = app.render(&events.recv().await.unwrap(), &bob);
+    assert_eq!(event["type"], "file_deleted");
+    assert_eq!(
+        event["data"],
+        json!({ "id": id, "message_id": file["message_id"], "channel_id": channel })
+    );
+
+    for path in [
+        format!("/api/files/{id}"),
+        format!("/api/files/download/{id}"),
+    ] {
+        expect_error(
+            app.get(&path, &alice.token).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+    expect_error(
+        app.delete(&format!("/api/files/{id}"), &alice.token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        fetch(&url).await.status(),
+        StatusCode::NOT_FOUND,
+        "an issued link stops working"
+    );
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"][0]["files"], json!([]));
+    let row = &rows(&app).await[0];
+    assert!(row.is_deleted && row.deleted_at.is_some());
+}
+
+async fn leaving_the_channel_stops_issued_links(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let file = upload_one(&app, &alice, channel).await;
+    let link = expect_json(
+        app.get(&format!("/api/files/download/{}", file["id"]), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert_eq!(fetch(&url).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.delete(&format!("/api/channels/{channel}/members/me"), &bob.token)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(fetch(&url).await.status(), StatusCode::NOT_FOUND);
+    // Alice's own link is unaffected.
+    assert_eq!(
+        fetch(file["url"].as_str().unwrap()).await.status(),
+        StatusCode::OK
+    );
+}
+
+async fn tampered_and_expired_links_are_refused(store: StoreKind) {
+    let app = spawn_app_on(store, &[("DOWNLOAD_URL_TTL_SECONDS", "1")]).await;
+    let (alice, _, channel) = setup(&app).await;
+    let first = upload_one(&app, &alice, channel).await;
+    let second = upload_one(&app, &alice, channel).await;
+    let url = first["url"].as_str().unwrap().to_owned();
+    let (base, token) = url.split_once("token=").unwrap();
+    let tampered = [
+        format!(
+            "{base}token={}",
+            token.replacen(
+                &format!("{}.", first["id"]),
+                &format!("{}.", second["id"]),
+                1
+            )
+        ),
+        url.replace(
+            &format!("/files/{}/", first["id"]),
+            &format!("/files/{}/", second["id"]),
+        ),
+        format!("{url}A"),
+        format!("{base}token="),
+        base.trim_end_matches(['?', '&']).to_owned(),
+    ];
+    for bad in &tampered {
+        let status = fetch(bad).await.status();
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST,
+            "{bad}: {status}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let response = fetch(&url).await;
+    expect_error(response, StatusCode::FORBIDDEN, "invalid_link").await;
+}
+
+async fn attaching_to_an_existing_message(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let mallory = app.register("mallory").await;
+    let message = app.post_message(&alice, channel, "files follow").await;
+    let attach = |user: &TestUser, message_id: String, files: Vec<Upload>| {
+        let form = files
+            .into_iter()
+            .fold(Form::new().text("message_id", message_id), |form, f| {
+                form.part(
+                    "file",
+                    Part::bytes(f.bytes)
+                        .file_name(f.name)
+                        .mime_str(&f.declared_type)
+                        .unwrap(),
+                )
+            });
+        app.client
+            .post(app.url("/api/files/upload"))
+            .bearer_auth(&user.token)
+            .multipart(form)
+            .send()
+    };
+    let id = message["id"].to_string();
+    let mut events = app.state.events.subscribe();
+    let pdf = || vec![Upload::new("a.pdf", "application/pdf", fixtures::pdf(500))];
+    let created = expect_json(
+        attach(&alice, id.clone(), pdf()).await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["files"][0]["message_id"], message["id"]);
+    let event = app.render(&events.recv().await.unwrap(), &bob);
+    assert_eq!(event["type"], "file_upload_complete");
+    assert_eq!(event["data"]["id"], created["files"][0]["id"]);
+
+    expect_error(
+        attach(&bob, id.clone(), pdf()).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    expect_error(
+        attach(&mallory, id.clone(), pdf()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        attach(&alice, "999999".into(), pdf()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        attach(&alice, "abc".into(), pdf()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        attach(&alice, id.clone(), vec![]).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert_eq!(rows(&app).await.len(), 1);
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"][0]["files"].as_array().unwrap().len(), 1);
+}
+
+async fn download_links_are_counted_and_rate_limited(store: StoreKind) {
+    let app = spawn_app_on(store, &[("DOWNLOAD_LINKS_PER_MINUTE", "3")]).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let file = upload_one(&app, &alice, channel).await;
+    let path = format!("/api/files/download/{}", file["id"]);
+    for _ in 0..3 {
+        let link = expect_json(app.get(&path, &bob.token).await, StatusCode::OK).await;
+        assert_eq!(link["file"]["id"], file["id"]);
+        assert!(link["expires_at"].as_str().unwrap().ends_with('Z'));
+    }
+    let limited = app.get(&path, &bob.token).await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Per user: alice is not limited by bob's requests.
+    assert_eq!(app.get(&path, &alice.token).await.status(), StatusCode::OK);
+    let row = &rows(&app).await[0];
+    assert_eq!(row.download_count, 4);
+    assert!(row.last_downloaded_at.is_some());
+}
+
+async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
+    let app = spawn_app_on(
+        store,
+        &[
+            ("FILE_PURGE_AFTER_SECONDS", "0"),
+            ("ORPHAN_MIN_AGE_SECONDS", "0"),
+        ],
+    )
+    .await;
+    let (alice, _, channel) = setup(&app).await;
+    let kept = upload_one(&app, &alice, channel).await;
+    let deleted = upload_one(&app, &alice, channel).await;
+    assert_eq!(
+        app.delete(&format!("/api/files/{}", deleted["id"]), &alice.token)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    // An object left by a crash between storing and committing.
+    let orphan = "channels/1/2020/01/01/00000000-0000-0000-0000-000000000000.png";
+    let mut body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"orphan"))]);
+    app.state
+        .store
+        .put_stream(orphan, "image/png", &mut body)
+        .await
+        .unwrap();
+    assert_eq!(objects(&app).await.len(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let report = chatserver::gc::sweep(&app.state).await.unwrap();
+    assert_eq!(report.purged, 1);
+    assert_eq!(report.orphans_removed, 1);
+    assert!(report.missing_objects.is_empty());
+    let kept_row = rows(&app)
+        .await
+        .into_iter()
+        .find(|r| r.id as i64 == kept["id"].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(objects(&app).await, vec![kept_row.s3_key.clone()]);
+    assert_eq!(
+        fetch(kept["url"].as_str().unwrap()).await.status(),
+        StatusCode::OK
+    );
+
+    // A second sweep (another instance, say) finds nothing to do.
+    let again = chatserver::gc::sweep(&app.state).await.unwrap();
+    assert_eq!((again.purged, again.orphans_removed), (0, 0));
+    // A row whose object vanished is reported.
+    app.state.store.delete(&kept_row.s3_key).await.unwrap();
+    let report = chatserver::gc::sweep(&app.state).await.unwrap();
+    assert_eq!(report.missing_objects, vec![kept_row.id]);
+}
+
+async fn storage_status_is_for_admins(store: StoreKind) {
+    let app = spawn_app_on(store, &[("ADMIN_USERNAMES", "root,alice")]).await;
+    let (alice, bob, channel) = setup(&app).await;
+    let file = upload_one(&app, &alice, channel).await;
+    let status = expect_json(
+        app.get("/api/admin/storage-status", &alice.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        status["store"],
+        if store == StoreKind::S3 {
+            "s3"
+        } else {
+            "local"
+        }
+    );
+    assert_eq!(status["live_check_passed"], true);
+    assert_eq!(status["object_count"], 1);
+    assert_eq!(status["total_bytes"], file["file_size"]);
+    if let Some(s3) = &app.s3 {
+        assert_eq!(status["bucket"], s3.bucket.as_str());
+    }
+    expect_error(
+        app.get("/api/admin/storage-status", &bob.token).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+}
+
+/// S3 only: the store goes away in the middle of an upload.
+#[tokio::test]
+async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
+    let mut app = app_on(StoreKind::S3).await;
+    if !app.s3.as_ref().unwrap().is_in_process() {
+        return; // an external server cannot be stopped from here
+    }
+    let (alice, _, channel) = setup(&app).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let boundary = "stopstop";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nx\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
+    );
+    let request = app
+        .client
+        .post(app.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&alice.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(receiver)))
+        .send();
+    let response = tokio::spawn(request);
+    sender.send(Ok(head.into_bytes())).await.unwrap();
+    sender.send(Ok(fixtures::mp4(1024))).await.unwrap();
+    for i in 0..(9 * 16) {
+        sender
+            .send(Ok(fixtures::filler(64 * 1024, i)))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.s3.as_ref().unwrap().stop();
+    // Keep sending until the server gives up on the upload.
+    for i in 0..(16 * 16) {
+        if sender
+            .send(Ok(fixtures::filler(64 * 1024, i)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = sender
+        .send(Ok(format!("\r\n--{boundary}--\r\n").into_bytes()))
+        .await;
+    drop(sender);
+    match response.await.unwrap() {
+        Ok(response) => {
+            expect_error(
+                response,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+            )
+            .await;
+        }
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    assert!(rows(&app).await.is_empty());
+    // Back up: no object was completed. (The abort could not reach a stopped server; the
+    // sweeper and the bucket's lifecycle rules handle such leftovers.)
+    app.s3.as_mut().unwrap().restart().await;
+    assert!(objects(&app).await.is_empty());
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"], json!([]));
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn the_store_being_down_is_503_storage_unavailable() {
+    let app = app_on(StoreKind::S3).await;
+    if !app.s3.as_ref().unwrap().is_in_process() {
+        return;
+    }
+    let (alice, _, channel) = setup(&app).await;
+    app.s3.as_ref().unwrap().stop();
+    let response = post_files(
+        &app,
+        &alice,
+        channel,
+        "x",
+        &[Upload::new("a.png", "image/png", fixtures::png(100))],
+    )
+    .await;
+    expect_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    assert!(rows(&app).await.is_empty());
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let body = expect_json(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["store"]["ok"], false);
+}
