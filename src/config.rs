@@ -104,6 +104,8 @@ pub struct Settings {
     pub download_url_ttl_seconds: i64,
     pub admin_usernames: Vec<String>,
     pub redis_url: Option<String>,
+    /// The Redis pub/sub channel the instances of one deployment share.
+    pub redis_channel: String,
     pub workers: usize,
     /// Download-link requests a user may make per minute.
     pub download_links_per_minute: u32,
@@ -113,6 +115,9 @@ pub struct Settings {
     pub orphan_min_age_seconds: i64,
     /// How often the background sweeper runs; 0 turns it off.
     pub gc_interval_seconds: u64,
+    /// Events a WebSocket may have waiting before it is closed as too slow (4008).
+    pub ws_queue_capacity: usize,
+    pub ws_max_connections_per_user: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +224,7 @@ impl Settings {
             )?,
             admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
             redis_url: get("REDIS_URL"),
+            redis_channel: get("REDIS_CHANNEL").unwrap_or_else(|| "chatserver:events".into()),
             workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
             download_links_per_minute: parse_number(
                 &get,
@@ -239,6 +245,13 @@ impl Settings {
                 0..=31_536_000,
             )?,
             gc_interval_seconds: parse_number(&get, "GC_INTERVAL_SECONDS", 600, 0..=86_400)?,
+            ws_queue_capacity: parse_number(&get, "WS_QUEUE_CAPACITY", 256, 1..=65_536)?,
+            ws_max_connections_per_user: parse_number(
+                &get,
+                "WS_MAX_CONNECTIONS_PER_USER",
+                20,
+                1..=10_000,
+            )?,
         })
     }
 }

@@ -15,7 +15,8 @@ use crate::db::Db;
 use crate::error::extractors;
 use crate::links::DownloadLinks;
 use crate::ratelimit::RateLimiter;
-use crate::realtime::EventBus;
+use crate::realtime::hub::{Hub, HubConfig};
+use crate::realtime::{EventBus, redis_bridge};
 use crate::state::AppState;
 use crate::storage::Store;
 use crate::uploads::UploadRules;
@@ -85,12 +86,30 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             tracing::error!(store = store.kind(), location = %store.location(), error = ?e, "file store does not answer")
         }
     }
+    let links = DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds);
+    let hub = Hub::start(
+        links.clone(),
+        HubConfig {
+            queue_capacity: settings.ws_queue_capacity,
+            max_connections_per_user: settings.ws_max_connections_per_user,
+        },
+    );
+    let redis = match &settings.redis_url {
+        Some(url) => {
+            let client = redis_bridge::client(url)?;
+            let channel = settings.redis_channel.clone();
+            redis_bridge::spawn_subscriber(client.clone(), channel.clone(), hub.clone());
+            tracing::info!(channel, "events fan out across instances through Redis");
+            Some(redis_bridge::Publisher::new(client, &channel))
+        }
+        None => None,
+    };
     Ok(AppState {
         tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
-        links: DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds),
+        links,
         download_limiter: RateLimiter::per_minute(settings.download_links_per_minute),
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
-        events: EventBus::default(),
+        events: EventBus::new(hub, redis),
         store,
         db,
         settings,

@@ -77,39 +77,34 @@ pub fn list_public(conn: &mut AnyConnection) -> QueryResult<Vec<Channel>> {
         .load(conn)
 }
 
-/// Ids of the channels `user_id` belongs to (the WebSocket's subscriptions).
-pub fn ids_for_member(conn: &mut AnyConnection, user_id: i32) -> QueryResult<Vec<i32>> {
-    channel_members::table
+/// The channels `user_id` belongs to, each with its last event number (a WebSocket's
+/// subscriptions, and where their event streams stand).
+pub fn subscriptions(conn: &mut AnyConnection, user_id: i32) -> QueryResult<Vec<(i32, i64)>> {
+    channels::table
+        .inner_join(channel_members::table)
         .filter(channel_members::user_id.eq(user_id))
-        .order(channel_members::channel_id.asc())
-        .select(channel_members::channel_id)
+        .order(channels::id.asc())
+        .select((channels::id, channels::event_seq))
         .load(conn)
 }
 
-/// Adds a member; `Ok(false)` when they already were one.
+/// Adds a member. Someone who already is one is a unique violation (which aborts a
+/// PostgreSQL transaction): check `is_member` first.
 pub fn add_member(
     conn: &mut AnyConnection,
     channel_id: i32,
     user_id: i32,
     role: &str,
-) -> QueryResult<bool> {
-    // No ON CONFLICT over MultiConnection: insert and treat the unique violation as "already".
-    let inserted = diesel::insert_into(channel_members::table)
+) -> QueryResult<()> {
+    diesel::insert_into(channel_members::table)
         .values((
             channel_members::channel_id.eq(channel_id),
             channel_members::user_id.eq(user_id),
             channel_members::role.eq(role),
             channel_members::joined_at.eq(now()),
         ))
-        .execute(conn);
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Ok(false),
-        Err(e) => Err(e),
-    }
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// Removes a member; `Ok(false)` when they were not one.

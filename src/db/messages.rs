@@ -2,7 +2,7 @@ use diesel::prelude::*;
 
 use super::models::{FileUpload, MessageRow, now};
 use super::schema::{messages, users};
-use super::{AnyConnection, files, lock_channel_for_append};
+use super::{AnyConnection, files};
 
 /// A window of a channel's history, by message id (both bounds exclusive).
 #[derive(Debug, Clone, Copy)]
@@ -21,14 +21,14 @@ pub struct Page {
     pub has_more: bool,
 }
 
-/// Inserts a message; call inside the transaction that also writes its files.
+/// Inserts a message; call inside the transaction that also writes its files, after
+/// `allocate_event_seq` has locked the channel.
 pub fn insert(
     conn: &mut AnyConnection,
     channel_id: i32,
     user_id: i32,
     content: &str,
 ) -> QueryResult<MessageRow> {
-    lock_channel_for_append(conn, channel_id)?;
     let values = (
         messages::channel_id.eq(channel_id),
         messages::user_id.eq(user_id),

@@ -158,15 +158,23 @@ impl Db {
     }
 }
 
-/// Postgres hands out SERIAL ids at insert time, not at commit, so two concurrent inserts in
-/// one channel could become visible out of id order and a client paging with `after=` could
-/// skip one. Taking the channel row lock first makes ids in a channel commit in order.
-/// SQLite already serialises all writers.
-pub fn lock_channel_for_append(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<()> {
-    if let AnyConnection::Postgresql(pg) = conn {
-        diesel::sql_query("SELECT id FROM channels WHERE id = $1 FOR UPDATE")
-            .bind::<diesel::sql_types::Integer, _>(channel_id)
-            .execute(pg)?;
-    }
-    Ok(())
+/// Takes the next `count` numbers of the channel's event sequence and returns the first.
+///
+/// Call first inside the transaction that makes the change (on SQLite a transaction that
+/// reads before its first write cannot wait for the write lock). The update locks the row
+/// until commit (SQLite serialises all writers anyway), which also makes message ids in a
+/// channel commit in id order: PostgreSQL hands out SERIAL ids at insert time, so without
+/// the lock a client paging with `after=` could skip a message committed late.
+pub fn allocate_event_seq(
+    conn: &mut AnyConnection,
+    channel_id: i32,
+    count: i64,
+) -> QueryResult<i64> {
+    use schema::channels;
+    let last: i64 =
+        crate::per_backend!(conn, |c| diesel::update(channels::table.find(channel_id))
+            .set(channels::event_seq.eq(channels::event_seq + count))
+            .returning(channels::event_seq)
+            .get_result(c))?;
+    Ok(last - count + 1)
 }

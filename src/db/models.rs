@@ -2,7 +2,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::schema::{channels, file_uploads, messages, users};
 
@@ -17,6 +17,11 @@ pub mod rfc3339 {
 
     pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%SZ").map_err(serde::de::Error::custom)
     }
 
     pub mod option {
@@ -41,7 +46,7 @@ pub fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc().trunc_subsecs(6)
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: i32,
@@ -71,7 +76,7 @@ pub struct Channel {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = messages)]
 pub struct MessageRow {
     pub id: i32,
@@ -81,7 +86,7 @@ pub struct MessageRow {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = file_uploads)]
 pub struct FileUpload {
     pub id: i32,

@@ -17,6 +17,7 @@ diesel::table! {
         is_private -> Bool,
         created_by -> Integer,
         created_at -> Timestamp,
+        event_seq -> BigInt,
     }
 }
 

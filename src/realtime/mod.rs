@@ -1,24 +1,33 @@
-//! Channel events, published after the database commit.
+//! Real time: channel events, the hub that fans them out to WebSocket connections, the
+//! per-connection session, and the Redis bridge between instances.
 //!
-//! Today an in-process broadcast bus; the WebSocket hub and the Redis bridge subscribe to
-//! it. Publishing never waits on a subscriber: the bus is bounded and a lagging subscriber
-//! loses events (and learns it did), instead of slowing the publisher.
+//! The path of an event: a handler commits a change, taking the channel's next event
+//! number(s) in the same transaction (`db::allocate_event_seq`), then publishes the event
+//! (`EventBus::publish`). Without Redis it goes straight to this instance's hub; with Redis
+//! every instance, the publisher included, receives it from Redis, so each connection gets
+//! it once. The hub puts each channel's events back into sequence order (commit order)
+//! before delivering them.
 //!
 //! Events carry rows, not rendered JSON: file links are issued to each recipient, so an
 //! event is rendered per viewer (`ChannelEvent::render`).
 
+pub mod hub;
+pub mod protocol;
+pub mod redis_bridge;
+pub mod session;
+
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::db::models::{FileUpload, MessageRow, User};
 use crate::links::DownloadLinks;
+pub use hub::Hub;
 
-/// Room for events not yet taken by the slowest subscriber.
-const BUS_CAPACITY: usize = 4096;
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     MessageCreated {
         message: MessageRow,
@@ -26,31 +35,53 @@ pub enum Event {
         files: Vec<FileUpload>,
         client_id: Option<String>,
     },
-    FileUploadComplete(FileUpload),
+    FileUploadComplete {
+        file: FileUpload,
+    },
     FileDeleted {
         id: i32,
         message_id: i32,
     },
-    MemberJoined(User),
-    MemberLeft(User),
+    MemberJoined {
+        user: User,
+    },
+    MemberLeft {
+        user: User,
+    },
+    /// Ephemeral: not stored, not numbered.
+    Typing {
+        user_id: i32,
+    },
 }
 
 impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::MessageCreated { .. } => "message_created",
-            Event::FileUploadComplete(_) => "file_upload_complete",
+            Event::FileUploadComplete { .. } => "file_upload_complete",
             Event::FileDeleted { .. } => "file_deleted",
-            Event::MemberJoined(_) => "member_joined",
-            Event::MemberLeft(_) => "member_left",
+            Event::MemberJoined { .. } => "member_joined",
+            Event::MemberLeft { .. } => "member_left",
+            Event::Typing { .. } => "typing",
+        }
+    }
+
+    /// Whether the rendered form differs per viewer (it carries download links).
+    pub fn is_personal(&self) -> bool {
+        match self {
+            Event::MessageCreated { files, .. } => !files.is_empty(),
+            Event::FileUploadComplete { .. } => true,
+            _ => false,
         }
     }
 }
 
-/// An event in a channel, as delivered to that channel's subscribers.
-#[derive(Debug, Clone)]
+/// An event in a channel. `seq` is the channel's event number (commit order); ephemeral
+/// events have none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelEvent {
     pub channel_id: i32,
+    pub seq: Option<i64>,
     pub event: Event,
 }
 
@@ -79,7 +110,7 @@ impl ChannelEvent {
                 view.client_id = client_id.clone();
                 json!(view)
             }
-            Event::FileUploadComplete(file) => {
+            Event::FileUploadComplete { file } => {
                 json!(
                     viewer
                         .links
@@ -89,38 +120,82 @@ impl ChannelEvent {
             Event::FileDeleted { id, message_id } => {
                 json!({ "id": id, "message_id": message_id, "channel_id": self.channel_id })
             }
-            Event::MemberJoined(user) | Event::MemberLeft(user) => {
+            Event::MemberJoined { user } | Event::MemberLeft { user } => {
                 json!({ "channel_id": self.channel_id, "user": user })
+            }
+            Event::Typing { user_id } => {
+                json!({ "channel_id": self.channel_id, "user_id": user_id })
             }
         };
         json!({ "type": self.event.kind(), "channel_id": self.channel_id, "data": data })
     }
 }
 
-/// A cloneable handle for publishing and subscribing.
+/// Where handlers publish committed events: Redis when configured, else this instance's
+/// hub. Cloneable.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<Arc<ChannelEvent>>,
-}
-
-impl Default for EventBus {
-    fn default() -> Self {
-        EventBus {
-            sender: broadcast::channel(BUS_CAPACITY).0,
-        }
-    }
+    hub: Hub,
+    redis: Option<redis_bridge::Publisher>,
 }
 
 impl EventBus {
-    /// Call only after the change the event describes has committed.
-    pub fn publish(&self, channel_id: i32, event: Event) {
-        // No subscribers is not an error: nobody is listening right now.
-        let _ = self
-            .sender
-            .send(Arc::new(ChannelEvent { channel_id, event }));
+    pub fn new(hub: Hub, redis: Option<redis_bridge::Publisher>) -> Self {
+        EventBus { hub, redis }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChannelEvent>> {
-        self.sender.subscribe()
+    /// Publishes an event numbered `seq` by its commit. Call only after the commit.
+    pub async fn publish(&self, channel_id: i32, seq: i64, event: Event) {
+        self.send(ChannelEvent {
+            channel_id,
+            seq: Some(seq),
+            event,
+        })
+        .await;
+    }
+
+    /// Publishes several events numbered from `first_seq` on, in that order.
+    pub async fn publish_all(&self, channel_id: i32, first_seq: i64, events: Vec<Event>) {
+        for (seq, event) in (first_seq..).zip(events) {
+            self.publish(channel_id, seq, event).await;
+        }
+    }
+
+    /// An ephemeral event (typing): not numbered, never waits for order.
+    pub async fn publish_ephemeral(&self, channel_id: i32, event: Event) {
+        self.send(ChannelEvent {
+            channel_id,
+            seq: None,
+            event,
+        })
+        .await;
+    }
+
+    async fn send(&self, event: ChannelEvent) {
+        let event = Arc::new(event);
+        if let Some(redis) = &self.redis {
+            match redis.publish(&event).await {
+                Ok(()) => return,
+                // Keep this instance's clients served; others catch up with `after=`.
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing to Redis failed; delivering locally only")
+                }
+            }
+        }
+        self.hub.dispatch(event).await;
+    }
+
+    /// A copy of every event this instance delivers, in delivery order (for observers and
+    /// tests). Bounded: a subscriber that falls behind loses the oldest.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ChannelEvent>> {
+        self.hub.tap()
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 }
+
+/// Frames queued for one connection, rendered once and shared between connections when
+/// the event is the same for everyone.
+pub type Outbound = mpsc::Receiver<bytestring::ByteString>;

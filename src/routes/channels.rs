@@ -1,4 +1,5 @@
 use actix_web::{HttpResponse, delete, get, post, web};
+use diesel::Connection;
 use serde::Deserialize;
 
 use super::is_unsafe_display_char;
@@ -104,24 +105,40 @@ async fn join(
     path: web::Path<i32>,
 ) -> Result<web::Json<Channel>, AppError> {
     let channel_id = path.into_inner();
-    let (channel, joined) = state
+    let (channel, member) = state
         .db
         .run(move |conn| {
             let channel = db::channels::find(conn, channel_id)?;
-            if channel.is_private && !db::channels::is_member(conn, channel_id, auth.id)? {
-                return Err(AppError::NotFound);
-            }
-            let added = db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
-            let joined = if added {
-                Some(db::users::find(conn, auth.id)?)
-            } else {
-                None
-            };
-            Ok((channel, joined))
+            let member = db::channels::is_member(conn, channel_id, auth.id)?;
+            Ok((channel, member))
         })
         .await?;
-    if let Some(user) = joined {
-        state.events.publish(channel_id, Event::MemberJoined(user));
+    if channel.is_private && !member {
+        return Err(AppError::NotFound);
+    }
+    if member {
+        return Ok(web::Json(channel)); // joining again changes nothing
+    }
+    let joined = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+                db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
+                Ok::<_, AppError>((seq, db::users::find(conn, auth.id)?))
+            })
+        })
+        .await;
+    match joined {
+        Ok((seq, user)) => {
+            state
+                .events
+                .publish(channel_id, seq, Event::MemberJoined { user })
+                .await
+        }
+        // Joined by a concurrent request: the same outcome.
+        Err(AppError::Conflict { .. }) => {}
+        Err(e) => return Err(e),
     }
     Ok(web::Json(channel))
 }
@@ -136,23 +153,30 @@ async fn add_member(
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
     let username = body.into_inner().username;
-    let user = state
+    let already = || AppError::conflict("already_member", "that user is already a member");
+    let (seq, user) = state
         .db
         .run(move |conn| {
-            db::channels::find_for_member(conn, channel_id, auth.id)?;
-            let user = db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
-            if !db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)? {
-                return Err(AppError::conflict(
-                    "already_member",
-                    "that user is already a member",
-                ));
-            }
-            Ok(user)
+            conn.transaction(|conn| {
+                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+                db::channels::find_for_member(conn, channel_id, auth.id)?;
+                let user =
+                    db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
+                if db::channels::is_member(conn, channel_id, user.id)? {
+                    return Err(already());
+                }
+                db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)?;
+                Ok((seq, user))
+            })
         })
-        .await?;
-    state
-        .events
-        .publish(channel_id, Event::MemberJoined(user.clone()));
+        .await
+        .map_err(|e| match e {
+            // Added by someone else at the same moment.
+            AppError::Conflict { .. } => already(),
+            other => other,
+        })?;
+    let joined = Event::MemberJoined { user: user.clone() };
+    state.events.publish(channel_id, seq, joined).await;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -164,16 +188,22 @@ async fn leave(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
-    let user = state
+    let (seq, user) = state
         .db
         .run(move |conn| {
-            if !db::channels::remove_member(conn, channel_id, auth.id)? {
-                return Err(AppError::NotFound);
-            }
-            Ok(db::users::find(conn, auth.id)?)
+            conn.transaction(|conn| {
+                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+                if !db::channels::remove_member(conn, channel_id, auth.id)? {
+                    return Err(AppError::NotFound);
+                }
+                Ok((seq, db::users::find(conn, auth.id)?))
+            })
         })
         .await?;
-    state.events.publish(channel_id, Event::MemberLeft(user));
+    state
+        .events
+        .publish(channel_id, seq, Event::MemberLeft { user })
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

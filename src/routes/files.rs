@@ -83,26 +83,26 @@ async fn upload(
         .db
         .run(move |conn| {
             conn.transaction(|conn| {
+                let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
                 db::channels::find_for_member(conn, channel_id, auth.id)?;
-                Ok::<_, AppError>(db::files::insert_all(
-                    conn, message_id, channel_id, auth.id, &stored,
-                )?)
+                let files = db::files::insert_all(conn, message_id, channel_id, auth.id, &stored)?;
+                Ok::<_, AppError>((seq, files))
             })
         })
         .await;
-    let files = match inserted {
-        Ok(files) => files,
+    let (seq, files) = match inserted {
+        Ok(inserted) => inserted,
         Err(e) => {
             pending.discard().await;
             return Err(e);
         }
     };
     pending.commit();
-    for file in &files {
-        state
-            .events
-            .publish(channel_id, Event::FileUploadComplete(file.clone()));
-    }
+    let events = files
+        .iter()
+        .map(|file| Event::FileUploadComplete { file: file.clone() })
+        .collect();
+    state.events.publish_all(channel_id, seq, events).await;
     let base = base_url(&req);
     let views: Vec<_> = files
         .iter()
@@ -238,26 +238,30 @@ async fn remove(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
     let file_id = path.into_inner();
-    let file = state
+    let file = visible_file(&state, file_id, auth.id).await?;
+    if file.uploaded_by != Some(auth.id) {
+        return Err(AppError::forbidden("only the uploader may delete a file"));
+    }
+    let channel_id = file.channel_id;
+    let seq = state
         .db
         .run(move |conn| {
-            let file = db::files::find_visible(conn, file_id, auth.id)?;
-            if file.uploaded_by != Some(auth.id) {
-                return Err(AppError::forbidden("only the uploader may delete a file"));
-            }
-            if !db::files::soft_delete(conn, file_id)? {
-                return Err(AppError::NotFound);
-            }
-            Ok(file)
+            conn.transaction(|conn| {
+                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+                // Checked again under the channel's lock: the uploader may have just left.
+                db::files::find_visible(conn, file_id, auth.id)?;
+                if !db::files::soft_delete(conn, file_id)? {
+                    return Err(AppError::NotFound);
+                }
+                Ok(seq)
+            })
         })
         .await?;
-    state.events.publish(
-        file.channel_id,
-        Event::FileDeleted {
-            id: file.id,
-            message_id: file.message_id,
-        },
-    );
+    let deleted = Event::FileDeleted {
+        id: file.id,
+        message_id: file.message_id,
+    };
+    state.events.publish(file.channel_id, seq, deleted).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -51,7 +51,7 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// Content is 1 to 4000 characters and not only white space; it may be empty when files
 /// are attached.
-fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> {
+pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> {
     let blank = content.trim().is_empty();
     if (blank && !has_files) || content.chars().count() > MAX_CONTENT_CHARS {
         return Err(AppError::bad_request(
@@ -140,32 +140,31 @@ pub async fn post_message(
     stored: Vec<StoredFile>,
     client_id: Option<String>,
 ) -> Result<MessageParts, AppError> {
-    let (row, user, files) = state
+    let (seq, row, user, files) = state
         .db
         .run(move |conn| {
             conn.transaction(|conn| {
+                // One event for the message, one per file.
+                let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
                 db::channels::find_for_member(conn, channel_id, user_id)?;
                 let row = db::messages::insert(conn, channel_id, user_id, &content)?;
                 let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
                 let user = db::users::find(conn, user_id)?;
-                Ok::<_, AppError>((row, user, files))
+                Ok::<_, AppError>((seq, row, user, files))
             })
         })
         .await?;
-    state.events.publish(
-        channel_id,
-        Event::MessageCreated {
-            message: row.clone(),
-            username: user.username.clone(),
-            files: files.clone(),
-            client_id,
-        },
-    );
-    for file in &files {
-        state
-            .events
-            .publish(channel_id, Event::FileUploadComplete(file.clone()));
-    }
+    let created = Event::MessageCreated {
+        message: row.clone(),
+        username: user.username.clone(),
+        files: files.clone(),
+        client_id,
+    };
+    let completed = files
+        .iter()
+        .map(|file| Event::FileUploadComplete { file: file.clone() });
+    let events = std::iter::once(created).chain(completed).collect();
+    state.events.publish_all(channel_id, seq, events).await;
     Ok((row, user.username, files))
 }
 

@@ -6,6 +6,7 @@ mod channels;
 mod files;
 mod health;
 pub mod messages;
+mod ws;
 
 use actix_web::{HttpRequest, web};
 
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(messages::configure)
                 .configure(files::configure)
                 .configure(admin::configure)
+                .configure(ws::configure)
                 .default_service(web::to(not_found)),
         );
 }

@@ -210,7 +210,7 @@ async fn membership_changes_are_published_after_commit() {
     let alice = app.register("alice").await;
     let bob = app.register("bobby").await;
     let channel = app.create_channel(&alice, "general", false).await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
 
     app.post(
         &format!("/api/channels/{channel}/join"),

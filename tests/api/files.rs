@@ -155,7 +155,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
     let app = app_on(store).await;
     let (alice, bob, channel) = setup(&app).await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let uploads = [
         (
             Upload::new("photo.png", "image/png", fixtures::png(40_000)),
@@ -607,7 +607,7 @@ async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
 async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
     let app = app_on(store).await;
     let (alice, bob, channel) = setup(&app).await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let files = [
         Upload::new("one.png", "image/png", fixtures::png(1000)),
         Upload::new("two.pdf", "application/pdf", fixtures::pdf(1000)),
@@ -707,7 +707,7 @@ async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) 
     .await;
     let url = link["url"].as_str().unwrap().to_owned();
     assert_eq!(fetch(&url).await.status(), StatusCode::OK);
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
 
     assert_eq!(
         app.delete(&format!("/api/files/{id}"), &alice.token)
@@ -841,7 +841,7 @@ async fn attaching_to_an_existing_message(store: StoreKind) {
             .send()
     };
     let id = message["id"].to_string();
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let pdf = || vec![Upload::new("a.pdf", "application/pdf", fixtures::pdf(500))];
     let created = expect_json(
         attach(&alice, id.clone(), pdf()).await.unwrap(),

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub s3: Option<TestS3>,
+    database_url: String,
+    settings: Vec<(String, String)>,
     _data_dir: tempfile::TempDir,
     postgres: Option<PostgresDatabase>,
 }
@@ -146,6 +148,10 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
         }
     };
     let settings = test_settings(data_dir.path(), &database_url, &extra);
+    let owned_extra = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let app = Application::build(settings)
         .await
         .expect("building the app");
@@ -160,6 +166,8 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
             .unwrap(),
         state,
         s3,
+        database_url,
+        settings: owned_extra,
         _data_dir: data_dir,
         postgres,
     }
@@ -173,6 +181,32 @@ fn init_logging() {
 }
 
 impl TestApp {
+    /// Another instance of the same deployment: same database, data directory and
+    /// settings, plus `extra`.
+    pub async fn spawn_peer(&self, extra: &[(&str, &str)]) -> TestApp {
+        let mut vars: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        vars.extend_from_slice(extra);
+        let settings = test_settings(self._data_dir.path(), &self.database_url, &vars);
+        let app = Application::build(settings).await.expect("building a peer");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            client: self.client.clone(),
+            state,
+            s3: None,
+            database_url: self.database_url.clone(),
+            settings: self.settings.clone(),
+            _data_dir: tempfile::tempdir().unwrap(),
+            postgres: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -183,6 +217,15 @@ impl TestApp {
         } else {
             "sqlite"
         }
+    }
+
+    /// A copy of the events the hub delivers from now on (everything published before is
+    /// already behind it).
+    pub async fn events(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<ChannelEvent>> {
+        let mut events = self.state.events.subscribe();
+        self.state.events.hub().sync().await;
+        while events.try_recv().is_ok() {}
+        events
     }
 
     /// An event as `viewer` would receive it.

@@ -11,3 +11,4 @@ mod messages;
 mod migrations;
 mod s3;
 mod tokens;
+mod ws;

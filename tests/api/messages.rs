@@ -27,7 +27,7 @@ async fn a_posted_message_has_the_contract_shape() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let channel = app.create_channel(&alice, "general", false).await;
-    let mut events = app.state.events.subscribe();
+    let mut events = app.events().await;
     let message = app
         .post_message(&alice, channel, "hello <b>world</b>")
         .await;

@@ -1,0 +1,144 @@
+//! Frames a client sends over the WebSocket, and the server's own (non-event) frames.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+#[derive(Debug)]
+pub enum ClientFrame {
+    Auth {
+        token: String,
+    },
+    Message {
+        channel_id: i32,
+        content: String,
+        client_id: Option<String>,
+    },
+    Typing {
+        channel_id: i32,
+    },
+    Ping,
+}
+
+/// Why a frame was refused: answered with an `error` frame, the connection stays open.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthFields {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct MessageFields {
+    channel_id: i32,
+    content: String,
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TypingFields {
+    channel_id: i32,
+}
+
+pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| FrameError::new("invalid_json", "the frame is not a JSON object"))?;
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FrameError::new("bad_request", "the frame has no \"type\""))?
+        .to_owned();
+    let fields = |e: serde_json::Error| {
+        FrameError::new("bad_request", format!("invalid {kind:?} frame: {e}"))
+    };
+    Ok(match kind.as_str() {
+        "auth" => {
+            let f: AuthFields = serde_json::from_value(value).map_err(fields)?;
+            ClientFrame::Auth { token: f.token }
+        }
+        "message" => {
+            let f: MessageFields = serde_json::from_value(value).map_err(fields)?;
+            if f.client_id
+                .as_ref()
+                .is_some_and(|id| id.chars().count() > MAX_CLIENT_ID_CHARS)
+            {
+                return Err(FrameError::new(
+                    "bad_request",
+                    format!("client_id has at most {MAX_CLIENT_ID_CHARS} characters"),
+                ));
+            }
+            ClientFrame::Message {
+                channel_id: f.channel_id,
+                content: f.content,
+                client_id: f.client_id,
+            }
+        }
+        "typing" => {
+            let f: TypingFields = serde_json::from_value(value).map_err(fields)?;
+            ClientFrame::Typing {
+                channel_id: f.channel_id,
+            }
+        }
+        "ping" => ClientFrame::Ping,
+        other => {
+            return Err(FrameError::new(
+                "unknown_type",
+                format!("unknown frame type {other:?}"),
+            ));
+        }
+    })
+}
+
+pub fn ready(user_id: i32, channel_ids: &[i32]) -> String {
+    json!({ "type": "ready", "user_id": user_id, "channel_ids": channel_ids }).to_string()
+}
+
+pub fn pong() -> String {
+    json!({ "type": "pong" }).to_string()
+}
+
+pub fn error(code: &str, message: &str, client_id: Option<&str>) -> String {
+    let mut frame = json!({ "type": "error", "code": code, "message": message });
+    if let Some(client_id) = client_id {
+        frame["client_id"] = json!(client_id);
+    }
+    frame.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_or_say_why_not() {
+        assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
+        assert!(matches!(
+            parse(r#"{"type":"message","channel_id":3,"content":"hi","client_id":"c1"}"#),
+            Ok(ClientFrame::Message { channel_id: 3, .. })
+        ));
+        assert_eq!(parse("{nope").unwrap_err().code, "invalid_json");
+        assert_eq!(
+            parse(r#"{"type":"dance"}"#).unwrap_err().code,
+            "unknown_type"
+        );
+        assert_eq!(
+            parse(r#"{"type":"typing"}"#).unwrap_err().code,
+            "bad_request"
+        );
+        assert_eq!(parse(r#"[1,2]"#).unwrap_err().code, "bad_request");
+    }
+}

@@ -1,0 +1,35 @@
+use actix_web::{HttpRequest, HttpResponse, get, web};
+
+use super::base_url;
+use crate::auth::bearer_token;
+use crate::realtime::session::{self, MAX_FRAME_BYTES};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(connect);
+}
+
+/// The WebSocket. Authenticates by `Authorization` header or by the first frame; tokens are
+/// never taken from the URL.
+#[get("/ws")]
+async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let header_auth = bearer_token(&req).map(|token| state.tokens.verify(token));
+    let base = base_url(&req);
+    let (response, ws_session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    actix_web::rt::spawn(session::run(
+        state.get_ref().clone(),
+        ws_session,
+        stream,
+        header_auth,
+        base,
+    ));
+    Ok(response)
+}

@@ -1,0 +1,669 @@
+//! The WebSocket, with a real client against the real server.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::fixtures;
+use crate::helpers::{JWT_SECRET, TestApp, TestUser, expect_json, spawn_app, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects, authenticating with an `Authorization` header when a token is given.
+    pub async fn connect(app: &TestApp, header_token: Option<&str>) -> WsClient {
+        let url = app.url("/api/ws").replace("http://", "ws://");
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = header_token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket handshake");
+        WsClient { stream }
+    }
+
+    /// Connects and authenticates with the first frame; returns the client and `ready`.
+    pub async fn login(app: &TestApp, user: &TestUser) -> (WsClient, Value) {
+        let mut client = WsClient::connect(app, None).await;
+        client
+            .send(json!({ "type": "auth", "token": user.token }))
+            .await;
+        let ready = client.next().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        (client, ready)
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.unwrap();
+    }
+
+    /// The next JSON frame (pings are answered by the client library).
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next event of this type, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a close in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts nothing else is queued: a ping is answered by the very next frame.
+    pub async fn assert_quiet(&mut self) {
+        self.send(json!({ "type": "ping" })).await;
+        let next = self.next().await;
+        assert_eq!(next["type"], "pong", "an unexpected frame: {next}");
+    }
+}
+
+fn forge(user_id: i64, exp_from_now: i64) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": user_id.to_string(), "iat": now, "exp": now + exp_from_now,
+        "iss": "chatserver", "aud": "chatserver-api",
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn join(app: &TestApp, user: &TestUser, channel: i64) {
+    let response = app
+        .post(
+            &format!("/api/channels/{channel}/join"),
+            &user.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn authenticates_by_header_or_by_first_frame() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let general = app.create_channel(&alice, "general", false).await;
+    let secret = app.create_channel(&alice, "secret", true).await;
+
+    let mut by_header = WsClient::connect(&app, Some(&alice.token)).await;
+    let ready = by_header.next().await;
+    assert_eq!(
+        ready,
+        json!({ "type": "ready", "user_id": alice.id, "channel_ids": [general, secret] })
+    );
+    by_header.assert_quiet().await;
+
+    let (mut by_frame, ready) = WsClient::login(&app, &alice).await;
+    assert_eq!(ready["channel_ids"], json!([general, secret]));
+    by_frame.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn bad_expired_and_missing_tokens_close_with_4001() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+
+    let mut bad_header = WsClient::connect(&app, Some("not-a-token")).await;
+    assert_eq!(bad_header.closed().await, 4001);
+
+    let mut expired = WsClient::connect(&app, Some(&forge(alice.id, -3600))).await;
+    assert_eq!(expired.closed().await, 4001);
+
+    let mut bad_frame = WsClient::connect(&app, None).await;
+    bad_frame
+        .send(json!({ "type": "auth", "token": forge(alice.id, -3600) }))
+        .await;
+    assert_eq!(bad_frame.closed().await, 4001);
+
+    let mut not_auth = WsClient::connect(&app, None).await;
+    not_auth.send(json!({ "type": "ping" })).await;
+    assert_eq!(not_auth.closed().await, 4001);
+
+    // Silence: the server gives up after 10 seconds.
+    let mut silent = WsClient::connect(&app, None).await;
+    assert_eq!(silent.closed().await, 4001);
+}
+
+#[tokio::test]
+async fn a_token_expiring_mid_session_closes_with_4001() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut client = WsClient::connect(&app, Some(&forge(alice.id, 2))).await;
+    assert_eq!(client.next().await["type"], "ready");
+    assert_eq!(client.closed().await, 4001);
+}
+
+#[tokio::test]
+async fn events_reach_members_only_and_follow_joins_and_leaves() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bobby").await;
+    let mine = app.create_channel(&alice, "mine", false).await;
+    let theirs = app.create_channel(&bob, "theirs", false).await;
+    let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
+
+    app.post_message(&bob, theirs, "not for alice").await;
+    let message = app.post_message(&alice, mine, "for alice").await;
+    let event = alice_ws.next().await;
+    assert_eq!(event["type"], "message_created");
+    assert_eq!(event["channel_id"], mine);
+    assert_eq!(event["data"]["id"], message["id"]);
+    alice_ws.assert_quiet().await;
+
+    // Joining takes effect on the open socket: the join itself, then the channel's events.
+    join(&app, &alice, theirs).await;
+    let joined = alice_ws.next().await;
+    assert_eq!(
+        (joined["type"].as_str(), &joined["data"]["user"]["username"]),
+        (Some("member_joined"), &json!("alice"))
+    );
+    app.post_message(&bob, theirs, "now alice sees this").await;
+    assert_eq!(
+        alice_ws.next().await["data"]["content"],
+        "now alice sees this"
+    );
+
+    // Leaving stops the channel's events at once.
+    let left = app
+        .delete(&format!("/api/channels/{theirs}/members/me"), &alice.token)
+        .await;
+    assert_eq!(left.status(), StatusCode::NO_CONTENT);
+    assert_eq!(alice_ws.next().await["type"], "member_left");
+    app.post_message(&bob, theirs, "alice is gone").await;
+    app.post_message(&alice, mine, "still here").await;
+    assert_eq!(alice_ws.next().await["data"]["content"], "still here");
+    alice_ws.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_second_user_sees_messages_files_and_deletions_in_order() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bobby").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    join(&app, &bob, channel).await;
+    let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
+
+    // Over REST.
+    let rest = app.post_message(&alice, channel, "over REST").await;
+    let seen = bob_ws.next().await;
+    assert_eq!(
+        (seen["type"].as_str(), &seen["data"]["id"]),
+        (Some("message_created"), &rest["id"])
+    );
+
+    // Over the socket, echoing client_id.
+    alice_ws.send(json!({ "type": "message", "channel_id": channel, "content": "over the socket", "client_id": "tmp-1" })).await;
+    let echoed = alice_ws.next_of("message_created").await;
+    let echoed = if echoed["data"]["client_id"] == "tmp-1" {
+        echoed
+    } else {
+        alice_ws.next_of("message_created").await
+    };
+    assert_eq!(echoed["data"]["client_id"], "tmp-1");
+    let seen = bob_ws.next().await;
+    assert_eq!(seen["data"]["content"], "over the socket");
+    assert_eq!(seen["data"]["id"], echoed["data"]["id"]);
+
+    // A message with a file, then its deletion.
+    let png = fixtures::png(3000);
+    let form = Form::new().text("content", "a picture").part(
+        "file",
+        Part::bytes(png.clone())
+            .file_name("p.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let response = app
+        .client
+        .post(app.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let message = expect_json(response, StatusCode::CREATED).await;
+    let file_id = message["files"][0]["id"].clone();
+    let deleted = app
+        .delete(&format!("/api/files/{file_id}"), &alice.token)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    let created = bob_ws.next().await;
+    assert_eq!(created["type"], "message_created");
+    assert_eq!(created["data"]["files"][0]["id"], file_id);
+    let complete = bob_ws.next().await;
+    assert_eq!(complete["type"], "file_upload_complete");
+    assert_eq!(complete["data"]["id"], file_id);
+    // B's own link works (it was issued to B), until the deletion.
+    let url = complete["data"]["url"].as_str().unwrap();
+    let gone = bob_ws.next().await;
+    assert_eq!(gone["type"], "file_deleted");
+    assert_eq!(
+        gone["data"],
+        json!({ "id": file_id, "message_id": message["id"], "channel_id": channel })
+    );
+    assert_eq!(
+        reqwest::get(url).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    bob_ws.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_file_link_in_an_event_works_for_its_recipient() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bobby").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    join(&app, &bob, channel).await;
+    let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
+    let pdf = fixtures::pdf(5000);
+    let form = Form::new()
+        .text("content", "doc")
+        .part("file", Part::bytes(pdf.clone()).file_name("d.pdf"));
+    let response = app
+        .client
+        .post(app.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    bob_ws.next_of("message_created").await;
+    let complete = bob_ws.next_of("file_upload_complete").await;
+    let bytes = reqwest::get(complete["data"]["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes, pdf);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_arrive_everywhere_in_listing_order() {
+    let app = spawn_app().await;
+    let owner = app.register("owner").await;
+    let channel = app.create_channel(&owner, "busy", false).await;
+    let mut posters = Vec::new();
+    for i in 0..4 {
+        let user = app.register(&format!("poster{i}")).await;
+        join(&app, &user, channel).await;
+        posters.push(user);
+    }
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let user = app.register(&format!("reader{i}")).await;
+        join(&app, &user, channel).await;
+        subscribers.push(WsClient::login(&app, &user).await.0);
+    }
+    // 4 posters x 250 messages, 8 requests in flight at a time each.
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for (p, poster) in posters.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            futures_util::stream::iter(0..250)
+                .for_each_concurrent(8, |i| {
+                    let (app, poster) = (&app, &poster);
+                    async move {
+                        app.post_message(poster, channel, &format!("p{p} m{i}"))
+                            .await;
+                    }
+                })
+                .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut listed: Vec<i64> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = expect_json(
+            app.get(
+                &format!("/api/channels/{channel}/messages?after={after}&limit=100"),
+                &owner.token,
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        let ids: Vec<i64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect();
+        listed.extend(&ids);
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        after = *ids.last().unwrap();
+    }
+    assert_eq!(listed.len(), 1000);
+    for subscriber in &mut subscribers {
+        let mut received = Vec::new();
+        while received.len() < 1000 {
+            let event = subscriber.next().await;
+            if event["type"] == "message_created" {
+                received.push(event["data"]["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(
+            received, listed,
+            "same order as the listing, none missing, none twice"
+        );
+        subscriber.assert_quiet().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
+    let app = spawn_app_with(&[("WS_QUEUE_CAPACITY", "64")]).await;
+    let alice = app.register("alice").await;
+    let slow_user = app.register("slowpoke").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    join(&app, &slow_user, channel).await;
+    let (mut reader, _) = WsClient::login(&app, &alice).await;
+
+    // A client with a tiny receive buffer that stops reading after `ready`.
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let mut request = format!("ws://127.0.0.1:{port}/api/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", slow_user.token).parse().unwrap(),
+    );
+    let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut slow = WsClient { stream };
+    assert_eq!(slow.next().await["type"], "ready");
+
+    let content = "x".repeat(4000);
+    let total = 1500;
+    let reader_task = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < total {
+            if reader.next().await["type"] == "message_created" {
+                seen += 1;
+            }
+        }
+        reader.assert_quiet().await;
+        seen
+    });
+    for _ in 0..total {
+        app.post_message(&alice, channel, &content).await;
+    }
+    assert_eq!(
+        reader_task.await.unwrap(),
+        total,
+        "the reading client got every event"
+    );
+    assert_eq!(
+        app.state
+            .events
+            .hub()
+            .stats()
+            .slow_disconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // When the slow client finally reads, what was queued ends with 4008.
+    assert_eq!(slow.closed().await, 4008);
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_oversized_frames_close_with_1009() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    let (mut client, _) = WsClient::login(&app, &alice).await;
+
+    client.send_raw(Message::text("{not json")).await;
+    assert_eq!(client.next().await["code"], "invalid_json");
+    client.send(json!({ "type": "dance" })).await;
+    assert_eq!(client.next().await["code"], "unknown_type");
+    client
+        .send(json!({ "type": "message", "channel_id": channel }))
+        .await;
+    assert_eq!(client.next().await["code"], "bad_request");
+    client
+        .send(json!({ "type": "message", "channel_id": 9999, "content": "hi", "client_id": "c9" }))
+        .await;
+    let error = client.next().await;
+    assert_eq!(
+        (
+            error["type"].as_str(),
+            error["code"].as_str(),
+            error["client_id"].as_str()
+        ),
+        (Some("error"), Some("not_found"), Some("c9"))
+    );
+    client
+        .send(json!({ "type": "message", "channel_id": channel, "content": "" }))
+        .await;
+    assert_eq!(client.next().await["code"], "invalid_content");
+    client.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(client.next().await["code"], "unsupported_frame");
+    client.assert_quiet().await;
+
+    // A flood: refused with an error, and the connection stays usable.
+    for _ in 0..3000 {
+        client
+            .send(json!({ "type": "typing", "channel_id": channel }))
+            .await;
+    }
+    assert_eq!(client.next_of("error").await["code"], "rate_limited");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.send(json!({ "type": "ping" })).await;
+    client.next_of("pong").await;
+
+    let huge = json!({ "type": "message", "channel_id": channel, "content": "y".repeat(100_000) });
+    client.send(huge).await;
+    assert_eq!(client.closed().await, u16::from(CloseCode::Size));
+}
+
+#[tokio::test]
+async fn typing_is_relayed_to_other_members_and_not_stored() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bobby").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    let private = app.create_channel(&alice, "private", true).await;
+    join(&app, &bob, channel).await;
+    let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
+    alice_ws
+        .send(json!({ "type": "typing", "channel_id": channel }))
+        .await;
+    let typing = bob_ws.next().await;
+    assert_eq!(
+        typing,
+        json!({ "type": "typing", "channel_id": channel, "data": { "channel_id": channel, "user_id": alice.id } })
+    );
+    // Not a member: ignored.
+    bob_ws
+        .send(json!({ "type": "typing", "channel_id": private }))
+        .await;
+    alice_ws.next_of("typing").await; // her own notice in the shared channel
+    alice_ws.assert_quiet().await;
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"], json!([]));
+}
+
+fn redis_settings() -> (String, String) {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    (
+        url,
+        format!("chatserver-test:{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+#[tokio::test]
+async fn events_cross_instances_exactly_once_through_redis() {
+    let (redis_url, redis_channel) = redis_settings();
+    let settings = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_CHANNEL", redis_channel.as_str()),
+    ];
+    let one = spawn_app_with(&settings).await;
+    let two = one.spawn_peer(&[]).await;
+    let alice = one.register("alice").await;
+    let bob = one.register("bobby").await;
+    let channel = one.create_channel(&alice, "general", false).await;
+    join(&two, &bob, channel).await;
+    let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&two, &bob).await;
+    // Let both instances' Redis subscriptions settle before publishing.
+    wait_for_redis(&one, &two, &alice, &mut alice_ws, &mut bob_ws, channel).await;
+
+    let png = fixtures::png(2000);
+    let form = Form::new()
+        .text("content", "through one")
+        .part("file", Part::bytes(png.clone()).file_name("a.png"));
+    let response = one
+        .client
+        .post(one.url(&format!("/api/channels/{channel}/messages")))
+        .bearer_auth(&alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let message = expect_json(response, StatusCode::CREATED).await;
+    let created = bob_ws.next().await;
+    assert_eq!(
+        (created["type"].as_str(), &created["data"]["id"]),
+        (Some("message_created"), &message["id"])
+    );
+    let complete = bob_ws.next().await;
+    assert_eq!(complete["type"], "file_upload_complete");
+    // The link was issued by instance two, and works.
+    let bytes = reqwest::get(complete["data"]["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes, png);
+    bob_ws.assert_quiet().await;
+
+    two.post_message(&bob, channel, "through two").await;
+    let seen: Vec<(String, String)> = [
+        alice_ws.next().await,
+        alice_ws.next().await,
+        alice_ws.next().await,
+    ]
+    .iter()
+    .map(|e| {
+        (
+            e["type"].as_str().unwrap().to_owned(),
+            e["data"]["content"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+    .collect();
+    let expected = [
+        ("message_created", "through one"),
+        ("file_upload_complete", ""),
+        ("message_created", "through two"),
+    ];
+    assert_eq!(seen, expected.map(|(t, c)| (t.to_owned(), c.to_owned())));
+    alice_ws.assert_quiet().await;
+}
+
+/// Posts until an event crosses from one instance to the other, then drains both sockets.
+async fn wait_for_redis(
+    one: &TestApp,
+    _two: &TestApp,
+    alice: &TestUser,
+    alice_ws: &mut WsClient,
+    bob_ws: &mut WsClient,
+    channel: i64,
+) {
+    one.post_message(alice, channel, "warm-up").await;
+    let warm = bob_ws.next().await;
+    assert_eq!(warm["data"]["content"], "warm-up");
+    assert_eq!(alice_ws.next().await["data"]["content"], "warm-up");
+}
+
+#[tokio::test]
+async fn without_redis_an_instance_keeps_serving_its_own_clients() {
+    // Nothing listens on port 1.
+    let app = spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let alice = app.register("alice").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
+    let message = app.post_message(&alice, channel, "local only").await;
+    let event = alice_ws.next().await;
+    assert_eq!(event["data"]["id"], message["id"]);
+    alice_ws.assert_quiet().await;
+}
