@@ -428,13 +428,16 @@ impl State {
         ByteString::from(event.render(&viewer).to_string())
     }
 
+    fn connections_of(&self, user_id: i32) -> Vec<u64> {
+        self.users
+            .get(&user_id)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Subscribes a user's open connections to a channel they joined.
     fn follow(&mut self, user_id: i32, channel_id: i32) {
-        let ids: Vec<u64> = self
-            .users
-            .get(&user_id)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = self.connections_of(user_id);
         for id in ids {
             if let Some(connection) = self.connections.get_mut(&id) {
                 connection.channels.insert(channel_id);
@@ -449,11 +452,7 @@ impl State {
 
     /// Stops a user's connections following a channel they left, at once.
     fn unfollow(&mut self, user_id: i32, channel_id: i32) {
-        let ids: Vec<u64> = self
-            .users
-            .get(&user_id)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = self.connections_of(user_id);
         for id in ids {
             if let Some(connection) = self.connections.get_mut(&id) {
                 connection.channels.remove(&channel_id);

@@ -47,35 +47,6 @@ async fn app_on(store: StoreKind) -> TestApp {
     spawn_app_on(store, &[]).await
 }
 
-fn form(content: &str, files: &[Upload]) -> Form {
-    files.iter().fold(
-        Form::new().text("content", content.to_owned()),
-        |form, f| {
-            let part = Part::bytes(f.bytes.clone())
-                .file_name(f.name.clone())
-                .mime_str(&f.declared_type)
-                .unwrap();
-            form.part("file", part)
-        },
-    )
-}
-
-async fn post_files(
-    app: &TestApp,
-    user: &TestUser,
-    channel: i64,
-    content: &str,
-    files: &[Upload],
-) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/api/channels/{channel}/messages")))
-        .bearer_auth(&user.token)
-        .multipart(form(content, files))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Every row, deleted or not.
 async fn rows(app: &TestApp) -> Vec<FileUpload> {
     app.state
@@ -199,7 +170,8 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
         .map(|(u, _)| Upload::new(&u.name, &u.declared_type, u.bytes.clone()))
         .collect();
     let message = expect_json(
-        post_files(&app, &alice, channel, "see attached", &files).await,
+        app.post_files(&alice, channel, "see attached", &files)
+            .await,
         StatusCode::CREATED,
     )
     .await;
@@ -321,8 +293,7 @@ async fn a_large_file_streams_through_multipart_upload(store: StoreKind) {
     // Over two 8 MiB parts, ending mid-part.
     let big = fixtures::mp4(19 * 1024 * 1024 + 12_345);
     let message = expect_json(
-        post_files(
-            &app,
+        app.post_files(
             &alice,
             channel,
             "",
@@ -382,7 +353,7 @@ async fn spoofed_types_are_refused_and_leave_nothing(store: StoreKind) {
     ];
     for spoof in spoofs {
         let name = spoof.name.clone();
-        let response = post_files(&app, &alice, channel, "look", &[spoof]).await;
+        let response = app.post_files(&alice, channel, "look", &[spoof]).await;
         let body = expect_error(
             response,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -458,7 +429,7 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
         .map(|i| Upload::new(&format!("{i}.txt"), "text/plain", fixtures::text()))
         .collect();
     expect_error(
-        post_files(&app, &alice, channel, "many", &eleven).await,
+        app.post_files(&alice, channel, "many", &eleven).await,
         StatusCode::BAD_REQUEST,
         "too_many_files",
     )
@@ -468,7 +439,7 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
         .map(|i| Upload::new(&format!("{i}.txt"), "text/plain", fixtures::text()))
         .collect();
     expect_json(
-        post_files(&app, &alice, channel, "ten is fine", &ten).await,
+        app.post_files(&alice, channel, "ten is fine", &ten).await,
         StatusCode::CREATED,
     )
     .await;
@@ -533,8 +504,7 @@ async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: Store
     ];
     for (name, bytes, shown) in cases {
         let message = expect_json(
-            post_files(
-                &app,
+            app.post_files(
                 &alice,
                 channel,
                 "named",
@@ -614,7 +584,7 @@ async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
         Upload::new("three.jpg", "image/jpeg", fixtures::elf()),
     ];
     expect_error(
-        post_files(&app, &alice, channel, "three files", &files).await,
+        app.post_files(&alice, channel, "three files", &files).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_file_type",
     )
@@ -634,8 +604,7 @@ async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
 /// Uploads one PNG as alice and returns the file JSON.
 async fn upload_one(app: &TestApp, user: &TestUser, channel: i64) -> Value {
     let message = expect_json(
-        post_files(
-            app,
+        app.post_files(
             user,
             channel,
             "pic",
@@ -1090,14 +1059,14 @@ async fn the_store_being_down_is_503_storage_unavailable() {
     }
     let (alice, _, channel) = setup(&app).await;
     app.s3.as_ref().unwrap().stop();
-    let response = post_files(
-        &app,
-        &alice,
-        channel,
-        "x",
-        &[Upload::new("a.png", "image/png", fixtures::png(100))],
-    )
-    .await;
+    let response = app
+        .post_files(
+            &alice,
+            channel,
+            "x",
+            &[Upload::new("a.png", "image/png", fixtures::png(100))],
+        )
+        .await;
     expect_error(
         response,
         StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::fixtures::Upload;
 use crate::s3::TestS3;
+use reqwest::multipart::{Form, Part};
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -226,6 +228,33 @@ impl TestApp {
         self.state.events.hub().sync().await;
         while events.try_recv().is_ok() {}
         events
+    }
+
+    /// Posts a message with files as `multipart/form-data`: `content`, then `file` parts.
+    pub async fn post_files(
+        &self,
+        user: &TestUser,
+        channel_id: i64,
+        content: &str,
+        files: &[Upload],
+    ) -> Response {
+        let form = files.iter().fold(
+            Form::new().text("content", content.to_owned()),
+            |form, f| {
+                let part = Part::bytes(f.bytes.clone())
+                    .file_name(f.name.clone())
+                    .mime_str(&f.declared_type)
+                    .unwrap();
+                form.part("file", part)
+            },
+        );
+        self.client
+            .post(self.url(&format!("/api/channels/{channel_id}/messages")))
+            .bearer_auth(&user.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// An event as `viewer` would receive it.

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -12,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::fixtures;
+use crate::fixtures::{self, Upload};
 use crate::helpers::{JWT_SECRET, TestApp, TestUser, expect_json, spawn_app, spawn_app_with};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -264,21 +263,14 @@ async fn a_second_user_sees_messages_files_and_deletions_in_order() {
 
     // A message with a file, then its deletion.
     let png = fixtures::png(3000);
-    let form = Form::new().text("content", "a picture").part(
-        "file",
-        Part::bytes(png.clone())
-            .file_name("p.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
     let response = app
-        .client
-        .post(app.url(&format!("/api/channels/{channel}/messages")))
-        .bearer_auth(&alice.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .post_files(
+            &alice,
+            channel,
+            "a picture",
+            &[Upload::new("p.png", "image/png", png.clone())],
+        )
+        .await;
     let message = expect_json(response, StatusCode::CREATED).await;
     let file_id = message["files"][0]["id"].clone();
     let deleted = app
@@ -316,17 +308,14 @@ async fn a_file_link_in_an_event_works_for_its_recipient() {
     join(&app, &bob, channel).await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
     let pdf = fixtures::pdf(5000);
-    let form = Form::new()
-        .text("content", "doc")
-        .part("file", Part::bytes(pdf.clone()).file_name("d.pdf"));
     let response = app
-        .client
-        .post(app.url(&format!("/api/channels/{channel}/messages")))
-        .bearer_auth(&alice.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .post_files(
+            &alice,
+            channel,
+            "doc",
+            &[Upload::new("d.pdf", "application/pdf", pdf.clone())],
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     bob_ws.next_of("message_created").await;
     let complete = bob_ws.next_of("file_upload_complete").await;
@@ -588,17 +577,14 @@ async fn events_cross_instances_exactly_once_through_redis() {
     wait_for_redis(&one, &two, &alice, &mut alice_ws, &mut bob_ws, channel).await;
 
     let png = fixtures::png(2000);
-    let form = Form::new()
-        .text("content", "through one")
-        .part("file", Part::bytes(png.clone()).file_name("a.png"));
     let response = one
-        .client
-        .post(one.url(&format!("/api/channels/{channel}/messages")))
-        .bearer_auth(&alice.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .post_files(
+            &alice,
+            channel,
+            "through one",
+            &[Upload::new("a.png", "image/png", png.clone())],
+        )
+        .await;
     let message = expect_json(response, StatusCode::CREATED).await;
     let created = bob_ws.next().await;
     assert_eq!(
