@@ -7,13 +7,14 @@ use super::schema::{channel_members, channels, users};
 pub const ROLE_OWNER: &str = "owner";
 pub const ROLE_MEMBER: &str = "member";
 
-/// Creates the channel with its creator as owner and first member.
+/// Creates the channel with its creator as owner and first member; returns it with the
+/// event number of that first membership.
 pub fn create(
     conn: &mut AnyConnection,
     name: &str,
     is_private: bool,
     owner_id: i32,
-) -> QueryResult<Channel> {
+) -> QueryResult<(Channel, i64)> {
     conn.transaction(|conn| {
         let values = (
             channels::name.eq(name),
@@ -26,7 +27,8 @@ pub fn create(
             .returning(Channel::as_returning())
             .get_result(c))?;
         add_member(conn, channel.id, owner_id, ROLE_OWNER)?;
-        Ok(channel)
+        let seq = super::allocate_event_seq(conn, channel.id, 1)?;
+        Ok((channel, seq))
     })
 }
 

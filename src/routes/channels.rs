@@ -54,8 +54,14 @@ async fn create(
     }
     let channel = state
         .db
-        .run(move |conn| Ok(db::channels::create(conn, &name, is_private, auth.id)?))
+        .run(move |conn| {
+            let (channel, seq) = db::channels::create(conn, &name, is_private, auth.id)?;
+            Ok((channel, seq, db::users::find(conn, auth.id)?))
+        })
         .await?;
+    let (channel, seq, owner) = channel;
+    // The creator's open sockets start following the new channel.
+    state.events.publish(channel.id, seq, Event::MemberJoined { user: owner }).await;
     Ok(HttpResponse::Created().json(channel))
 }
 

@@ -653,3 +653,19 @@ async fn without_redis_an_instance_keeps_serving_its_own_clients() {
     assert_eq!(event["data"]["id"], message["id"]);
     alice_ws.assert_quiet().await;
 }
+
+#[tokio::test]
+async fn a_channel_created_while_connected_is_followed_at_once() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let (mut alice_ws, ready) = WsClient::login(&app, &alice).await;
+    assert_eq!(ready["channel_ids"], json!([]));
+    let channel = app.create_channel(&alice, "fresh", true).await;
+    let joined = alice_ws.next().await;
+    assert_eq!(joined["type"], "member_joined");
+    assert_eq!(joined["channel_id"], channel);
+    assert_eq!(joined["data"]["user"]["id"], alice.id);
+    app.post_message(&alice, channel, "first").await;
+    assert_eq!(alice_ws.next().await["data"]["content"], "first");
+    alice_ws.assert_quiet().await;
+}

@@ -1,0 +1,141 @@
+// Live events over the socket: the connection indicator, the catch-up after every
+// (re)connection, and what each event changes on the page.
+
+import { api, describeError, session } from './api.js';
+import { ChatSocket } from './socket.js';
+import { $, state, announceStatus } from './state.js';
+import { fileCard, noticeItem } from './views.js';
+import { fileActions, removeFileCard } from './filecards.js';
+import { catchUp, noteSeen, showNewMessage, showTyping, stopTyping } from './pane.js';
+import {
+  loadChannels, renderChannels, renderChannelMeta, forgetChannel, memberMap, loadMembers,
+} from './sidebar.js';
+
+const CATCH_UP_PAGE = 100;
+
+export const socket = new ChatSocket(() => session.token);
+
+/**
+ * The connection indicator. Its words change only between Connecting, Live and Offline (a
+ * status region announces them); the reconnect countdown is shown beside them, unannounced.
+ */
+function renderConnection({ state: connection, retryIn }) {
+  const el = $('connection');
+  const text = $('connection-text');
+  const detail = $('connection-detail');
+  const wasOffline = el.dataset.state === 'offline' || el.dataset.retrying === 'yes';
+  clearInterval(renderConnection.timer);
+  detail.textContent = '';
+  if (connection === 'online') {
+    el.dataset.state = 'online';
+    el.dataset.retrying = '';
+    text.textContent = 'Live';
+  } else if (connection === 'connecting' && !wasOffline) {
+    el.dataset.state = 'connecting';
+    text.textContent = 'Connecting…';
+  } else {
+    // Offline, or trying again after being offline: stay "Offline" until it works.
+    el.dataset.state = 'offline';
+    el.dataset.retrying = 'yes';
+    text.textContent = 'Offline';
+    if (connection === 'connecting') {
+      detail.textContent = '· reconnecting…';
+    } else if (retryIn) {
+      const until = Date.now() + retryIn;
+      const tick = () => {
+        const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+        detail.textContent = `· retrying in ${seconds} s`;
+      };
+      tick();
+      renderConnection.timer = setInterval(tick, 1000);
+    }
+  }
+}
+
+async function onReady({ channel_ids: channelIds }) {
+  const known = [...state.channels.keys()].sort().join(',');
+  if ([...channelIds].sort().join(',') !== known) await loadChannels();
+  if (state.current && !state.channels.has(state.current)) forgetChannel(state.current);
+  try {
+    if (state.view) await catchUp(state.view);
+    // Channels not on screen: count what arrived while we were away.
+    for (const [id, last] of state.lastSeen) {
+      if (id === state.current || !state.channels.has(id)) continue;
+      const page = await api.messages(id, { after: last, limit: CATCH_UP_PAGE });
+      const others = page.messages.filter((m) => m.user_id !== state.me.id).length;
+      for (const m of page.messages) noteSeen(id, m.id);
+      if (others) state.unread.set(id, (state.unread.get(id) || 0) + others);
+    }
+    renderChannels();
+  } catch (err) {
+    announceStatus(`Could not catch up. ${describeError(err)}`);
+  }
+}
+
+function onEvent({ type, channel_id: channelId, data }) {
+  const open = channelId === state.current && state.view;
+  switch (type) {
+    case 'message_created':
+      if (open) {
+        showNewMessage(data, { announce: true });
+      } else if (state.channels.has(channelId)) {
+        noteSeen(channelId, data.id);
+        if (data.user_id !== state.me.id) {
+          state.unread.set(channelId, (state.unread.get(channelId) || 0) + 1);
+          renderChannels();
+        }
+      }
+      break;
+    case 'file_upload_complete': {
+      if (!open || document.querySelector(`.file-card[data-file-id="${data.id}"]`)) break;
+      const item = document.getElementById(`message-${data.message_id}`);
+      const list = item?.querySelector('.attachments');
+      if (list) {
+        list.append(fileCard(data, fileActions));
+        list.hidden = false;
+      }
+      break;
+    }
+    case 'file_deleted':
+      removeFileCard(data.id);
+      break;
+    case 'member_joined':
+      if (data.user.id === state.me.id) {
+        if (!state.channels.has(channelId)) loadChannels();
+      } else if (state.members.has(channelId)) {
+        memberMap(channelId).set(data.user.id, data.user);
+        if (open) {
+          $('message-list').append(noticeItem(`${data.user.username} joined.`));
+          renderChannelMeta();
+        }
+      }
+      break;
+    case 'member_left':
+      if (data.user.id === state.me.id) {
+        forgetChannel(channelId);
+        loadChannels();
+      } else {
+        state.members.get(channelId)?.delete(data.user.id);
+        if (open) {
+          stopTyping(data.user.id);
+          $('message-list').append(noticeItem(`${data.user.username} left.`));
+          renderChannelMeta();
+        }
+      }
+      break;
+    case 'typing':
+      if (open) {
+        if (!memberMap(channelId).has(data.user_id)) loadMembers(channelId);
+        showTyping(data.user_id);
+      }
+      break;
+    default:
+      break; // events added later are ignored
+  }
+}
+
+export function setupLive() {
+  socket.addEventListener('state', (e) => renderConnection(e.detail));
+  socket.addEventListener('ready', (e) => onReady(e.detail));
+  socket.addEventListener('event', (e) => onEvent(e.detail));
+}

@@ -1,0 +1,228 @@
+// The channel list: my channels with unread counts, public ones to join, creating a
+// channel, adding a member, leaving; on narrow screens it is a drawer.
+
+import { api, describeError } from './api.js';
+import { $, state, announceStatus } from './state.js';
+import { h, lockIcon, confirmPress } from './views.js';
+import { openChannel, showChannelView } from './pane.js';
+
+export async function loadChannels() {
+  try {
+    const [mine, open] = await Promise.all([api.myChannels(), api.publicChannels()]);
+    state.channels = new Map(mine.map((c) => [c.id, c]));
+    state.publicChannels = open;
+  } catch (err) {
+    announceStatus(`Could not load channels. ${describeError(err)}`);
+  }
+  renderChannels();
+}
+
+export function channelName(id) {
+  const channel = state.channels.get(id) || state.publicChannels.find((c) => c.id === id);
+  return channel ? channel.name : String(id);
+}
+
+/** Redraws both lists; a button that had the focus keeps it (its twin in the new list). */
+export function renderChannels() {
+  const focusKey = $('sidebar').contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
+  const mine = [...state.channels.values()];
+  $('my-channels').replaceChildren(...mine.map((channel) => {
+    const unread = state.unread.get(channel.id) || 0;
+    const current = channel.id === state.current;
+    return h('li', {},
+      h('button', {
+        type: 'button',
+        class: `channel-button${unread ? ' has-unread' : ''}`,
+        'aria-current': current ? 'page' : null,
+        dataset: { focusKey: `open-${channel.id}` },
+        onclick: () => openChannel(channel.id),
+      },
+      h('span', { class: 'channel-hash', 'aria-hidden': 'true' }, channel.is_private ? lockIcon() : '#'),
+      h('span', { class: 'channel-name' }, channel.name),
+      channel.is_private ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
+      unread
+        ? h('span', { class: 'unread-badge' }, String(unread), h('span', { class: 'visually-hidden' }, ' unread'))
+        : null));
+  }));
+  $('my-channels-empty').hidden = mine.length > 0;
+
+  const joinable = state.publicChannels.filter((c) => !state.channels.has(c.id));
+  $('public-channels').replaceChildren(...joinable.map((channel) => h('li', { class: 'joinable' },
+    h('span', { class: 'channel-hash', 'aria-hidden': 'true' }, '#'),
+    h('span', { class: 'channel-name' }, channel.name),
+    h('button', {
+      type: 'button', class: 'small secondary', 'aria-label': `Join ${channel.name}`,
+      dataset: { focusKey: `join-${channel.id}` },
+      onclick: () => joinChannel(channel.id),
+    }, 'Join'))));
+  $('public-channels-empty').hidden = joinable.length > 0;
+  if (focusKey) $('sidebar').querySelector(`[data-focus-key="${focusKey}"]`)?.focus();
+  updateTitle();
+}
+
+function updateTitle() {
+  const unread = [...state.unread.values()].reduce((a, b) => a + b, 0);
+  const name = state.current ? `#${channelName(state.current)} · ` : '';
+  document.title = `${unread ? `(${unread}) ` : ''}${name}Chat`;
+}
+
+async function joinChannel(id) {
+  try {
+    const channel = await api.joinChannel(id);
+    state.channels.set(channel.id, channel);
+    renderChannels();
+    await openChannel(channel.id);
+    $('sidebar').querySelector(`[data-focus-key="open-${channel.id}"]`)?.focus();
+    announceStatus(`Joined #${channel.name}.`);
+  } catch (err) {
+    announceStatus(`Could not join. ${describeError(err)}`);
+  }
+}
+
+async function createChannel(event) {
+  event.preventDefault();
+  const input = $('new-channel-name');
+  const error = $('create-channel-error');
+  const name = input.value.trim();
+  if (!name) {
+    error.textContent = 'Give the channel a name.';
+    input.focus();
+    return;
+  }
+  error.textContent = '';
+  try {
+    const channel = await api.createChannel(name, $('new-channel-private').checked);
+    state.channels.set(channel.id, channel);
+    input.value = '';
+    $('new-channel-private').checked = false;
+    renderChannels();
+    await openChannel(channel.id);
+    announceStatus(`Created #${channel.name}.`);
+  } catch (err) {
+    error.textContent = describeError(err);
+  }
+}
+
+async function addMember(event) {
+  event.preventDefault();
+  const input = $('add-member-username');
+  const status = $('add-member-status');
+  const username = input.value.trim();
+  if (!username || !state.current) return;
+  try {
+    const user = await api.addMember(state.current, username);
+    memberMap(state.current).set(user.id, user);
+    status.textContent = `Added ${user.username}.`;
+    input.value = '';
+  } catch (err) {
+    status.textContent = err.code === 'not_found' ? `There is no user named “${username}”.` : describeError(err);
+  }
+}
+
+async function leaveChannel() {
+  const id = state.current;
+  if (!id) return;
+  const name = channelName(id);
+  const confirmed = confirmPress($('leave-channel'), {
+    text: 'Confirm leave',
+    label: `Confirm: leave #${name}`,
+    hint: state.channels.get(id)?.is_private
+      ? 'Press again to leave. Only a member can add you back to a private channel.'
+      : 'Press again to leave this channel.',
+    status: $('channel-status'),
+  });
+  if (!confirmed) return;
+  try {
+    await api.leaveChannel(id);
+  } catch (err) {
+    if (err.code !== 'not_found') {
+      announceStatus(`Could not leave. ${describeError(err)}`);
+      return;
+    }
+  }
+  forgetChannel(id);
+  announceStatus(`You left #${name}.`);
+  await loadChannels();
+  $('my-channels').querySelector('button')?.focus();
+}
+
+/** The channel is no longer ours: drop it and close it if it was open. */
+export function forgetChannel(id) {
+  state.channels.delete(id);
+  state.unread.delete(id);
+  state.lastSeen.delete(id);
+  state.members.delete(id);
+  if (state.current === id) {
+    state.current = null;
+    state.view = null;
+    sessionStorage.removeItem('chat.channel');
+    showChannelView(false);
+  }
+  renderChannels();
+}
+
+export function memberMap(channelId) {
+  if (!state.members.has(channelId)) state.members.set(channelId, new Map());
+  return state.members.get(channelId);
+}
+
+export async function loadMembers(channelId) {
+  try {
+    const users = await api.members(channelId);
+    const map = memberMap(channelId);
+    map.clear();
+    for (const user of users) map.set(user.id, user);
+    if (state.current === channelId) renderChannelMeta();
+  } catch {
+    // Names fall back to what messages carry.
+  }
+}
+
+export function renderChannelMeta() {
+  const channel = state.channels.get(state.current);
+  if (!channel) return;
+  const count = state.members.get(channel.id)?.size;
+  const kind = channel.is_private ? 'Private channel' : 'Public channel';
+  $('channel-meta').textContent = count ? `${kind} · ${count} ${count === 1 ? 'member' : 'members'}` : kind;
+}
+
+// Narrow screens: the channel list slides in.
+
+const narrow = window.matchMedia('(max-width: 760px)');
+
+function openSidebar() {
+  document.body.classList.add('sidebar-open');
+  $('sidebar-toggle').setAttribute('aria-expanded', 'true');
+  $('sidebar-toggle').setAttribute('aria-label', 'Hide channels');
+  $('sidebar-backdrop').hidden = false;
+  ($('sidebar').querySelector('button, input') || $('sidebar')).focus();
+}
+
+export function closeSidebar() {
+  if (!document.body.classList.contains('sidebar-open')) return;
+  document.body.classList.remove('sidebar-open');
+  $('sidebar-toggle').setAttribute('aria-expanded', 'false');
+  $('sidebar-toggle').setAttribute('aria-label', 'Show channels');
+  $('sidebar-backdrop').hidden = true;
+  if (narrow.matches) $('sidebar-toggle').focus();
+}
+
+export function setupSidebar() {
+  $('create-channel-form').addEventListener('submit', createChannel);
+  $('add-member-toggle').addEventListener('click', () => {
+    const form = $('add-member-form');
+    form.hidden = !form.hidden;
+    $('add-member-toggle').setAttribute('aria-expanded', String(!form.hidden));
+    if (!form.hidden) $('add-member-username').focus();
+  });
+  $('add-member-form').addEventListener('submit', addMember);
+  $('leave-channel').addEventListener('click', leaveChannel);
+  $('sidebar-toggle').addEventListener('click', () => {
+    if (document.body.classList.contains('sidebar-open')) closeSidebar();
+    else openSidebar();
+  });
+  $('sidebar-backdrop').addEventListener('click', closeSidebar);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && document.body.classList.contains('sidebar-open')) closeSidebar();
+  });
+}
