@@ -52,16 +52,16 @@ async fn create(
             format!("a channel name is 1 to {MAX_CHANNEL_NAME_CHARS} printable characters"),
         ));
     }
-    let channel = state
+    let (channel, seq, owner) = state
         .db
         .run(move |conn| {
             let (channel, seq) = db::channels::create(conn, &name, is_private, auth.id)?;
             Ok((channel, seq, db::users::find(conn, auth.id)?))
         })
         .await?;
-    let (channel, seq, owner) = channel;
     // The creator's open sockets start following the new channel.
-    state.events.publish(channel.id, seq, Event::MemberJoined { user: owner }).await;
+    let joined = Event::MemberJoined { user: owner };
+    state.events.publish(channel.id, seq, joined).await;
     Ok(HttpResponse::Created().json(channel))
 }
 
