@@ -2,10 +2,16 @@
 //! (path-style addressing when an endpoint is given).
 //!
 //! Uploads: a body that fits in one part goes up in a single PUT; a larger one as a multipart
-//! upload in parts of `PART_SIZE`, with the next part read from the client while the
-//! previous one is sent, so at most two parts are in memory. Any failure, including the
-//! request being dropped, aborts the multipart upload (`MultipartUpload`).
+//! upload in parts of exactly `PART_SIZE` (the last one shorter), with up to
+//! `PARTS_IN_FLIGHT` parts being sent while the next is read from the client, so memory is
+//! bounded by `PARTS_IN_FLIGHT + 1` parts whatever the file's size. Any failure, including
+//! the request being dropped, aborts the multipart upload (`MultipartUpload`).
+//!
+//! Payloads are not signed (`UNSIGNED-PAYLOAD`): signing hashes every part a second time
+//! (the upload pipeline already hashes the file), which costs more CPU than the rest of the
+//! upload path together. Integrity in transit is TLS's on AWS; use HTTPS endpoints.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -26,6 +32,8 @@ use crate::error::AppError;
 
 /// S3 allows parts of 5 MiB to 5 GiB; 8 MiB keeps memory small and requests few.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts sent at once: two keep the link busy while the next part is read from the client.
+const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -49,30 +57,30 @@ struct MultipartUpload {
     store: S3Store,
     key: String,
     upload_id: Option<String>,
-    in_flight: Option<PartTask>,
+    in_flight: VecDeque<PartTask>,
     completed: Vec<CompletedPart>,
 }
 
 impl MultipartUpload {
-    /// Starts sending a part; waits for the previous one first, so at most one part is in
-    /// flight while the next is read from the client.
+    /// Starts sending a part; with `PARTS_IN_FLIGHT` already under way, first waits for the
+    /// oldest.
     async fn send(&mut self, part_number: i32, part: Bytes) -> Result<(), AppError> {
-        let upload_id = self.upload_id.clone().expect("an open upload");
-        let task = tokio::spawn(self.store.clone().upload_part(
-            self.key.clone(),
-            upload_id,
-            part_number,
-            part,
-        ));
-        if let Some(previous) = self.in_flight.replace(task) {
-            self.completed.push(join_part(previous).await?);
+        if self.in_flight.len() == PARTS_IN_FLIGHT {
+            let oldest = self.in_flight.pop_front().expect("parts in flight");
+            self.completed.push(join_part(oldest).await?);
         }
+        let upload_id = self.upload_id.clone().expect("an open upload");
+        let task = self
+            .store
+            .clone()
+            .upload_part(self.key.clone(), upload_id, part_number, part);
+        self.in_flight.push_back(tokio::spawn(task));
         Ok(())
     }
 
     async fn complete(mut self) -> Result<(), AppError> {
-        if let Some(last) = self.in_flight.take() {
-            self.completed.push(join_part(last).await?);
+        while let Some(part) = self.in_flight.pop_front() {
+            self.completed.push(join_part(part).await?);
         }
         let upload_id = self.upload_id.take().expect("an open upload");
         let parts = std::mem::take(&mut self.completed);
@@ -101,7 +109,7 @@ impl MultipartUpload {
         let Some(upload_id) = self.upload_id.take() else {
             return;
         };
-        if let Some(part) = self.in_flight.take() {
+        for part in self.in_flight.drain(..) {
             let _ = part.await;
         }
         abort_upload(
@@ -119,9 +127,10 @@ impl Drop for MultipartUpload {
         let Some(upload_id) = self.upload_id.take() else {
             return;
         };
-        let (store, key, part) = (self.store.clone(), self.key.clone(), self.in_flight.take());
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let parts = std::mem::take(&mut self.in_flight);
         tokio::spawn(async move {
-            if let Some(part) = part {
+            for part in parts {
                 let _ = part.await;
             }
             abort_upload(&store.client, &store.bucket, &key, &upload_id).await;
@@ -197,8 +206,9 @@ impl S3Store {
         content_type: &str,
         body: &mut dyn Body,
     ) -> Result<u64, AppError> {
-        let (first, finished) = read_part(body).await?;
-        if finished {
+        let mut reader = PartReader::new(body);
+        let first = reader.next_part().await?.unwrap_or_default();
+        if reader.is_done() {
             let size = first.len() as u64;
             self.client
                 .put_object()
@@ -206,6 +216,8 @@ impl S3Store {
                 .key(key)
                 .content_type(content_type)
                 .body(ByteStream::from(first))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(unavailable)?;
@@ -228,10 +240,10 @@ impl S3Store {
             store: self.clone(),
             key: key.to_owned(),
             upload_id: Some(upload_id),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             completed: Vec::new(),
         };
-        match send_parts(&mut upload, first, body).await {
+        match send_parts(&mut upload, first, &mut reader).await {
             Ok(size) => {
                 upload.complete().await?;
                 Ok(size)
@@ -258,6 +270,8 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(part_number)
             .body(ByteStream::from(part))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(unavailable)?;
@@ -351,37 +365,64 @@ async fn join_part(task: PartTask) -> Result<CompletedPart, AppError> {
 async fn send_parts(
     upload: &mut MultipartUpload,
     first: Bytes,
-    body: &mut dyn Body,
+    reader: &mut PartReader<'_>,
 ) -> Result<u64, AppError> {
-    let (mut part, mut finished) = (first, false);
-    let mut size = 0u64;
-    for part_number in 1.. {
+    let mut size = first.len() as u64;
+    upload.send(1, first).await?;
+    for part_number in 2.. {
+        let Some(part) = reader.next_part().await? else {
+            break;
+        };
         size += part.len() as u64;
         upload.send(part_number, part).await?;
-        if finished {
-            break;
-        }
-        (part, finished) = read_part(body).await?;
-        if part.is_empty() {
-            break;
-        }
     }
     Ok(size)
 }
 
-/// Reads up to one part from the body; `true` when the body has ended.
-async fn read_part(body: &mut dyn Body) -> Result<(Bytes, bool), AppError> {
-    let mut buffer = BytesMut::with_capacity(PART_SIZE);
-    while buffer.len() < PART_SIZE {
-        match body.next().await {
-            Some(chunk) => {
-                let chunk = chunk?;
-                // Chunks are small; a chunk that crosses the part boundary goes whole into
-                // this part, which only makes the part a little larger than PART_SIZE.
-                buffer.extend_from_slice(&chunk);
-            }
-            None => return Ok((buffer.freeze(), true)),
+/// Cuts a body into parts of exactly `PART_SIZE` (the last may be shorter). A chunk that
+/// crosses a boundary is split, so a part's buffer never grows past `PART_SIZE`.
+struct PartReader<'a> {
+    body: &'a mut dyn Body,
+    carry: Option<Bytes>,
+    ended: bool,
+}
+
+impl<'a> PartReader<'a> {
+    fn new(body: &'a mut dyn Body) -> Self {
+        PartReader {
+            body,
+            carry: None,
+            ended: false,
         }
     }
-    Ok((buffer.freeze(), false))
+
+    /// Whether everything has been handed out.
+    fn is_done(&self) -> bool {
+        self.ended && self.carry.is_none()
+    }
+
+    async fn next_part(&mut self) -> Result<Option<Bytes>, AppError> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let mut buffer = BytesMut::with_capacity(PART_SIZE);
+        while buffer.len() < PART_SIZE {
+            let mut chunk = match self.carry.take() {
+                Some(chunk) => chunk,
+                None => match self.body.next().await {
+                    Some(chunk) => chunk?,
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                },
+            };
+            let room = PART_SIZE - buffer.len();
+            if chunk.len() > room {
+                self.carry = Some(chunk.split_off(room));
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok((!buffer.is_empty()).then(|| buffer.freeze()))
+    }
 }

