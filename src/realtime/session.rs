@@ -61,7 +61,9 @@ pub async fn run(
     let user = match header_auth {
         Some(Ok(user)) => user,
         Some(Err(_)) => return close(session, CLOSE_AUTH, "invalid token").await,
-        None => match first_frame_auth(&state, &mut session, &mut stream).await {
+        // Boxed (here and for `on_message`): rarely-live futures would otherwise be inlined
+        // into every idle connection's task.
+        None => match Box::pin(first_frame_auth(&state, &mut session, &mut stream)).await {
             Some(user) => user,
             None => return close(session, CLOSE_AUTH, "authentication required").await,
         },
@@ -167,8 +169,10 @@ impl<'a> Live<'a> {
         stream: &mut AggregatedMessageStream,
         mut connection: Connection,
     ) -> Ending {
-        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
-        heartbeat.tick().await;
+        // A random phase, so connections opened together do not all ping together.
+        let phase = HEARTBEAT_EVERY.mul_f64(rand::random::<f64>());
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + phase, HEARTBEAT_EVERY);
         let mut last_heard = Instant::now();
         let now_unix = chrono::Utc::now().timestamp();
         let expiry = tokio::time::sleep(Duration::from_secs(
@@ -197,7 +201,7 @@ impl<'a> Live<'a> {
                         Some(Err(e)) => return Some(protocol_close(&e)),
                         Some(Ok(AggregatedMessage::Close(_))) => return Some((1000, "bye")),
                         Some(Ok(message)) => {
-                            if let Some(reply) = self.on_message(session, message).await
+                            if let Some(reply) = Box::pin(self.on_message(session, message)).await
                                 && session.text(reply).await.is_err()
                             {
                                 return None;
