@@ -141,6 +141,9 @@ struct Args {
     /// (by default the count is capped to what the limit allows, and the output says so).
     #[arg(long)]
     no_fd_cap: bool,
+    /// Keep the temporary directory (the servers' logs and the database) and print its path.
+    #[arg(long)]
+    keep: bool,
     /// Internal: run as an idle-connection worker holding the connections of these tokens.
     #[arg(long, hide = true, requires = "worker_server")]
     worker_tokens: Option<PathBuf>,
@@ -314,6 +317,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     print_idle_summary(&idle_rows);
     print_fanout_summary(&shape_results, args.p99_limit_ms);
     database.drop_if_created().await;
+    if args.keep {
+        println!("kept {}", work.keep().display());
+    }
     Ok(())
 }
 
@@ -431,7 +437,7 @@ impl Bench<'_> {
 /// Opens and closes a few connections, so the baseline RSS already holds what the first
 /// connections allocate once (pools, per-thread caches).
 async fn warm_up_connections(server: &Server, tokens: &[String]) -> anyhow::Result<()> {
-    let (connections, errors) = connect_all(server.addr, tokens, 0, None).await;
+    let (connections, errors) = connect_all(server.addr, tokens, 0, None, |ws| ws).await;
     if let Some(e) = errors.into_iter().next() {
         return Err(e.context("warm-up connection"));
     }
@@ -541,20 +547,15 @@ async fn idle_worker(tokens: &Path, server: SocketAddr, first: usize) -> anyhow:
         .lines()
         .map(str::to_owned)
         .collect();
-    let (connections, errors) = connect_all(server, &tokens, first, None).await;
+    // The holders end with the process.
+    let (holders, errors) =
+        connect_all(server, &tokens, first, None, |ws| tokio::spawn(hold(ws))).await;
     let first_error = errors
         .first()
         .map(|e| format!("{e:#}").replace('\n', " "))
         .unwrap_or_default();
-    println!("ready {} {} {first_error}", connections.len(), errors.len());
+    println!("ready {} {} {first_error}", holders.len(), errors.len());
     std::io::stdout().flush()?;
-    let mut holders = JoinSet::new();
-    for ws in connections {
-        holders.spawn(async move {
-            let mut ws = ws;
-            while let Some(Ok(_)) = ws.next().await {}
-        });
-    }
     tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await??;
     Ok(())
 }
@@ -690,7 +691,10 @@ impl Bench<'_> {
         let stats = Arc::new(Stats::new(max_steps));
         let rss_empty = server.rss()?;
         let started = Instant::now();
-        let (connections, errors) = connect_all(server.addr, &users.members, 0, None).await;
+        let (readers, errors) = connect_all(server.addr, &users.members, 0, None, |ws| {
+            tokio::spawn(read_events(ws, stats.clone()))
+        })
+        .await;
         if let Some(e) = errors.into_iter().next() {
             return Err(e.context(format!(
                 "connecting the readers (server log: {})",
@@ -701,17 +705,13 @@ impl Bench<'_> {
         println!(
             "{} readers ready in {:.1} s; server VmRSS {:.1} MiB, {:.1} MiB with them \
              ({:.1} KiB per connection); load average {}",
-            connections.len(),
+            readers.len(),
             started.elapsed().as_secs_f64(),
             mib(rss_empty),
             mib(rss_connected),
-            per_connection_kib(rss_connected, rss_empty, connections.len()),
+            per_connection_kib(rss_connected, rss_empty, readers.len()),
             load_average()
         );
-        let mut readers = JoinSet::new();
-        for ws in connections {
-            readers.spawn(read_events(ws, stats.clone()));
-        }
 
         let runner = StepRunner {
             server: &server,
@@ -785,6 +785,9 @@ impl Bench<'_> {
         }
         stats.print_anomalies();
         server.process.check_running()?;
+        for reader in &readers {
+            reader.abort();
+        }
         // Traffic touches every page of the per-connection buffers, idle connections not.
         let rss_after = server.rss()?;
         println!(
@@ -835,6 +838,7 @@ impl StepRunner<'_> {
                 &self.users.non_readers,
                 0,
                 self.non_reader_recv_buffer,
+                |ws| ws,
             )
             .await;
             if let Some(e) = errors.into_iter().next() {
@@ -1313,31 +1317,39 @@ async fn open_and_authenticate(
 }
 
 /// Connects one client per token, `CONNECT_CONCURRENCY` at a time; connection `i` uses
-/// source address `first + i`. Returns the connections (in no particular order) and the
-/// errors.
-async fn connect_all(
+/// source address `first + i`. Each connection goes to `open` as soon as it is ready (one
+/// that nobody reads for 45 s is closed by the server, and connecting many can take that
+/// long). Returns what `open` made of them (in no particular order) and the errors.
+async fn connect_all<T>(
     server: SocketAddr,
     tokens: &[String],
     first: usize,
     recv_buffer: Option<u32>,
-) -> (Vec<Ws>, Vec<anyhow::Error>) {
-    let attempts = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, token)| connect(server, source_address(first + i), token, recv_buffer));
+    open: impl Fn(Ws) -> T,
+) -> (Vec<T>, Vec<anyhow::Error>) {
+    let open = &open;
+    let attempts = tokens.iter().enumerate().map(|(i, token)| async move {
+        let ws = connect(server, source_address(first + i), token, recv_buffer).await?;
+        anyhow::Ok(open(ws))
+    });
     let results: Vec<_> = futures_util::stream::iter(attempts)
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect()
         .await;
-    let mut connections = Vec::with_capacity(results.len());
+    let mut opened = Vec::with_capacity(results.len());
     let mut errors = Vec::new();
     for result in results {
         match result {
-            Ok(ws) => connections.push(ws),
+            Ok(t) => opened.push(t),
             Err(e) => errors.push(e),
         }
     }
-    (connections, errors)
+    (opened, errors)
+}
+
+/// Reads a connection to its end, which answers the server's pings.
+async fn hold(mut ws: Ws) {
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 // ---------------------------------------------------------------------------------------
