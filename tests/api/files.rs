@@ -103,21 +103,6 @@ async fn fetch(url: &str) -> reqwest::Response {
     reqwest::Client::new().get(url).send().await.unwrap()
 }
 
-async fn setup(app: &TestApp) -> (TestUser, TestUser, i64) {
-    let alice = app.register("alice").await;
-    let bob = app.register("bobby").await;
-    let channel = app.create_channel(&alice, "general", false).await;
-    let joined = app
-        .post(
-            &format!("/api/channels/{channel}/join"),
-            &bob.token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(joined.status(), StatusCode::OK);
-    (alice, bob, channel)
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -125,7 +110,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let mut events = app.events().await;
     let uploads = [
         (
@@ -289,7 +274,7 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
 
 async fn a_large_file_streams_through_multipart_upload(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     // Over two 8 MiB parts, ending mid-part.
     let big = fixtures::mp4(19 * 1024 * 1024 + 12_345);
     let message = expect_json(
@@ -327,7 +312,7 @@ async fn a_large_file_streams_through_multipart_upload(store: StoreKind) {
 
 async fn spoofed_types_are_refused_and_leave_nothing(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let spoofs = [
         Upload::new(
             "cat.png",
@@ -379,7 +364,7 @@ async fn spoofed_types_are_refused_and_leave_nothing(store: StoreKind) {
 /// A chunked body (no Content-Length) far over the limit.
 async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) {
     let app = spawn_app_on(store, &[("MAX_FILE_SIZE_MB", "1")]).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let boundary = "XyZbOuNdArY";
     let head = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nbig\r\n\
@@ -424,7 +409,7 @@ async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) 
 
 async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let eleven: Vec<Upload> = (0..11)
         .map(|i| Upload::new(&format!("{i}.txt"), "text/plain", fixtures::text()))
         .collect();
@@ -490,7 +475,7 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
 
 async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let long = format!("{}.txt", "n".repeat(300));
     let cases = [
         ("../../etc/passwd", fixtures::text(), "passwd"),
@@ -542,7 +527,7 @@ async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: Store
 async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
     use tokio::io::AsyncWriteExt;
     let app = app_on(store).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let boundary = "cutcutcut";
     let head = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nbye\r\n\
@@ -576,7 +561,7 @@ async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
 
 async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let mut events = app.events().await;
     let files = [
         Upload::new("one.png", "image/png", fixtures::png(1000)),
@@ -619,7 +604,7 @@ async fn upload_one(app: &TestApp, user: &TestUser, channel: i64) -> Value {
 
 async fn access_is_for_members_and_deletion_for_the_uploader(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let mallory = app.register("mallory").await;
     let file = upload_one(&app, &alice, channel).await;
     let id = file["id"].as_i64().unwrap();
@@ -665,7 +650,7 @@ async fn access_is_for_members_and_deletion_for_the_uploader(store: StoreKind) {
 
 async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let file = upload_one(&app, &alice, channel).await;
     let id = file["id"].as_i64().unwrap();
     let link = expect_json(
@@ -726,7 +711,7 @@ async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) 
 
 async fn leaving_the_channel_stops_issued_links(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let file = upload_one(&app, &alice, channel).await;
     let link = expect_json(
         app.get(&format!("/api/files/download/{}", file["id"]), &bob.token)
@@ -752,7 +737,7 @@ async fn leaving_the_channel_stops_issued_links(store: StoreKind) {
 
 async fn tampered_and_expired_links_are_refused(store: StoreKind) {
     let app = spawn_app_on(store, &[("DOWNLOAD_URL_TTL_SECONDS", "1")]).await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let first = upload_one(&app, &alice, channel).await;
     let second = upload_one(&app, &alice, channel).await;
     let url = first["url"].as_str().unwrap().to_owned();
@@ -788,7 +773,7 @@ async fn tampered_and_expired_links_are_refused(store: StoreKind) {
 
 async fn attaching_to_an_existing_message(store: StoreKind) {
     let app = app_on(store).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let mallory = app.register("mallory").await;
     let message = app.post_message(&alice, channel, "files follow").await;
     let attach = |user: &TestUser, message_id: String, files: Vec<Upload>| {
@@ -864,7 +849,7 @@ async fn attaching_to_an_existing_message(store: StoreKind) {
 
 async fn download_links_are_counted_and_rate_limited(store: StoreKind) {
     let app = spawn_app_on(store, &[("DOWNLOAD_LINKS_PER_MINUTE", "3")]).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let file = upload_one(&app, &alice, channel).await;
     let path = format!("/api/files/download/{}", file["id"]);
     for _ in 0..3 {
@@ -896,7 +881,7 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
         ],
     )
     .await;
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let kept = upload_one(&app, &alice, channel).await;
     let deleted = upload_one(&app, &alice, channel).await;
     assert_eq!(
@@ -942,7 +927,7 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
 
 async fn storage_status_is_for_admins(store: StoreKind) {
     let app = spawn_app_on(store, &[("ADMIN_USERNAMES", "root,alice")]).await;
-    let (alice, bob, channel) = setup(&app).await;
+    let (alice, bob, channel) = app.two_members().await;
     let file = upload_one(&app, &alice, channel).await;
     let status = expect_json(
         app.get("/api/admin/storage-status", &alice.token).await,
@@ -978,7 +963,7 @@ async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
     if !app.s3.as_ref().unwrap().is_in_process() {
         return; // an external server cannot be stopped from here
     }
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let boundary = "stopstop";
     let head = format!(
@@ -1057,7 +1042,7 @@ async fn the_store_being_down_is_503_storage_unavailable() {
     if !app.s3.as_ref().unwrap().is_in_process() {
         return;
     }
-    let (alice, _, channel) = setup(&app).await;
+    let (alice, _, channel) = app.two_members().await;
     app.s3.as_ref().unwrap().stop();
     let response = app
         .post_files(

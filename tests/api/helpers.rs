@@ -322,6 +322,26 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn join(&self, user: &TestUser, channel_id: i64) {
+        let response = self
+            .post(
+                &format!("/api/channels/{channel_id}/join"),
+                &user.token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// alice and bobby, both members of the public channel "general" (alice created it).
+    pub async fn two_members(&self) -> (TestUser, TestUser, i64) {
+        let alice = self.register("alice").await;
+        let bob = self.register("bobby").await;
+        let channel = self.create_channel(&alice, "general", false).await;
+        self.join(&bob, channel).await;
+        (alice, bob, channel)
+    }
+
     pub async fn post_message(&self, user: &TestUser, channel_id: i64, content: &str) -> Value {
         let response = self
             .post(

@@ -122,17 +122,6 @@ fn forge(user_id: i64, exp_from_now: i64) -> String {
     .unwrap()
 }
 
-async fn join(app: &TestApp, user: &TestUser, channel: i64) {
-    let response = app
-        .post(
-            &format!("/api/channels/{channel}/join"),
-            &user.token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 #[tokio::test]
 async fn authenticates_by_header_or_by_first_frame() {
     let app = spawn_app().await;
@@ -206,7 +195,7 @@ async fn events_reach_members_only_and_follow_joins_and_leaves() {
     alice_ws.assert_quiet().await;
 
     // Joining takes effect on the open socket: the join itself, then the channel's events.
-    join(&app, &alice, theirs).await;
+    app.join(&alice, theirs).await;
     let joined = alice_ws.next().await;
     assert_eq!(
         (joined["type"].as_str(), &joined["data"]["user"]["username"]),
@@ -233,10 +222,7 @@ async fn events_reach_members_only_and_follow_joins_and_leaves() {
 #[tokio::test]
 async fn a_second_user_sees_messages_files_and_deletions_in_order() {
     let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bobby").await;
-    let channel = app.create_channel(&alice, "general", false).await;
-    join(&app, &bob, channel).await;
+    let (alice, bob, channel) = app.two_members().await;
     let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
 
@@ -302,10 +288,7 @@ async fn a_second_user_sees_messages_files_and_deletions_in_order() {
 #[tokio::test]
 async fn a_file_link_in_an_event_works_for_its_recipient() {
     let app = spawn_app().await;
-    let alice = app.register("alice").await;
-    let bob = app.register("bobby").await;
-    let channel = app.create_channel(&alice, "general", false).await;
-    join(&app, &bob, channel).await;
+    let (alice, bob, channel) = app.two_members().await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
     let pdf = fixtures::pdf(5000);
     let response = app
@@ -336,13 +319,13 @@ async fn concurrent_posts_arrive_everywhere_in_listing_order() {
     let mut posters = Vec::new();
     for i in 0..4 {
         let user = app.register(&format!("poster{i}")).await;
-        join(&app, &user, channel).await;
+        app.join(&user, channel).await;
         posters.push(user);
     }
     let mut subscribers = Vec::new();
     for i in 0..3 {
         let user = app.register(&format!("reader{i}")).await;
-        join(&app, &user, channel).await;
+        app.join(&user, channel).await;
         subscribers.push(WsClient::login(&app, &user).await.0);
     }
     // 4 posters x 250 messages, 8 requests in flight at a time each.
@@ -412,7 +395,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     let alice = app.register("alice").await;
     let slow_user = app.register("slowpoke").await;
     let channel = app.create_channel(&alice, "general", false).await;
-    join(&app, &slow_user, channel).await;
+    app.join(&slow_user, channel).await;
     let (mut reader, _) = WsClient::login(&app, &alice).await;
 
     // A client with a tiny receive buffer that stops reading after `ready`.
@@ -524,7 +507,7 @@ async fn typing_is_relayed_to_other_members_and_not_stored() {
     let bob = app.register("bobby").await;
     let channel = app.create_channel(&alice, "general", false).await;
     let private = app.create_channel(&alice, "private", true).await;
-    join(&app, &bob, channel).await;
+    app.join(&bob, channel).await;
     let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
     alice_ws
@@ -570,7 +553,7 @@ async fn events_cross_instances_exactly_once_through_redis() {
     let alice = one.register("alice").await;
     let bob = one.register("bobby").await;
     let channel = one.create_channel(&alice, "general", false).await;
-    join(&two, &bob, channel).await;
+    two.join(&bob, channel).await;
     let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
     let (mut bob_ws, _) = WsClient::login(&two, &bob).await;
     // Let both instances' Redis subscriptions settle before publishing.
