@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::outbox::{Outbox, Refused};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
@@ -47,8 +48,6 @@ pub struct HubStats {
 /// A connection as the session sees it.
 pub struct Connection {
     pub id: u64,
-    /// Frames to write to the socket, in order.
-    pub frames: mpsc::Receiver<ByteString>,
     /// Fires with a close code when the hub drops the connection.
     pub kicked: oneshot::Receiver<u16>,
 }
@@ -67,6 +66,7 @@ enum Command {
         /// Channels to follow, each with the last event number the session has seen.
         subscriptions: Vec<(i32, i64)>,
         base_url: Arc<str>,
+        outbox: Arc<Outbox>,
         reply: oneshot::Sender<Result<Connection, ConnectError>>,
     },
     Disconnect {
@@ -87,6 +87,7 @@ pub struct Hub {
     commands: mpsc::Sender<Command>,
     tap: broadcast::Sender<Arc<ChannelEvent>>,
     stats: Arc<HubStats>,
+    config: HubConfig,
 }
 
 impl Hub {
@@ -111,14 +112,22 @@ impl Hub {
             commands,
             tap,
             stats,
+            config,
         }
     }
 
+    /// A new connection's outbox, sized to the configured queue.
+    pub fn new_outbox(&self) -> Arc<Outbox> {
+        Outbox::new(self.config.queue_capacity)
+    }
+
+    /// Registers a connection; the hub pushes its channels' events into `outbox`.
     pub async fn connect(
         &self,
         user_id: i32,
         subscriptions: Vec<(i32, i64)>,
         base_url: Arc<str>,
+        outbox: Arc<Outbox>,
     ) -> Result<Connection, ConnectError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -126,6 +135,7 @@ impl Hub {
                 user_id,
                 subscriptions,
                 base_url,
+                outbox,
                 reply,
             })
             .await
@@ -178,7 +188,7 @@ impl Hub {
 struct ConnectionEntry {
     user_id: i32,
     base_url: Arc<str>,
-    frames: mpsc::Sender<ByteString>,
+    outbox: Arc<Outbox>,
     kick: Option<oneshot::Sender<u16>>,
     channels: HashSet<i32>,
 }
@@ -226,9 +236,10 @@ impl State {
                 user_id,
                 subscriptions,
                 base_url,
+                outbox,
                 reply,
             } => {
-                let _ = reply.send(self.connect(user_id, subscriptions, base_url));
+                let _ = reply.send(self.connect(user_id, subscriptions, base_url, outbox));
             }
             Command::Disconnect { connection_id } => self.remove(connection_id),
             Command::IsSubscribed {
@@ -254,6 +265,7 @@ impl State {
         user_id: i32,
         subscriptions: Vec<(i32, i64)>,
         base_url: Arc<str>,
+        outbox: Arc<Outbox>,
     ) -> Result<Connection, ConnectError> {
         let existing = self.users.get(&user_id).map_or(0, HashSet::len);
         if existing >= self.config.max_connections_per_user {
@@ -261,7 +273,6 @@ impl State {
         }
         let id = self.next_connection_id;
         self.next_connection_id += 1;
-        let (frames_tx, frames) = mpsc::channel(self.config.queue_capacity);
         let (kick, kicked) = oneshot::channel();
         let mut channels = HashSet::new();
         for (channel_id, last_seq) in subscriptions {
@@ -278,14 +289,14 @@ impl State {
             ConnectionEntry {
                 user_id,
                 base_url,
-                frames: frames_tx,
+                outbox,
                 kick: Some(kick),
                 channels,
             },
         );
         self.users.entry(user_id).or_default().insert(id);
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        Ok(Connection { id, frames, kicked })
+        Ok(Connection { id, kicked })
     }
 
     fn remove(&mut self, connection_id: u64) {
@@ -395,6 +406,7 @@ impl State {
         if let Some(channel) = self.channels.get(&channel_id) {
             let shared = (!event.event.is_personal()).then(|| self.render(event, 0, ""));
             let mut too_slow = Vec::new();
+            let mut gone = Vec::new();
             for id in &channel.subscribers {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
@@ -403,15 +415,20 @@ impl State {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),
                 };
-                match connection.frames.try_send(frame) {
+                match connection.outbox.text(frame) {
                     Ok(()) => {
                         self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => too_slow.push(*id),
+                    Err(Refused::Full) => too_slow.push(*id),
+                    // Closing already; its session disconnects it.
+                    Err(Refused::Closed) => gone.push(*id),
                 }
             }
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW);
+            }
+            for id in gone {
+                self.remove(id);
             }
         }
         if let Event::MemberLeft { user } = &event.event {

@@ -12,6 +12,7 @@
 //! event is rendered per viewer (`ChannelEvent::render`).
 
 pub mod hub;
+pub mod outbox;
 pub mod protocol;
 pub mod redis_bridge;
 pub mod session;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::db::models::{FileUpload, MessageRow, User};
 use crate::links::DownloadLinks;
@@ -195,7 +195,3 @@ impl EventBus {
         &self.hub
     }
 }
-
-/// Frames queued for one connection, rendered once and shared between connections when
-/// the event is the same for everyone.
-pub type Outbound = mpsc::Receiver<bytestring::ByteString>;

@@ -1,17 +1,17 @@
-//! One WebSocket connection: authenticate, follow the user's channels through the hub,
-//! write the hub's frames to the socket, and act on the client's frames.
+//! One WebSocket connection: authenticate, follow the user's channels through the hub, and
+//! act on the client's frames. Frames to the client go through the connection's `Outbox`,
+//! which the hub fills directly; this task never sits between an event and its socket.
 //!
 //! Runs on the actix worker that accepted the connection (actix-ws streams are `!Send`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
-};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use futures_util::StreamExt;
 
-use super::hub::Connection;
+use super::hub::{CLOSE_TOO_SLOW, Connection};
+use super::outbox::{Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::{Event, hub::ConnectError};
 use crate::auth::AuthUser;
@@ -26,46 +26,40 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
-/// How long a close frame may wait behind frames the client has not read.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Typing notices per channel: at most one every this often.
 const TYPING_EVERY: Duration = Duration::from_secs(2);
 
 pub const CLOSE_AUTH: u16 = 4001;
 pub const CLOSE_TOO_MANY: u16 = 4029;
+const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
 
-fn close_reason(code: u16, description: &str) -> Option<CloseReason> {
-    Some(CloseReason {
-        code: CloseCode::from(code),
-        description: Some(description.to_owned()),
-    })
-}
+/// Ends the response body when the session ends, however it ends.
+struct FinishOnDrop(Arc<Outbox>);
 
-async fn close(session: Session, code: u16, description: &str) {
-    let _ = tokio::time::timeout(
-        CLOSE_TIMEOUT,
-        session.close(close_reason(code, description)),
-    )
-    .await;
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// Runs a connection to its end. `header_auth` is the result of an `Authorization` header,
 /// if the upgrade request had one.
 pub async fn run(
     state: AppState,
-    mut session: Session,
+    outbox: Arc<Outbox>,
     mut stream: AggregatedMessageStream,
     header_auth: Option<Result<AuthUser, AppError>>,
     base_url: String,
 ) {
+    let _finish = FinishOnDrop(outbox.clone());
     let user = match header_auth {
         Some(Ok(user)) => user,
-        Some(Err(_)) => return close(session, CLOSE_AUTH, "invalid token").await,
+        Some(Err(_)) => return outbox.close(CLOSE_AUTH, "invalid token"),
         // Boxed (here and for `on_message`): rarely-live futures would otherwise be inlined
         // into every idle connection's task.
-        None => match Box::pin(first_frame_auth(&state, &mut session, &mut stream)).await {
+        None => match Box::pin(first_frame_auth(&state, &outbox, &mut stream)).await {
             Some(user) => user,
-            None => return close(session, CLOSE_AUTH, "authentication required").await,
+            None => return outbox.close(CLOSE_AUTH, "authentication required"),
         },
     };
     let subscriptions = match state
@@ -76,42 +70,39 @@ pub async fn run(
         Ok(subscriptions) => subscriptions,
         Err(e) => {
             tracing::warn!(error = ?e, "could not load subscriptions");
-            return close(session, 1011, "try again").await;
+            return outbox.close(1011, "try again");
         }
     };
     let channel_ids: Vec<i32> = subscriptions.iter().map(|(id, _)| *id).collect();
+    // Queued before the hub can queue events: `ready` is always the first frame.
+    if outbox.text(protocol::ready(user.id, &channel_ids)).is_err() {
+        return;
+    }
     let hub = state.events.hub().clone();
     let connection = match hub
-        .connect(user.id, subscriptions, Arc::from(base_url))
+        .connect(user.id, subscriptions, Arc::from(base_url), outbox.clone())
         .await
     {
         Ok(connection) => connection,
         Err(ConnectError::TooManyConnections) => {
-            return close(session, CLOSE_TOO_MANY, "too many connections").await;
+            return outbox.close(CLOSE_TOO_MANY, "too many connections");
         }
-        Err(ConnectError::Stopped) => return close(session, 1011, "shutting down").await,
+        Err(ConnectError::Stopped) => return outbox.close(1011, "shutting down"),
     };
     let connection_id = connection.id;
-    if session
-        .text(protocol::ready(user.id, &channel_ids))
-        .await
-        .is_ok()
-    {
-        let ending = Live::new(&state, user, connection_id)
-            .run(&mut session, &mut stream, connection)
-            .await;
-        if let Some((code, description)) = ending {
-            hub.disconnect(connection_id).await;
-            return close(session, code, description).await;
-        }
-    }
+    let ending = Live::new(&state, &outbox, user, connection_id)
+        .run(&mut stream, connection)
+        .await;
     hub.disconnect(connection_id).await;
+    if let Some((code, description)) = ending {
+        outbox.close(code, description);
+    }
 }
 
 /// Waits for `{"type":"auth","token":...}` as the first frame.
 async fn first_frame_auth(
     state: &AppState,
-    session: &mut Session,
+    outbox: &Outbox,
     stream: &mut AggregatedMessageStream,
 ) -> Option<AuthUser> {
     let deadline = tokio::time::sleep(AUTH_TIMEOUT);
@@ -128,9 +119,7 @@ async fn first_frame_auth(
                     _ => None,
                 };
             }
-            AggregatedMessage::Ping(bytes) => {
-                let _ = session.pong(&bytes).await;
-            }
+            AggregatedMessage::Ping(bytes) => outbox.pong(bytes).ok()?,
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Binary(_) | AggregatedMessage::Close(_) => return None,
         }
@@ -140,6 +129,7 @@ async fn first_frame_auth(
 /// An authenticated connection's loop.
 struct Live<'a> {
     state: &'a AppState,
+    outbox: &'a Outbox,
     user: AuthUser,
     connection_id: u64,
     frame_budget: RateLimiter,
@@ -150,10 +140,25 @@ struct Live<'a> {
 /// How the loop ended: a close frame to send, or `None` when the socket is already gone.
 type Ending = Option<(u16, &'static str)>;
 
+enum Reply {
+    Text(String),
+    Pong(bytes::Bytes),
+}
+
+/// How the loop ends when a frame could not be queued.
+fn unsent(refused: Refused) -> Ending {
+    match refused {
+        // The client does not read what it is sent.
+        Refused::Full => Some((CLOSE_TOO_SLOW, TOO_SLOW)),
+        Refused::Closed => None,
+    }
+}
+
 impl<'a> Live<'a> {
-    fn new(state: &'a AppState, user: AuthUser, connection_id: u64) -> Self {
+    fn new(state: &'a AppState, outbox: &'a Outbox, user: AuthUser, connection_id: u64) -> Self {
         Live {
             state,
+            outbox,
             user,
             connection_id,
             // A flood of frames is refused (with an error frame now and then), not queued.
@@ -165,7 +170,6 @@ impl<'a> Live<'a> {
 
     async fn run(
         &mut self,
-        session: &mut Session,
         stream: &mut AggregatedMessageStream,
         mut connection: Connection,
     ) -> Ending {
@@ -181,19 +185,7 @@ impl<'a> Live<'a> {
         tokio::pin!(expiry);
         loop {
             tokio::select! {
-                code = &mut connection.kicked => {
-                    return Some((code.unwrap_or(1011), "too slow: catch up with GET messages?after="));
-                }
-                frame = connection.frames.recv() => {
-                    let Some(frame) = frame else { return Some((1011, "closing")) };
-                    // A socket that does not drain blocks here; the hub notices the full queue.
-                    tokio::select! {
-                        sent = session.text(frame) => if sent.is_err() { return None },
-                        code = &mut connection.kicked => {
-                            return Some((code.unwrap_or(1011), "too slow: catch up with GET messages?after="));
-                        }
-                    }
-                }
+                code = &mut connection.kicked => return Some((code.unwrap_or(1011), TOO_SLOW)),
                 message = stream.next() => {
                     last_heard = Instant::now();
                     match message {
@@ -201,10 +193,13 @@ impl<'a> Live<'a> {
                         Some(Err(e)) => return Some(protocol_close(&e)),
                         Some(Ok(AggregatedMessage::Close(_))) => return Some((1000, "bye")),
                         Some(Ok(message)) => {
-                            if let Some(reply) = Box::pin(self.on_message(session, message)).await
-                                && session.text(reply).await.is_err()
-                            {
-                                return None;
+                            let sent = match Box::pin(self.on_message(message)).await {
+                                Some(Reply::Text(text)) => self.outbox.text(text),
+                                Some(Reply::Pong(bytes)) => self.outbox.pong(bytes),
+                                None => Ok(()),
+                            };
+                            if let Err(refused) = sent {
+                                return unsent(refused);
                             }
                         }
                     }
@@ -213,8 +208,8 @@ impl<'a> Live<'a> {
                     if last_heard.elapsed() > SILENCE_LIMIT {
                         return Some((1001, "no answer to pings"));
                     }
-                    if session.ping(b"").await.is_err() {
-                        return None;
+                    if let Err(refused) = self.outbox.ping() {
+                        return unsent(refused);
                     }
                 }
                 _ = &mut expiry => return Some((CLOSE_AUTH, "token expired")),
@@ -223,26 +218,24 @@ impl<'a> Live<'a> {
     }
 
     /// Acts on one client message; returns a frame to answer with, if any.
-    async fn on_message(
-        &mut self,
-        session: &mut Session,
-        message: AggregatedMessage,
-    ) -> Option<String> {
+    async fn on_message(&mut self, message: AggregatedMessage) -> Option<Reply> {
         let text = match message {
             AggregatedMessage::Text(text) => text,
-            AggregatedMessage::Ping(bytes) => {
-                let _ = session.pong(&bytes).await;
-                return None;
-            }
+            AggregatedMessage::Ping(bytes) => return Some(Reply::Pong(bytes)),
             AggregatedMessage::Pong(_) | AggregatedMessage::Close(_) => return None,
             AggregatedMessage::Binary(_) => {
-                return Some(protocol::error(
+                return Some(Reply::Text(protocol::error(
                     "unsupported_frame",
                     "binary frames are not accepted",
                     None,
-                ));
+                )));
             }
         };
+        self.on_text(&text).await.map(Reply::Text)
+    }
+
+    /// Acts on one text frame; returns a frame to answer with, if any.
+    async fn on_text(&mut self, text: &str) -> Option<String> {
         if self.frame_budget.check(self.user.id).is_err() {
             // Say so at most once a second; drop the rest silently.
             let say = self
@@ -258,7 +251,7 @@ impl<'a> Live<'a> {
             }
             return None;
         }
-        match protocol::parse(&text) {
+        match protocol::parse(text) {
             Err(FrameError { code, message }) => Some(protocol::error(code, &message, None)),
             Ok(ClientFrame::Ping) => Some(protocol::pong()),
             Ok(ClientFrame::Auth { .. }) => Some(protocol::error(

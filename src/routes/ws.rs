@@ -1,3 +1,4 @@
+use actix_web::body::BodyStream;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 
 use super::base_url;
@@ -19,14 +20,20 @@ async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let header_auth = bearer_token(&req).map(|token| state.tokens.verify(token));
     let base = base_url(&req);
-    let (response, ws_session, stream) = actix_ws::handle(&req, body)?;
+    // actix-ws checks the handshake and parses the client's frames; what goes out is the
+    // connection's outbox (see realtime::outbox), so actix-ws's own session is not used.
+    let (response, _unused_session, stream) = actix_ws::handle(&req, body)?;
+    let outbox = state.events.hub().new_outbox();
+    let response = response
+        .set_body(BodyStream::new(outbox.body()))
+        .map_into_boxed_body();
     let stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     actix_web::rt::spawn(session::run(
         state.get_ref().clone(),
-        ws_session,
+        outbox,
         stream,
         header_auth,
         base,
