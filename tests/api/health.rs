@@ -43,3 +43,38 @@ async fn the_static_client_is_served_at_the_root() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("<html"));
 }
+
+/// The HTTP/1 dispatcher is patched (vendor/README.md) to hold no buffers while a
+/// connection waits: requests that trickle in, headers near the 8 KiB read size and
+/// keep-alive reuse must all still parse.
+#[tokio::test]
+async fn requests_trickling_in_and_kept_alive_still_parse() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let host = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    let request = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+    for byte in request.as_bytes() {
+        socket.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Padding: {}\r\n\r\n",
+        "p".repeat(7_900)
+    );
+    socket.write_all(big.as_bytes()).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answers = String::new();
+    let mut buf = [0u8; 4096];
+    while answers.matches("\"status\":\"ok\"").count() < 3 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early after: {answers}");
+        answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 3, "{answers}");
+}

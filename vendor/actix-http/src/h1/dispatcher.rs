@@ -2,7 +2,9 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    io, mem, net,
+    io,
+    mem::{self, MaybeUninit},
+    net,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
@@ -15,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     time::sleep_until,
 };
 use tokio_util::codec::{Decoder as _, Encoder as _};
@@ -295,8 +297,10 @@ where
                     graceful_shutdown: config.graceful_shutdown(),
 
                     io: Some(io),
-                    read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
-                    write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    // Allocated when there is something to hold (see `read_available` and
+                    // `poll_flush`): idle long-lived connections keep neither.
+                    read_buf: BytesMut::new(),
+                    write_buf: BytesMut::new(),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     codec: Codec::new(config),
                 },
@@ -371,8 +375,9 @@ where
             }
         }
 
-        // everything has written to I/O; clear buffer
-        write_buf.clear();
+        // everything has written to I/O; let the buffer go, so that an idle connection (a
+        // WebSocket, say) does not keep it (actix/actix-web#2075)
+        *write_buf = BytesMut::new();
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1203,6 +1208,35 @@ where
                 return Ok(false);
             }
 
+            // Nothing buffered and no buffer: read into the stack and keep only what arrived,
+            // so that a connection waiting for data holds no read buffer (#2075).
+            if this.read_buf.capacity() == 0 {
+                let mut scratch = [MaybeUninit::<u8>::uninit(); HW_BUFFER_SIZE];
+                let mut scratch = ReadBuf::uninit(&mut scratch);
+                match io.as_mut().poll_read(cx, &mut scratch) {
+                    Poll::Ready(Ok(())) => {
+                        let n = scratch.filled().len();
+                        this.read_buf.extend_from_slice(scratch.filled());
+                        if !this.payload.as_ref().is_some_and(|pl| pl.is_dropped()) {
+                            this.flags.remove(Flags::FINISHED);
+                        }
+                        if n == 0 {
+                            return Ok(true);
+                        }
+                        read_some = true;
+                        continue;
+                    }
+                    Poll::Pending => return Ok(false),
+                    Poll::Ready(Err(err)) => {
+                        return match err.kind() {
+                            io::ErrorKind::WouldBlock => Ok(false),
+                            io::ErrorKind::ConnectionReset if read_some => Ok(true),
+                            _ => Err(DispatchError::Io(err)),
+                        };
+                    }
+                }
+            }
+
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
@@ -1225,6 +1259,10 @@ where
                 }
 
                 Poll::Pending => {
+                    // Nothing more to read and nothing kept: let the buffer go (#2075).
+                    if this.read_buf.is_empty() {
+                        *this.read_buf = BytesMut::new();
+                    }
                     return Ok(false);
                 }
 
