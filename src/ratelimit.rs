@@ -8,26 +8,19 @@ use std::time::Instant;
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    inner: Arc<Mutex<HashMap<i32, Bucket>>>,
-    capacity: f64,
-    per_second: f64,
-}
-
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+    inner: Arc<Mutex<HashMap<i32, TokenBucket>>>,
+    per_minute: u32,
 }
 
 /// Entries kept before idle (full) buckets are dropped, so memory stays bounded.
 const MAX_TRACKED: usize = 100_000;
 
 impl RateLimiter {
-    /// `per_minute` requests a minute, with bursts of up to `per_minute`.
+    /// `per_minute` requests a minute per user, with bursts of up to `per_minute`.
     pub fn per_minute(per_minute: u32) -> Self {
         RateLimiter {
             inner: Arc::default(),
-            capacity: f64::from(per_minute.max(1)),
-            per_second: f64::from(per_minute.max(1)) / 60.0,
+            per_minute,
         }
     }
 
@@ -36,23 +29,56 @@ impl RateLimiter {
         let now = Instant::now();
         let mut buckets = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED {
-            let (capacity, per_second) = (self.capacity, self.per_second);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < capacity
-            });
+            buckets.retain(|_, bucket| !bucket.is_full(now));
         }
-        let bucket = buckets.entry(user_id).or_insert(Bucket {
-            tokens: self.capacity,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        buckets
+            .entry(user_id)
+            .or_insert_with(|| TokenBucket::per_minute(self.per_minute))
+            .take(now)
+    }
+}
+
+/// One token bucket: `capacity` tokens, refilled evenly over a minute. Small and without
+/// allocation, so a WebSocket connection can hold its own.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    capacity: f32,
+    tokens: f32,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    pub fn per_minute(per_minute: u32) -> Self {
+        let capacity = per_minute.max(1) as f32;
+        TokenBucket {
+            capacity,
+            tokens: capacity,
+            updated: Instant::now(),
+        }
+    }
+
+    fn per_second(&self) -> f32 {
+        self.capacity / 60.0
+    }
+
+    fn refilled(&self, now: Instant) -> f32 {
+        let elapsed = now.duration_since(self.updated).as_secs_f32();
+        (self.tokens + elapsed * self.per_second()).min(self.capacity)
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        self.refilled(now) >= self.capacity
+    }
+
+    /// Takes a token: `Ok`, or `Err(seconds)` until one is back.
+    pub fn take(&mut self, now: Instant) -> Result<(), u64> {
+        self.tokens = self.refilled(now);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(((1.0 - bucket.tokens) / self.per_second).ceil() as u64)
+            Err(((1.0 - self.tokens) / self.per_second()).ceil() as u64)
         }
     }
 }
@@ -68,5 +94,18 @@ mod tests {
         let wait = limiter.check(1).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
         assert!(limiter.check(2).is_ok(), "other users are not affected");
+    }
+
+    #[test]
+    fn a_bucket_refills_over_the_minute() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::per_minute(60);
+        assert!((0..60).all(|_| bucket.take(start).is_ok()));
+        assert_eq!(bucket.take(start), Err(1));
+        assert!(
+            bucket
+                .take(start + std::time::Duration::from_secs(2))
+                .is_ok()
+        );
     }
 }

@@ -142,9 +142,6 @@ pub struct OutboxBody {
     finished: bool,
 }
 
-/// Drained queues larger than this are given back, so a burst does not stay allocated.
-const KEEP_QUEUE_CAPACITY: usize = 16;
-
 impl Stream for OutboxBody {
     type Item = Result<Bytes, actix_web::Error>;
 
@@ -168,8 +165,11 @@ impl Stream for OutboxBody {
             }
             return Poll::Pending;
         }
+        // Taking the queue also gives its memory back: most connections are idle.
+        let frames = std::mem::take(&mut inner.frames);
+        drop(inner);
         let mut buf = BytesMut::new();
-        for message in inner.frames.drain(..) {
+        for message in frames {
             if matches!(message, Message::Close(_)) {
                 this.finished = true;
             }
@@ -177,9 +177,6 @@ impl Stream for OutboxBody {
             if let Err(e) = this.codec.encode(message, &mut buf) {
                 return Poll::Ready(Some(Err(e.into())));
             }
-        }
-        if inner.frames.capacity() > KEEP_QUEUE_CAPACITY {
-            inner.frames = VecDeque::new();
         }
         Poll::Ready(Some(Ok(buf.freeze())))
     }

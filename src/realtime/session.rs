@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::web::Data;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use futures_util::StreamExt;
 
@@ -17,7 +18,7 @@ use super::{Event, hub::ConnectError};
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::AppError;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::TokenBucket;
 use crate::routes::messages::{post_message, validate_content};
 use crate::state::AppState;
 
@@ -45,21 +46,50 @@ impl Drop for FinishOnDrop {
 /// Runs a connection to its end. `header_auth` is the result of an `Authorization` header,
 /// if the upgrade request had one.
 pub async fn run(
-    state: AppState,
+    state: Data<AppState>,
     outbox: Arc<Outbox>,
     mut stream: AggregatedMessageStream,
     header_auth: Option<Result<AuthUser, AppError>>,
     base_url: String,
 ) {
     let _finish = FinishOnDrop(outbox.clone());
+    // Boxed, like `on_message`: this task lives as long as the connection, and the set-up's
+    // futures would otherwise stay inlined in every idle connection's task.
+    let opened = Box::pin(open(&state, &outbox, &mut stream, header_auth, base_url)).await;
+    let Some((user, connection)) = opened else {
+        return;
+    };
+    let connection_id = connection.id;
+    let ending = Live::new(&state, &outbox, user, connection_id)
+        .run(&mut stream, connection)
+        .await;
+    Box::pin(state.events.hub().disconnect(connection_id)).await;
+    if let Some((code, description)) = ending {
+        outbox.close(code, description);
+    }
+}
+
+/// Authenticates, sends `ready` and registers with the hub; `None` when the connection
+/// closes instead (the close frame is queued).
+async fn open(
+    state: &AppState,
+    outbox: &Arc<Outbox>,
+    stream: &mut AggregatedMessageStream,
+    header_auth: Option<Result<AuthUser, AppError>>,
+    base_url: String,
+) -> Option<(AuthUser, Connection)> {
     let user = match header_auth {
         Some(Ok(user)) => user,
-        Some(Err(_)) => return outbox.close(CLOSE_AUTH, "invalid token"),
-        // Boxed (here and for `on_message`): rarely-live futures would otherwise be inlined
-        // into every idle connection's task.
-        None => match Box::pin(first_frame_auth(&state, &outbox, &mut stream)).await {
+        Some(Err(_)) => {
+            outbox.close(CLOSE_AUTH, "invalid token");
+            return None;
+        }
+        None => match first_frame_auth(state, outbox, stream).await {
             Some(user) => user,
-            None => return outbox.close(CLOSE_AUTH, "authentication required"),
+            None => {
+                outbox.close(CLOSE_AUTH, "authentication required");
+                return None;
+            }
         },
     };
     let subscriptions = match state
@@ -70,32 +100,28 @@ pub async fn run(
         Ok(subscriptions) => subscriptions,
         Err(e) => {
             tracing::warn!(error = ?e, "could not load subscriptions");
-            return outbox.close(1011, "try again");
+            outbox.close(1011, "try again");
+            return None;
         }
     };
     let channel_ids: Vec<i32> = subscriptions.iter().map(|(id, _)| *id).collect();
     // Queued before the hub can queue events: `ready` is always the first frame.
-    if outbox.text(protocol::ready(user.id, &channel_ids)).is_err() {
-        return;
-    }
-    let hub = state.events.hub().clone();
-    let connection = match hub
+    outbox.text(protocol::ready(user.id, &channel_ids)).ok()?;
+    let connected = state
+        .events
+        .hub()
         .connect(user.id, subscriptions, Arc::from(base_url), outbox.clone())
-        .await
-    {
-        Ok(connection) => connection,
-        Err(ConnectError::TooManyConnections) => {
-            return outbox.close(CLOSE_TOO_MANY, "too many connections");
-        }
-        Err(ConnectError::Stopped) => return outbox.close(1011, "shutting down"),
-    };
-    let connection_id = connection.id;
-    let ending = Live::new(&state, &outbox, user, connection_id)
-        .run(&mut stream, connection)
         .await;
-    hub.disconnect(connection_id).await;
-    if let Some((code, description)) = ending {
-        outbox.close(code, description);
+    match connected {
+        Ok(connection) => Some((user, connection)),
+        Err(ConnectError::TooManyConnections) => {
+            outbox.close(CLOSE_TOO_MANY, "too many connections");
+            None
+        }
+        Err(ConnectError::Stopped) => {
+            outbox.close(1011, "shutting down");
+            None
+        }
     }
 }
 
@@ -132,7 +158,7 @@ struct Live<'a> {
     outbox: &'a Outbox,
     user: AuthUser,
     connection_id: u64,
-    frame_budget: RateLimiter,
+    frame_budget: TokenBucket,
     last_rate_error: Option<Instant>,
     last_typing: std::collections::HashMap<i32, Instant>,
 }
@@ -162,7 +188,7 @@ impl<'a> Live<'a> {
             user,
             connection_id,
             // A flood of frames is refused (with an error frame now and then), not queued.
-            frame_budget: RateLimiter::per_minute(1200),
+            frame_budget: TokenBucket::per_minute(1200),
             last_rate_error: None,
             last_typing: Default::default(),
         }
@@ -173,16 +199,16 @@ impl<'a> Live<'a> {
         stream: &mut AggregatedMessageStream,
         mut connection: Connection,
     ) -> Ending {
-        // A random phase, so connections opened together do not all ping together.
-        let phase = HEARTBEAT_EVERY.mul_f64(rand::random::<f64>());
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + phase, HEARTBEAT_EVERY);
-        let mut last_heard = Instant::now();
+        use tokio::time::Instant as TokioInstant;
+        // One timer for both pings and the token's expiry (an idle connection's task stays
+        // small). A random first ping, so connections opened together do not ping together.
         let now_unix = chrono::Utc::now().timestamp();
-        let expiry = tokio::time::sleep(Duration::from_secs(
-            (self.user.expires_at - now_unix).max(0) as u64,
-        ));
-        tokio::pin!(expiry);
+        let expires_at = TokioInstant::now()
+            + Duration::from_secs((self.user.expires_at - now_unix).max(0) as u64);
+        let mut next_ping = TokioInstant::now() + HEARTBEAT_EVERY.mul_f64(rand::random::<f64>());
+        let timer = tokio::time::sleep_until(next_ping.min(expires_at));
+        tokio::pin!(timer);
+        let mut last_heard = Instant::now();
         loop {
             tokio::select! {
                 code = &mut connection.kicked => return Some((code.unwrap_or(1011), TOO_SLOW)),
@@ -204,15 +230,19 @@ impl<'a> Live<'a> {
                         }
                     }
                 }
-                _ = heartbeat.tick() => {
+                _ = &mut timer => {
+                    if TokioInstant::now() >= expires_at {
+                        return Some((CLOSE_AUTH, "token expired"));
+                    }
                     if last_heard.elapsed() > SILENCE_LIMIT {
                         return Some((1001, "no answer to pings"));
                     }
                     if let Err(refused) = self.outbox.ping() {
                         return unsent(refused);
                     }
+                    next_ping += HEARTBEAT_EVERY;
+                    timer.as_mut().reset(next_ping.min(expires_at));
                 }
-                _ = &mut expiry => return Some((CLOSE_AUTH, "token expired")),
             }
         }
     }
@@ -236,7 +266,7 @@ impl<'a> Live<'a> {
 
     /// Acts on one text frame; returns a frame to answer with, if any.
     async fn on_text(&mut self, text: &str) -> Option<String> {
-        if self.frame_budget.check(self.user.id).is_err() {
+        if self.frame_budget.take(Instant::now()).is_err() {
             // Say so at most once a second; drop the rest silently.
             let say = self
                 .last_rate_error

@@ -32,7 +32,7 @@ async fn connect(
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     actix_web::rt::spawn(session::run(
-        state.get_ref().clone(),
+        state.clone(),
         outbox,
         stream,
         header_auth,
