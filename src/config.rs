@@ -118,6 +118,9 @@ pub struct Settings {
     /// Events a WebSocket may have waiting before it is closed as too slow (4008).
     pub ws_queue_capacity: usize,
     pub ws_max_connections_per_user: usize,
+    /// A WebSocket's kernel send buffer (SO_SNDBUF) in bytes; 0 leaves the kernel's
+    /// autotuning (which lets a client that does not read park megabytes there).
+    pub ws_send_buffer_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,12 @@ impl Settings {
                 "WS_MAX_CONNECTIONS_PER_USER",
                 20,
                 1..=10_000,
+            )?,
+            ws_send_buffer_bytes: parse_number(
+                &get,
+                "WS_SEND_BUFFER_BYTES",
+                64 * 1024,
+                0..=16 * 1024 * 1024,
             )?,
         })
     }

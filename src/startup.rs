@@ -134,6 +134,7 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
                     .default_handler(web::to(routes::not_found)),
             )
     })
+    .on_connect(routes::remember_socket)
     .workers(workers)
     .listen(listener)?
     .run();

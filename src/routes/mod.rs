@@ -8,6 +8,8 @@ mod health;
 pub mod messages;
 mod ws;
 
+pub use ws::remember_socket;
+
 use actix_web::{HttpRequest, web};
 
 use crate::error::AppError;

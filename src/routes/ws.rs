@@ -1,4 +1,8 @@
+use std::any::Any;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
 use actix_web::body::BodyStream;
+use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 
 use super::base_url;
@@ -8,6 +12,34 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(connect);
+}
+
+/// The connection's socket, kept by `remember_socket` so that a WebSocket can size its
+/// send buffer.
+#[derive(Clone, Copy)]
+struct ConnectionSocket(RawFd);
+
+/// `HttpServer::on_connect`: notes each TCP connection's descriptor.
+pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(ConnectionSocket(tcp.as_raw_fd()));
+    }
+}
+
+/// Caps the kernel's send buffer of a WebSocket's connection. With autotuning, a client that
+/// stops reading parks megabytes in the kernel before its outbox fills and it is closed
+/// with 4008; capped, it is found out after a few hundred frames. Downloads (other
+/// connections) keep autotuning.
+fn cap_send_buffer(req: &HttpRequest, bytes: usize) {
+    let Some(ConnectionSocket(fd)) = req.conn_data::<ConnectionSocket>().copied() else {
+        return;
+    };
+    // SAFETY: the descriptor belongs to the connection this request arrived on, which the
+    // dispatcher keeps open while its request is being handled (that is, now).
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    if let Err(e) = socket2::SockRef::from(&socket).set_send_buffer_size(bytes) {
+        tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
+    }
 }
 
 /// The WebSocket. Authenticates by `Authorization` header or by the first frame; tokens are
@@ -23,6 +55,9 @@ async fn connect(
     // actix-ws checks the handshake and parses the client's frames; what goes out is the
     // connection's outbox (see realtime::outbox), so actix-ws's own session is not used.
     let (response, _unused_session, stream) = actix_ws::handle(&req, body)?;
+    if state.settings.ws_send_buffer_bytes > 0 {
+        cap_send_buffer(&req, state.settings.ws_send_buffer_bytes);
+    }
     let outbox = state.events.hub().new_outbox();
     let response = response
         .set_body(BodyStream::new(outbox.body()))
