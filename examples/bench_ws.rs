@@ -144,6 +144,11 @@ struct Args {
     /// Keep the temporary directory (the servers' logs and the database) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Run each fan-out shape against `examples/fanout_floor` first (readers only): the least
+    /// a server must do to deliver the same frames here. The summary gives the chat server's
+    /// highest held rate as a share of the floor's, measured in the same run.
+    #[arg(long)]
+    floor: bool,
     /// Internal: run as an idle-connection worker holding the connections of these tokens.
     #[arg(long, hide = true, requires = "worker_server")]
     worker_tokens: Option<PathBuf>,
@@ -297,7 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         server_bin,
         work: work.path().to_owned(),
         database_url: database.url.clone(),
-        population,
+        population: Arc::new(population),
     };
 
     let mut idle_rows = Vec::new();
@@ -307,15 +312,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let mut shape_results = Vec::new();
+    let mut floor_results = Vec::new();
     if fanout {
+        let floor = Bench {
+            server_bin: server_bin_beside(&bench.server_bin, "examples/fanout_floor")?,
+            ..bench.clone()
+        };
         for (i, &shape) in args.shapes.iter().enumerate() {
-            shape_results.push(bench.fanout(shape, &bench.population.shapes[i]).await?);
+            let users = &bench.population.shapes[i];
+            if args.floor {
+                println!("\n--- the floor: {}", floor.server_bin.display());
+                floor_results.push(floor.fanout(shape, users, false).await?);
+            }
+            shape_results.push(bench.fanout(shape, users, args.non_readers > 0).await?);
         }
     }
 
     println!("\n=== summary ===");
     print_idle_summary(&idle_rows);
+    if !floor_results.is_empty() {
+        println!("the floor (examples/fanout_floor, readers only):");
+        print_fanout_summary(&floor_results, args.p99_limit_ms);
+        println!("the chat server:");
+    }
     print_fanout_summary(&shape_results, args.p99_limit_ms);
+    print_floor_ratios(&shape_results, &floor_results, args.p99_limit_ms);
     database.drop_if_created().await;
     if args.keep {
         println!("kept {}", work.keep().display());
@@ -324,12 +345,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// What one run needs: the arguments, the binary, and the seeded users.
+#[derive(Clone)]
 struct Bench<'a> {
     args: &'a Args,
     server_bin: PathBuf,
     work: PathBuf,
     database_url: String,
-    population: Population,
+    population: Arc<Population>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -678,7 +700,12 @@ struct ShapeUsers {
 }
 
 impl Bench<'_> {
-    async fn fanout(&self, shape: Shape, users: &ShapeUsers) -> anyhow::Result<ShapeResult> {
+    async fn fanout(
+        &self,
+        shape: Shape,
+        users: &ShapeUsers,
+        with_non_readers: bool,
+    ) -> anyhow::Result<ShapeResult> {
         let args = self.args;
         println!(
             "\n=== fan-out {shape}: {} channels x {} members = {} reading connections ===",
@@ -737,7 +764,11 @@ impl Bench<'_> {
              every channel, receive buffer {}",
             args.publish_concurrency,
             args.step_seconds,
-            args.non_readers,
+            if with_non_readers {
+                args.non_readers
+            } else {
+                0
+            },
             match args.non_reader_recv_buffer {
                 0 => "the system's default".to_owned(),
                 n => format!("{n} bytes"),
@@ -756,7 +787,7 @@ impl Bench<'_> {
                 non_readers: None,
                 again: None,
             };
-            if args.non_readers > 0 {
+            if with_non_readers {
                 let with = runner.step(next(), offered, Clients::NonReaders).await?;
                 let again = runner.step(next(), offered, Clients::ReadersAgain).await?;
                 round.non_readers = Some(with);
@@ -1820,6 +1851,35 @@ fn load_average() -> String {
 
 /// `chatserver` in the profile directory this example was built into (examples live in
 /// `target/<profile>/examples/`).
+/// The highest held rates of the chat server and of the floor, shape by shape.
+fn print_floor_ratios(server: &[ShapeResult], floor: &[ShapeResult], p99_limit_ms: f64) {
+    let highest = |result: &ShapeResult| {
+        result
+            .rounds
+            .iter()
+            .filter(|r| r.held(p99_limit_ms))
+            .map(|r| r.best_readers(p99_limit_ms).delivered_per_s)
+            .fold(0.0, f64::max)
+    };
+    for (server, floor) in server.iter().zip(floor) {
+        let (ours, least) = (highest(server), highest(floor));
+        let ratio = if least > 0.0 { ours / least } else { f64::NAN };
+        println!(
+            "fan-out {}: highest held delivered/s: chat server {ours:.0}, floor {least:.0}: \
+             ratio {ratio:.2}",
+            server.shape
+        );
+    }
+}
+
+/// A binary in the same target directory as `server_bin` (e.g. `examples/fanout_floor`).
+fn server_bin_beside(server_bin: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = server_bin
+        .parent()
+        .context("the server binary has no directory")?;
+    Ok(dir.join(name))
+}
+
 fn default_server_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe

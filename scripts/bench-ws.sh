@@ -14,5 +14,5 @@ ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "open-files limit: $(ulimit -n)"
 
 # `cargo run --example` does not build the binary the benchmark starts: build both.
-cargo build --release --bin chatserver --example bench_ws
+cargo build --release --bin chatserver --example bench_ws --example fanout_floor
 exec cargo run --release --quiet --example bench_ws -- "$@"
