@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::outbox::{Outbox, Refused};
+use super::outbox::{Doorbell, Outbox, Refused, Wakes, text_frame};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
@@ -116,9 +116,10 @@ impl Hub {
         }
     }
 
-    /// A new connection's outbox, sized to the configured queue.
+    /// A new connection's outbox, sized to the configured queue. Call on the actix worker
+    /// that serves the connection.
     pub fn new_outbox(&self) -> Arc<Outbox> {
-        Outbox::new(self.config.queue_capacity)
+        Outbox::new(self.config.queue_capacity, Some(Doorbell::current()))
     }
 
     /// Registers a connection; the hub pushes its channels' events into `outbox`.
@@ -407,6 +408,7 @@ impl State {
             let shared = (!event.event.is_personal()).then(|| self.render(event, 0, ""));
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
+            let mut wakes = Wakes::default();
             for id in &channel.subscribers {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
@@ -415,7 +417,7 @@ impl State {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),
                 };
-                match connection.outbox.text(frame) {
+                match connection.outbox.push_deferred(frame, &mut wakes) {
                     Ok(()) => {
                         self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
                     }
@@ -424,6 +426,7 @@ impl State {
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
+            wakes.ring();
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW);
             }
@@ -436,13 +439,14 @@ impl State {
         }
     }
 
-    fn render(&self, event: &ChannelEvent, user_id: i32, base_url: &str) -> ByteString {
+    /// The event as `user_id` sees it, as an encoded WebSocket frame.
+    fn render(&self, event: &ChannelEvent, user_id: i32, base_url: &str) -> Bytes {
         let viewer = Viewer {
             user_id,
             base_url,
             links: &self.links,
         };
-        ByteString::from(event.render(&viewer).to_string())
+        text_frame(&event.render(&viewer).to_string())
     }
 
     fn connections_of(&self, user_id: i32) -> Vec<u64> {

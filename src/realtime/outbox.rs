@@ -1,25 +1,32 @@
 //! A connection's outgoing frames, and the response body that writes them.
 //!
-//! The hub and the session push frames; the WebSocket response's body (which actix-http's
-//! dispatcher polls whenever it can write) takes everything queued at once and encodes it as
+//! The hub and the session push encoded frames; the WebSocket response's body (which
+//! actix-http's dispatcher polls whenever it can write) takes everything queued at once as
 //! one chunk. So a delivery wakes only the connection's dispatcher, with no task or channel
-//! in between, and frames that pile up while a socket is busy leave in one write.
+//! in between, frames that pile up while a socket is busy leave in one write, and an event's
+//! frame is encoded once and shared by all its recipients (`text_frame`).
 //!
 //! This replaces actix-ws's `Session`, whose channel (32 frames, allocated up front) sat
 //! behind our own queue and cost a task wake-up per frame; actix-ws still parses what the
 //! client sends. An idle connection's outbox holds no buffer at all.
+//!
+//! The hub runs on another thread than the connections' dispatchers, and waking a task of
+//! another runtime interrupts that runtime's event loop (a system call) each time. So the
+//! hub does not wake dispatchers itself: it collects the wakers of one event's deliveries
+//! (`Wakes`) and hands them to each actix worker's `Doorbell` in one message; the worker
+//! wakes them on its own thread, where waking is only a queue push.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use actix_codec::Encoder;
-use actix_http::ws::{Codec, Message};
+use actix_http::ws::{OpCode, Parser};
 use actix_ws::{CloseCode, CloseReason};
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use futures_util::Stream;
+use tokio::sync::mpsc;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,25 +40,31 @@ pub enum Refused {
 pub struct Outbox {
     capacity: usize,
     inner: Mutex<Inner>,
+    /// The doorbell of the worker whose dispatcher writes this outbox, if any.
+    doorbell: Option<Arc<Doorbell>>,
 }
 
 #[derive(Default)]
 struct Inner {
-    frames: VecDeque<Message>,
+    /// Encoded frames, in order.
+    frames: VecDeque<Bytes>,
     /// The dispatcher waiting for frames.
     waker: Option<Waker>,
-    /// A close frame is queued (last): nothing more is accepted.
+    /// A close frame is queued (last), or the session is over: nothing more is accepted,
+    /// and the body ends once the queue is written.
     closing: bool,
     /// The body has gone (the connection ended).
     gone: bool,
 }
 
 impl Outbox {
-    /// An outbox that holds at most `capacity` frames besides a final close frame.
-    pub fn new(capacity: usize) -> Arc<Outbox> {
+    /// An outbox that holds at most `capacity` frames besides a final close frame, for a
+    /// connection served by the worker that rings `doorbell`.
+    pub fn new(capacity: usize, doorbell: Option<Arc<Doorbell>>) -> Arc<Outbox> {
         Arc::new(Outbox {
             capacity: capacity.max(1),
             inner: Mutex::default(),
+            doorbell,
         })
     }
 
@@ -60,19 +73,40 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn text(&self, text: impl Into<ByteString>) -> Result<(), Refused> {
-        self.push(Message::Text(text.into()))
+    pub fn text(&self, text: &str) -> Result<(), Refused> {
+        self.push(text_frame(text))
     }
 
     pub fn ping(&self) -> Result<(), Refused> {
-        self.push(Message::Ping(Bytes::new()))
+        self.push(frame(b"", OpCode::Ping))
     }
 
-    pub fn pong(&self, payload: Bytes) -> Result<(), Refused> {
-        self.push(Message::Pong(payload))
+    pub fn pong(&self, payload: &[u8]) -> Result<(), Refused> {
+        self.push(frame(payload, OpCode::Pong))
     }
 
-    fn push(&self, message: Message) -> Result<(), Refused> {
+    /// Queues a frame and wakes the dispatcher (from the connection's own worker).
+    fn push(&self, frame: Bytes) -> Result<(), Refused> {
+        if let Some(waker) = self.enqueue(frame)? {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues an encoded frame from another thread; the dispatcher's waker goes into
+    /// `wakes`.
+    pub fn push_deferred(&self, frame: Bytes, wakes: &mut Wakes) -> Result<(), Refused> {
+        if let Some(waker) = self.enqueue(frame)? {
+            match &self.doorbell {
+                Some(doorbell) => wakes.add(doorbell, waker),
+                None => waker.wake(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a frame; returns the waker of a dispatcher waiting for one.
+    fn enqueue(&self, frame: Bytes) -> Result<Option<Waker>, Refused> {
         let mut inner = self.lock();
         if inner.closing || inner.gone {
             return Err(Refused::Closed);
@@ -80,13 +114,8 @@ impl Outbox {
         if inner.frames.len() >= self.capacity {
             return Err(Refused::Full);
         }
-        inner.frames.push_back(message);
-        let waker = inner.waker.take();
-        drop(inner);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        inner.frames.push_back(frame);
+        Ok(inner.waker.take())
     }
 
     /// Queues the close frame after whatever is waiting; the connection ends once it is
@@ -97,10 +126,13 @@ impl Outbox {
             return;
         }
         inner.closing = true;
-        inner.frames.push_back(Message::Close(Some(CloseReason {
+        let mut close = BytesMut::new();
+        let reason = CloseReason {
             code: CloseCode::from(code),
             description: Some(description.to_owned()),
-        })));
+        };
+        Parser::write_close(&mut close, Some(reason), false);
+        inner.frames.push_back(close.freeze());
         let waker = inner.waker.take();
         drop(inner);
         if let Some(waker) = waker {
@@ -129,8 +161,81 @@ impl Outbox {
     pub fn body(self: &Arc<Self>) -> OutboxBody {
         OutboxBody {
             outbox: self.clone(),
-            codec: Codec::new(),
             finished: false,
+        }
+    }
+}
+
+/// A text frame as the server sends it (unmasked), to queue in any number of outboxes.
+pub fn text_frame(text: &str) -> Bytes {
+    frame(text.as_bytes(), OpCode::Text)
+}
+
+fn frame(payload: &[u8], op: OpCode) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut frame, payload, op, true, false);
+    frame.freeze()
+}
+
+/// Wakes one actix worker's dispatchers on that worker's thread.
+pub struct Doorbell {
+    /// Unbounded, yet bounded in effect: a waker is handed over at most once per wait of
+    /// its dispatcher, so no more wakers are in flight than the worker has connections.
+    batches: mpsc::UnboundedSender<Vec<Waker>>,
+}
+
+thread_local! {
+    static DOORBELL: OnceCell<Arc<Doorbell>> = const { OnceCell::new() };
+}
+
+impl Doorbell {
+    /// The doorbell of the current actix worker (started on first use, on its runtime).
+    pub fn current() -> Arc<Doorbell> {
+        DOORBELL.with(|cell| {
+            cell.get_or_init(|| {
+                let (batches, mut received) = mpsc::unbounded_channel::<Vec<Waker>>();
+                actix_web::rt::spawn(async move {
+                    while let Some(wakers) = received.recv().await {
+                        wakers.into_iter().for_each(Waker::wake);
+                    }
+                });
+                Arc::new(Doorbell { batches })
+            })
+            .clone()
+        })
+    }
+
+    fn ring(&self, wakers: Vec<Waker>) {
+        // The worker has stopped: wake from here, as a fallback.
+        if let Err(unsent) = self.batches.send(wakers) {
+            unsent.0.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// Dispatchers to wake after a delivery, by worker.
+#[derive(Default)]
+pub struct Wakes {
+    by_worker: Vec<(Arc<Doorbell>, Vec<Waker>)>,
+}
+
+impl Wakes {
+    fn add(&mut self, doorbell: &Arc<Doorbell>, waker: Waker) {
+        // A handful of workers: a linear search beats hashing.
+        match self
+            .by_worker
+            .iter_mut()
+            .find(|(d, _)| Arc::ptr_eq(d, doorbell))
+        {
+            Some((_, wakers)) => wakers.push(waker),
+            None => self.by_worker.push((doorbell.clone(), vec![waker])),
+        }
+    }
+
+    /// Rings each worker's doorbell once with its wakers.
+    pub fn ring(self) {
+        for (doorbell, wakers) in self.by_worker {
+            doorbell.ring(wakers);
         }
     }
 }
@@ -138,7 +243,6 @@ impl Outbox {
 /// The WebSocket response body: the outbox's frames, encoded.
 pub struct OutboxBody {
     outbox: Arc<Outbox>,
-    codec: Codec,
     finished: bool,
 }
 
@@ -166,19 +270,17 @@ impl Stream for OutboxBody {
             return Poll::Pending;
         }
         // Taking the queue also gives its memory back: most connections are idle.
-        let frames = std::mem::take(&mut inner.frames);
+        let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
-        let mut buf = BytesMut::new();
-        for message in frames {
-            if matches!(message, Message::Close(_)) {
-                this.finished = true;
-            }
-            // The server side never masks and our frames have no size limit to exceed.
-            if let Err(e) = this.codec.encode(message, &mut buf) {
-                return Poll::Ready(Some(Err(e.into())));
-            }
+        if frames.len() == 1 {
+            // The common case: one event's shared frame, passed on without a copy.
+            return Poll::Ready(frames.pop_front().map(Ok));
         }
-        Poll::Ready(Some(Ok(buf.freeze())))
+        let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+        frames
+            .iter()
+            .for_each(|frame| chunk.extend_from_slice(frame));
+        Poll::Ready(Some(Ok(chunk.freeze())))
     }
 }
 
@@ -198,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_leave_together_in_order_and_close_ends_the_body() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::new(4, None);
         let mut body = outbox.body();
         outbox.text("a").unwrap();
         outbox.text("bc").unwrap();
@@ -215,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn finish_writes_what_is_queued_then_ends() {
-        let outbox = Outbox::new(4);
+        let outbox = Outbox::new(4, None);
         let mut body = outbox.body();
         outbox.text("last").unwrap();
         outbox.finish();
@@ -225,13 +327,13 @@ mod tests {
 
     #[test]
     fn a_full_outbox_refuses_and_a_dropped_body_refuses_everything() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, None);
         let body = outbox.body();
         outbox.text("1").unwrap();
         outbox.ping().unwrap();
         assert_eq!(outbox.text("3"), Err(Refused::Full));
         drop(body);
         assert!(outbox.is_gone());
-        assert_eq!(outbox.pong(Bytes::new()), Err(Refused::Closed));
+        assert_eq!(outbox.pong(b""), Err(Refused::Closed));
     }
 }

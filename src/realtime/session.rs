@@ -106,7 +106,7 @@ async fn open(
     };
     let channel_ids: Vec<i32> = subscriptions.iter().map(|(id, _)| *id).collect();
     // Queued before the hub can queue events: `ready` is always the first frame.
-    outbox.text(protocol::ready(user.id, &channel_ids)).ok()?;
+    outbox.text(&protocol::ready(user.id, &channel_ids)).ok()?;
     let connected = state
         .events
         .hub()
@@ -145,7 +145,7 @@ async fn first_frame_auth(
                     _ => None,
                 };
             }
-            AggregatedMessage::Ping(bytes) => outbox.pong(bytes).ok()?,
+            AggregatedMessage::Ping(bytes) => outbox.pong(&bytes).ok()?,
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Binary(_) | AggregatedMessage::Close(_) => return None,
         }
@@ -220,8 +220,8 @@ impl<'a> Live<'a> {
                         Some(Ok(AggregatedMessage::Close(_))) => return Some((1000, "bye")),
                         Some(Ok(message)) => {
                             let sent = match Box::pin(self.on_message(message)).await {
-                                Some(Reply::Text(text)) => self.outbox.text(text),
-                                Some(Reply::Pong(bytes)) => self.outbox.pong(bytes),
+                                Some(Reply::Text(text)) => self.outbox.text(&text),
+                                Some(Reply::Pong(bytes)) => self.outbox.pong(&bytes),
                                 None => Ok(()),
                             };
                             if let Err(refused) = sent {
