@@ -995,22 +995,61 @@ async fn non_reader_fate(connections: Vec<Ws>) -> NonReaderFate {
 }
 
 /// A reader: records each `message_created` it reads with the latency stamped in it.
+///
+/// After the handshake it reads the socket itself rather than through tungstenite: the
+/// client shares the machine's two cores with the server, and a lean reader leaves more of
+/// them to what is measured. Nothing is buffered in tungstenite at this point: the server
+/// sends nothing after `ready` until the first post.
 async fn read_events(mut ws: Ws, stats: Arc<Stats>) {
-    while let Some(message) = ws.next().await {
-        match message {
-            Ok(Message::Text(text)) => stats.record_frame(text.as_str()),
-            Ok(Message::Close(frame)) => {
-                stats.record_close(frame.map(|f| u16::from(f.code)));
-                return;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                stats.record_close(None);
-                return;
-            }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let socket = ws.get_mut();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(4096);
         }
+        match socket.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut at = 0;
+        while let Some((opcode, payload, next)) = server_frame(&buf[at..]) {
+            match opcode {
+                0x1 => stats.record_frame(std::str::from_utf8(payload).unwrap_or("")),
+                0x8 => {
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    stats.record_close(code);
+                    return;
+                }
+                // A ping: answer with an empty pong, masked as a client must (with zeros).
+                0x9 if socket.write_all(&[0x8A, 0x80, 0, 0, 0, 0]).await.is_err() => break,
+                _ => {}
+            }
+            at += next;
+        }
+        buf.drain(..at);
     }
     stats.record_close(None);
+}
+
+/// One complete unmasked frame at the start of `bytes`: (opcode, payload, length in all).
+fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    let (len, header) = match second & 0x7F {
+        126 => (
+            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = bytes.get(header..header + len)?;
+    Some((first & 0x0F, payload, header + len))
 }
 
 /// Message content: `b<step>.<due time in µs since the bench started>`.
