@@ -11,10 +11,14 @@
 //!    flight) at rising rates. Per step: deliveries per second and the p50/p99 latency from
 //!    the moment a post was due to the moment a member read the event.
 //! 3. the same steps with extra connections that never read (members of every channel of
-//!    the shape): each rate runs readers only, then with the non-readers, then readers only
-//!    again; the non-readers' p99 is compared with the mean of the two readers-only steps,
-//!    whose spread shows the noise. A rate holds when a readers-only step kept p99 within the
-//!    limit with every delivery made; the search stops after two rates in a row that did not.
+//!    the shape): each rate runs readers only, then `--non-reader-rounds` times a step with
+//!    the non-readers followed by one without; the median p99 of the steps with them is
+//!    compared with the median of the readers-only steps, whose spread shows the noise. A
+//!    rate holds when a readers-only step kept p99 within the limit with every delivery
+//!    made; the search stops after two rates in a row that did not.
+//!
+//! `--floor` runs each fan-out shape first against `examples/fanout_floor`, a server that
+//! only writes the frames (the ceiling of this machine and client), and prints the ratio.
 //!
 //! Run it with `scripts/bench-ws.sh [ARGS]` (raises the file-descriptor limit), or by hand:
 //!
@@ -107,9 +111,13 @@ struct Args {
     /// Publishing time per step, in seconds.
     #[arg(long, default_value_t = 5.0)]
     step_seconds: f64,
-    /// Connections that never read, added in the middle one of each rate's three steps.
+    /// Connections that never read, added in every other step of each rate.
     #[arg(long, default_value_t = 10)]
     non_readers: usize,
+    /// Steps with the non-readers per rate, each followed by a readers-only step (after a
+    /// first readers-only one): medians of both kinds are compared.
+    #[arg(long, default_value_t = 3)]
+    non_reader_rounds: usize,
     /// The non-readers' socket receive buffer (SO_RCVBUF) in bytes, 0 for the system's
     /// default. Small, so that what they do not read piles up in the server, not here.
     #[arg(long, default_value_t = 8192)]
@@ -591,9 +599,6 @@ enum Clients {
     Readers,
     /// The readers plus the non-readers.
     NonReaders,
-    /// The readers alone again: the spread between the two readers-only steps is the noise
-    /// that a non-readers step is compared against.
-    ReadersAgain,
 }
 
 /// One step: publishing at one rate.
@@ -637,51 +642,62 @@ impl StepResult {
 
 /// The steps at one rate: readers only, then with non-readers, then readers only again.
 struct Round {
-    readers: StepResult,
-    non_readers: Option<StepResult>,
-    again: Option<StepResult>,
+    /// Readers-only steps: the first, then one after each step with non-readers.
+    readers: Vec<StepResult>,
+    /// Steps with the non-readers, interleaved with the readers-only ones.
+    non_readers: Vec<StepResult>,
 }
 
 impl Round {
     /// The rate holds when one of its readers-only steps held: the client shares a busy
-    /// machine, and a stall elsewhere can spoil a step (both rows are printed).
+    /// machine, and a stall elsewhere can spoil a step (every row is printed).
     fn held(&self, p99_limit_ms: f64) -> bool {
-        self.readers.held(p99_limit_ms) || self.again.as_ref().is_some_and(|a| a.held(p99_limit_ms))
+        self.readers.iter().any(|r| r.held(p99_limit_ms))
     }
 
-    /// The readers-only step that held with the lower p99, or the first one.
+    /// The readers-only step that held with the lowest p99, or the first one.
     fn best_readers(&self, p99_limit_ms: f64) -> &StepResult {
-        match &self.again {
-            Some(again)
-                if again.held(p99_limit_ms)
-                    && (!self.readers.held(p99_limit_ms) || again.p99_ms < self.readers.p99_ms) =>
-            {
-                again
-            }
-            _ => &self.readers,
-        }
+        self.readers
+            .iter()
+            .filter(|r| r.held(p99_limit_ms))
+            .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+            .unwrap_or(&self.readers[0])
     }
 
-    /// The readers-only p99: the mean of both readers-only steps.
+    /// The readers-only p99: the median of the readers-only steps.
     fn readers_p99(&self) -> f64 {
-        match &self.again {
-            Some(again) => (self.readers.p99_ms + again.p99_ms) / 2.0,
-            None => self.readers.p99_ms,
-        }
+        median(self.readers.iter().map(|r| r.p99_ms))
     }
 
-    /// How much the non-readers moved the readers' p99, relative.
+    /// The readers' p99 with the non-readers connected: the median of those steps.
+    fn non_readers_p99(&self) -> Option<f64> {
+        (!self.non_readers.is_empty()).then(|| median(self.non_readers.iter().map(|r| r.p99_ms)))
+    }
+
+    /// How much the non-readers moved the readers' p99 (median against median), relative.
     fn non_reader_change(&self) -> Option<f64> {
-        Some(change(
-            self.readers_p99(),
-            self.non_readers.as_ref()?.p99_ms,
-        ))
+        Some(change(self.readers_p99(), self.non_readers_p99()?))
     }
 
-    /// How far apart the two readers-only steps are, relative to their mean.
+    /// How far apart the readers-only steps are (highest minus lowest p99), relative to
+    /// their median: the noise a change is judged against.
     fn noise(&self) -> Option<f64> {
-        let again = self.again.as_ref()?;
-        Some((self.readers.p99_ms - again.p99_ms).abs() / self.readers_p99())
+        if self.readers.len() < 2 {
+            return None;
+        }
+        let p99s = self.readers.iter().map(|r| r.p99_ms);
+        let spread = p99s.clone().fold(f64::MIN, f64::max) - p99s.fold(f64::MAX, f64::min);
+        Some(spread / self.readers_p99())
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -714,7 +730,7 @@ impl Bench<'_> {
             shape.connections()
         );
         let mut server = self.start_server(&format!("fanout-{shape}")).await?;
-        let max_steps = 1 + 3 * args.deliveries.len();
+        let max_steps = 1 + (1 + 2 * args.non_reader_rounds) * args.deliveries.len();
         let stats = Arc::new(Stats::new(max_steps));
         let rss_empty = server.rss()?;
         let started = Instant::now();
@@ -781,26 +797,35 @@ impl Bench<'_> {
         let mut next = || indexes.next().unwrap_or_default();
         for &offered in &args.deliveries {
             let readers = runner.step(next(), offered, Clients::Readers).await?;
-            print_step(&readers, None, args.p99_limit_ms);
+            print_step(&readers, args.p99_limit_ms);
             let mut round = Round {
-                readers,
-                non_readers: None,
-                again: None,
+                readers: vec![readers],
+                non_readers: Vec::new(),
             };
-            if with_non_readers {
+            // Interleaved, so that a drift of the machine touches both kinds of step.
+            for _ in 0..if with_non_readers {
+                args.non_reader_rounds
+            } else {
+                0
+            } {
                 let with = runner.step(next(), offered, Clients::NonReaders).await?;
-                let again = runner.step(next(), offered, Clients::ReadersAgain).await?;
-                round.non_readers = Some(with);
-                round.again = Some(again);
-                print_step(
-                    round.non_readers.as_ref().unwrap_or(&round.readers),
-                    Some(&round),
-                    args.p99_limit_ms,
-                );
-                print_step(
-                    round.again.as_ref().unwrap_or(&round.readers),
-                    Some(&round),
-                    args.p99_limit_ms,
+                print_step(&with, args.p99_limit_ms);
+                round.non_readers.push(with);
+                let again = runner.step(next(), offered, Clients::Readers).await?;
+                print_step(&again, args.p99_limit_ms);
+                round.readers.push(again);
+            }
+            if let (Some(delta), Some(noise)) = (round.non_reader_change(), round.noise()) {
+                println!(
+                    "{:>9} readers' p99 median {:.2} ms alone ({} steps, spread {:.0}%), {:.2} ms \
+                     with the non-readers ({} steps): {:+.1}%",
+                    offered,
+                    round.readers_p99(),
+                    round.readers.len(),
+                    noise * 100.0,
+                    round.non_readers_p99().unwrap_or_default(),
+                    round.non_readers.len(),
+                    delta * 100.0
                 );
             }
             misses = if round.held(args.p99_limit_ms) {
@@ -1991,24 +2016,12 @@ fn print_step_header() {
 }
 
 /// One row; the steps of a round also show the non-readers' effect and the noise.
-fn print_step(step: &StepResult, round: Option<&Round>, p99_limit_ms: f64) {
+fn print_step(step: &StepResult, p99_limit_ms: f64) {
     let clients = match step.clients {
         Clients::Readers => "readers",
         Clients::NonReaders => "+non-readers",
-        Clients::ReadersAgain => "readers",
     };
     let mut notes = Vec::new();
-    match (step.clients, round) {
-        (Clients::NonReaders, Some(round)) => notes.push(format!(
-            "p99 {:+.1}% vs readers only (mean of both)",
-            round.non_reader_change().unwrap_or_default() * 100.0
-        )),
-        (Clients::ReadersAgain, Some(round)) => notes.push(format!(
-            "again: p99 spread {:.1}%",
-            round.noise().unwrap_or_default() * 100.0
-        )),
-        _ => {}
-    }
     if let Some(fate) = &step.non_readers {
         notes.push(fate.to_string());
     }
@@ -2098,7 +2111,7 @@ fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
             .rounds
             .iter()
             .filter(|r| r.held(p99_limit_ms))
-            .max_by_key(|r| r.readers.offered);
+            .max_by_key(|r| r.readers[0].offered);
         // With no step holding, the lowest rate shows how far off it is.
         let (round, which) = match best {
             Some(round) => (
@@ -2130,22 +2143,26 @@ fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
             base.bench_cores,
             base.other_cores
         );
-        if let (Some(with), Some(delta), Some(noise)) =
-            (&round.non_readers, round.non_reader_change(), round.noise())
-        {
+        if let (Some(with), Some(delta), Some(noise)) = (
+            round.non_readers_p99(),
+            round.non_reader_change(),
+            round.noise(),
+        ) {
             println!(
-                "  with non-readers at that rate: p99 {:.2} ms vs {:.2} ms readers only \
-                 ({:+.1}%, target < {:.0}%: {}; readers-only repeat spread {:.1}%); {}",
-                with.p99_ms,
+                "  with non-readers at that rate: p99 median {:.2} ms vs {:.2} ms readers only \
+                 ({:+.1}%, target < {:.0}%: {}; readers-only spread {:.1}%); {}",
+                with,
                 round.readers_p99(),
                 delta * 100.0,
                 TARGET_NON_READER_CHANGE * 100.0,
                 non_reader_verdict(delta, noise),
                 noise * 100.0,
-                with.non_readers
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
+                round
+                    .non_readers
+                    .iter()
+                    .filter_map(|s| s.non_readers.as_ref().map(ToString::to_string))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             );
             let changes: Vec<String> = result
                 .rounds
@@ -2153,7 +2170,7 @@ fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
                 .filter_map(|r| {
                     Some(format!(
                         "{}: {:+.0}% (spread {:.0}%)",
-                        r.readers.offered,
+                        r.readers[0].offered,
                         r.non_reader_change()? * 100.0,
                         r.noise()? * 100.0
                     ))
