@@ -20,12 +20,12 @@
 //! runs on loopback: SeaweedFS (`weed mini`) when `weed` is found (`$WEED` or `PATH`), else an
 //! in-process s3s-fs server. Everything lives in one temporary directory, removed at the end.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::fs::File;
-use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use aws_sdk_s3::Client;
@@ -39,6 +39,11 @@ use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
+
+use common::{
+    Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, proc_status_bytes,
+    server_bin_to_measure, work_dir,
+};
 
 /// The server's part size (`PART_SIZE` in src/storage/s3.rs, which is not exported).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -97,27 +102,17 @@ async fn main() -> anyhow::Result<()> {
             "--sizes-mib: {mib} is under the 8 MiB part size"
         );
     }
-    if cfg!(debug_assertions) {
-        eprintln!("warning: built without --release; the figures mean little");
-    }
-    let server_bin = match &args.server_bin {
-        Some(path) => path.clone(),
-        None => default_server_bin()?,
-    };
-    warn_if_stale(&server_bin);
+    let server_bin = server_bin_to_measure(args.server_bin.as_deref())?;
 
     // Declared first so it is removed last, after the processes using it have stopped.
-    let work = match &args.tmp_dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let work = work_dir(args.tmp_dir.as_deref())?;
     let s3 = S3Server::start(args.s3, work.path()).await?;
     println!("S3 server: {}, {}", s3.description, s3.endpoint);
     println!(
         "chat server: {}; part size {} MiB; {} CPUs; data in {}",
         server_bin.display(),
         PART_SIZE as u64 / MIB,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_count(),
         work.path().display()
     );
     let client = s3.client();
@@ -505,7 +500,8 @@ impl ChatServer {
             .env("MAX_FILE_SIZE_MB", "5000")
             .env("GC_INTERVAL_SECONDS", "0")
             .env("RUST_LOG", "warn");
-        let mut process = Spawned::start("chatserver", command, &dir.join("chatserver.log"))?;
+        let mut process =
+            Spawned::start("chatserver", command, &dir.join("chatserver.log"), false)?;
         let base_url = format!("http://{addr}");
         let http = http_client()?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -647,7 +643,7 @@ async fn start_seaweedfs(weed: &Path, dir: &Path) -> anyhow::Result<S3Server> {
             text.lines().next().unwrap_or_default().trim().to_owned()
         })
         .unwrap_or_default();
-    let mut process = Spawned::start("weed", command, &dir.join("weed.log"))?;
+    let mut process = Spawned::start("weed", command, &dir.join("weed.log"), false)?;
     let endpoint = format!("http://127.0.0.1:{}", ports[0]);
     // Any HTTP answer (403 without credentials) means the S3 gateway is up.
     let http = http_client()?;
@@ -795,88 +791,7 @@ async fn sha256_of_random_bytes(size: u64) -> anyhow::Result<String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Processes
-
-/// A child process, killed when dropped, so that an error leaves nothing running.
-struct Spawned {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Spawned {
-    fn start(name: &'static str, mut command: Command, log: &Path) -> anyhow::Result<Spawned> {
-        let out = File::create(log)?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
-        Ok(Spawned {
-            name,
-            child,
-            log: log.to_owned(),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait()? {
-            None => Ok(()),
-            Some(status) => {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<_> = log.lines().rev().take(20).collect();
-                let tail: Vec<_> = tail.into_iter().rev().collect();
-                bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"))
-            }
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Distinct free loopback ports: all are held open until all are chosen.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| StdTcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
-}
-
-/// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    let kb: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
-    Ok(kb * 1024)
-}
-
-/// User plus system CPU seconds of a process so far (/proc/PID/stat).
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces: the state
-    // is field 3, utime field 14 and stime field 15.
-    let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // USER_HZ is 100 on every Linux architecture that matters here.
-    Ok(ticks as f64 / 100.0)
-}
+// CPU use
 
 /// CPU seconds of this process (the client, plus s3s-fs when it runs here), the external S3
 /// server and the chat server.
@@ -910,65 +825,10 @@ impl CpuSnapshot {
 }
 
 // ---------------------------------------------------------------------------------------
-// The binary under test
-
-/// `chatserver` in the profile directory this example was built into (examples live in
-/// `target/<profile>/examples/`).
-fn default_server_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot tell the target directory from this executable's path")?;
-    let bin = profile_dir.join("chatserver");
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release --bin chatserver` first \
-         (scripts/bench-upload.sh does)",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-/// Warns when a source file is newer than the server binary: `cargo run --example` does not
-/// rebuild the binary, so the figures might be for older code.
-fn warn_if_stale(bin: &Path) {
-    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
-    let Some(built) = modified(bin) else { return };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut pending = vec![root.join("src"), root.join("Cargo.toml")];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                pending.extend(entries.flatten().map(|e| e.path()));
-            }
-        } else if let Some(time) = modified(&path)
-            && newest.as_ref().is_none_or(|(t, _)| time > *t)
-        {
-            newest = Some((time, path));
-        }
-    }
-    if let Some((time, path)) = newest
-        && time > built
-    {
-        eprintln!(
-            "warning: {} is newer than {}: run `cargo build --release --bin chatserver`",
-            path.display(),
-            bin.display()
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Output
 
 fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / 1e6 / seconds
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / MIB as f64
 }
 
 fn human_size(bytes: u64) -> String {
@@ -977,24 +837,6 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{} MiB", bytes / MIB)
     }
-}
-
-/// The median; the mean of the middle two for an even count.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-/// /proc/loadavg's 1, 5 and 15 minute averages: how busy the machine was besides us.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 impl Round {
@@ -1021,7 +863,7 @@ impl Round {
 
 impl Row {
     fn median_of(&self, figure: impl Fn(&Round) -> f64) -> f64 {
-        median(self.rounds.iter().map(figure).collect())
+        median(self.rounds.iter().map(figure))
     }
 
     /// The largest growth of any round: the target is a bound.

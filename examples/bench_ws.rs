@@ -36,16 +36,17 @@
 //! fan-out step prints the cores used by the server, by this client and by every other
 //! process on the machine (which takes CPU from both).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::io::{BufRead, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use chatserver::auth::TokenService;
@@ -62,6 +63,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use common::{
+    Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, proc_status_bytes,
+    server_bin_to_measure, work_dir,
+};
 
 const JWT_SECRET: &str = "bench-ws-secret-0123456789abcdef-0123456789";
 const TOKEN_TTL_SECONDS: i64 = 86_400;
@@ -233,14 +239,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.deliveries.windows(2).all(|w| w[0] < w[1]),
         "--deliveries must rise"
     );
-    if cfg!(debug_assertions) {
-        eprintln!("warning: built without --release; the figures mean little");
-    }
-    let server_bin = match &args.server_bin {
-        Some(path) => path.clone(),
-        None => default_server_bin()?,
-    };
-    warn_if_stale(&server_bin);
+    let server_bin = server_bin_to_measure(args.server_bin.as_deref())?;
     let (idle, fanout) = match args.scenario {
         Scenario::Idle => (true, false),
         Scenario::Fanout => (false, true),
@@ -266,10 +265,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Declared first so it is removed last, after the server processes have stopped.
-    let work = match &args.tmp_dir {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
-    };
+    let work = work_dir(args.tmp_dir.as_deref())?;
     let database = Database::create(args.database_url.as_deref(), work.path()).await?;
     println!(
         "chat server: {}; {} database; data in {}",
@@ -688,16 +684,6 @@ impl Round {
         let p99s = self.readers.iter().map(|r| r.p99_ms);
         let spread = p99s.clone().fold(f64::MIN, f64::max) - p99s.fold(f64::MAX, f64::min);
         Some(spread / self.readers_p99())
-    }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -1679,7 +1665,7 @@ struct Server {
 
 impl Server {
     fn pid(&self) -> u32 {
-        self.process.child.id()
+        self.process.pid()
     }
 
     fn rss(&self) -> anyhow::Result<u64> {
@@ -1692,7 +1678,7 @@ impl Bench<'_> {
     async fn start_server(&self, label: &str) -> anyhow::Result<Server> {
         let dir = self.work.join(format!("server-{label}"));
         std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
+        let port = free_ports(1)?[0];
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = Command::new(&self.server_bin);
         command
@@ -1740,83 +1726,8 @@ async fn wait_healthy(process: &mut Spawned, base_url: &str) -> anyhow::Result<(
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A child process, killed when dropped, so that an error leaves nothing running.
-struct Spawned {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    /// The child's stdout, when it was piped.
-    stdout: Option<Arc<Mutex<BufReader<std::process::ChildStdout>>>>,
-}
-
-impl Spawned {
-    /// Starts `command` with stderr going to `log`; stdin and stdout too, unless `piped`
-    /// (then both are pipes to this process).
-    fn start(
-        name: &'static str,
-        mut command: Command,
-        log: &Path,
-        piped: bool,
-    ) -> anyhow::Result<Spawned> {
-        let out = File::create(log)?;
-        if piped {
-            command.stdin(Stdio::piped()).stdout(Stdio::piped());
-        } else {
-            command.stdin(Stdio::null()).stdout(out.try_clone()?);
-        }
-        let mut child = command
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Arc::new(Mutex::new(BufReader::new(s))));
-        Ok(Spawned {
-            name,
-            child,
-            log: log.to_owned(),
-            stdout,
-        })
-    }
-
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait()? {
-            None => Ok(()),
-            Some(status) => {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<_> = log.lines().rev().take(20).collect();
-                let tail: Vec<_> = tail.into_iter().rev().collect();
-                bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"))
-            }
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // /proc
-
-/// A `kB` field of /proc/PID/status (VmRSS), in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    let kb: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
-    Ok(kb * 1024)
-}
 
 /// (soft, hard) RLIMIT_NOFILE of a process (`self` or a pid).
 fn fd_limits(pid: &str) -> anyhow::Result<(u64, u64)> {
@@ -1835,18 +1746,6 @@ fn fd_limits(pid: &str) -> anyhow::Result<(u64, u64)> {
 
 fn open_fds(pid: u32) -> anyhow::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-/// User plus system CPU seconds of a process so far (/proc/PID/stat).
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (in parentheses, may hold spaces): utime is field 14
-    // and stime field 15 of the line.
-    let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // USER_HZ is 100 on every Linux architecture that matters here.
-    Ok(ticks as f64 / 100.0)
 }
 
 /// Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait).
@@ -1900,21 +1799,9 @@ impl CpuSnapshot {
     }
 }
 
-fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 // ---------------------------------------------------------------------------------------
 // The binary under test
 
-/// `chatserver` in the profile directory this example was built into (examples live in
-/// `target/<profile>/examples/`).
 /// The highest held rates of the chat server and of the floor, shape by shape.
 fn print_floor_ratios(server: &[ShapeResult], floor: &[ShapeResult], p99_limit_ms: f64) {
     let highest = |result: &ShapeResult| {
@@ -1944,57 +1831,8 @@ fn server_bin_beside(server_bin: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(name))
 }
 
-fn default_server_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot tell the target directory from this executable's path")?;
-    let bin = profile_dir.join("chatserver");
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release` first (scripts/bench-ws.sh does)",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-/// Warns when a source file is newer than the server binary: `cargo run --example` does not
-/// rebuild the binary, so the figures might be for older code.
-fn warn_if_stale(bin: &Path) {
-    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
-    let Some(built) = modified(bin) else { return };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut pending = vec![root.join("src"), root.join("Cargo.toml")];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                pending.extend(entries.flatten().map(|e| e.path()));
-            }
-        } else if let Some(time) = modified(&path)
-            && newest.as_ref().is_none_or(|(t, _)| time > *t)
-        {
-            newest = Some((time, path));
-        }
-    }
-    if let Some((time, path)) = newest
-        && time > built
-    {
-        eprintln!(
-            "warning: {} is newer than {}: run `cargo build --release`",
-            path.display(),
-            bin.display()
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Output
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
 
 fn print_step_header() {
     println!(

@@ -1,0 +1,222 @@
+//! What the benchmarks (`bench_upload` and `bench_ws`) share: child processes, free ports,
+//! readings from /proc, the binary under test, and small helpers for the output.
+
+// Each benchmark uses only part of this module; the rest would be dead code in it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::TcpListener as StdTcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, bail, ensure};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A child process, killed when dropped, so that an error leaves nothing running.
+pub struct Spawned {
+    name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+    /// The child's stdout, when it was piped.
+    pub stdout: Option<Arc<Mutex<BufReader<ChildStdout>>>>,
+}
+
+impl Spawned {
+    /// Starts `command` with stderr going to `log`, and stdout too with stdin empty, unless
+    /// `piped` (then stdin and stdout are pipes to this process).
+    pub fn start(
+        name: &'static str,
+        mut command: Command,
+        log: &Path,
+        piped: bool,
+    ) -> anyhow::Result<Spawned> {
+        let out = File::create(log)?;
+        if piped {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            command.stdin(Stdio::null()).stdout(out.try_clone()?);
+        }
+        let mut child = command
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Arc::new(Mutex::new(BufReader::new(s))));
+        Ok(Spawned {
+            name,
+            child,
+            log: log.to_owned(),
+            stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(20).collect();
+                let tail: Vec<_> = tail.into_iter().rev().collect();
+                bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"))
+            }
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Distinct free loopback ports: all are held open until all are chosen.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| StdTcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc
+
+/// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kb: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kb * 1024)
+}
+
+/// User plus system CPU seconds of a process so far (/proc/PID/stat).
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the state
+    // is field 3, utime field 14 and stime field 15.
+    let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ is 100 on every Linux architecture that matters here.
+    Ok(ticks as f64 / 100.0)
+}
+
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// /proc/loadavg's 1, 5 and 15 minute averages: how busy the machine was besides us.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A fresh temporary directory, in `parent` when given; removed when dropped.
+pub fn work_dir(parent: Option<&Path>) -> std::io::Result<TempDir> {
+    match parent {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary under test
+
+/// The binary to measure: `given`, else [`default_server_bin`]. Warns when this benchmark
+/// is a debug build, and when the binary is older than the sources.
+pub fn server_bin_to_measure(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: built without --release; the figures mean little");
+    }
+    let bin = match given {
+        Some(path) => path.to_owned(),
+        None => default_server_bin()?,
+    };
+    warn_if_stale(&bin);
+    Ok(bin)
+}
+
+/// `chatserver` in the profile directory this example was built into (examples live in
+/// `target/<profile>/examples/`).
+pub fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot tell the target directory from this executable's path")?;
+    let bin = profile_dir.join("chatserver");
+    ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --bin chatserver` first \
+         (scripts/bench-upload.sh and scripts/bench-ws.sh do)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Warns when a source file is newer than the server binary: `cargo run --example` does not
+/// rebuild the binary, so the figures might be for older code.
+pub fn warn_if_stale(bin: &Path) {
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let Some(built) = modified(bin) else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut pending = vec![root.join("src"), root.join("Cargo.toml")];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if let Some(time) = modified(&path)
+            && newest.as_ref().is_none_or(|(t, _)| time > *t)
+        {
+            newest = Some((time, path));
+        }
+    }
+    if let Some((time, path)) = newest
+        && time > built
+    {
+        eprintln!(
+            "warning: {} is newer than {}: run `cargo build --release --bin chatserver`",
+            path.display(),
+            bin.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The median; the mean of the middle two for an even count, 0 for no values.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
