@@ -152,11 +152,6 @@ impl Outbox {
         }
     }
 
-    /// Whether the connection has ended (its body was dropped by the dispatcher).
-    pub fn is_gone(&self) -> bool {
-        self.lock().gone
-    }
-
     /// The response body for this connection. Call once.
     pub fn body(self: &Arc<Self>) -> OutboxBody {
         OutboxBody {
@@ -333,7 +328,6 @@ mod tests {
         outbox.ping().unwrap();
         assert_eq!(outbox.text("3"), Err(Refused::Full));
         drop(body);
-        assert!(outbox.is_gone());
         assert_eq!(outbox.pong(b""), Err(Refused::Closed));
     }
 }

@@ -28,7 +28,7 @@ pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
 
 /// Caps the kernel's send buffer of a WebSocket's connection. With autotuning, a client that
 /// stops reading parks megabytes in the kernel before its outbox fills and it is closed
-/// with 4008; capped, it is found out after a few hundred frames. Downloads (other
+/// with 4008; capped (64 KiB), it is found out after about a thousand events. Downloads (other
 /// connections) keep autotuning.
 fn cap_send_buffer(req: &HttpRequest, bytes: usize) {
     let Some(ConnectionSocket(fd)) = req.conn_data::<ConnectionSocket>().copied() else {
