@@ -135,6 +135,9 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             )
     })
     .on_connect(routes::remember_socket)
+    // Events are small writes in quick succession: without this, Nagle's algorithm holds a
+    // WebSocket's next frame until the client acknowledges the last one (a delayed ACK).
+    .tcp_nodelay(true)
     .workers(workers)
     .listen(listener)?
     .run();
