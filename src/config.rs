@@ -121,6 +121,9 @@ pub struct Settings {
     /// A WebSocket's kernel send buffer (SO_SNDBUF) in bytes; 0 leaves the kernel's
     /// autotuning (which lets a client that does not read park megabytes there).
     pub ws_send_buffer_bytes: usize,
+    /// How long a WebSocket's close frame may wait for the client to read it before the
+    /// socket is shut down.
+    pub ws_close_timeout_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +264,7 @@ impl Settings {
                 64 * 1024,
                 0..=16 * 1024 * 1024,
             )?,
+            ws_close_timeout_seconds: parse_number(&get, "WS_CLOSE_TIMEOUT_SECONDS", 10, 1..=3600)?,
         })
     }
 }

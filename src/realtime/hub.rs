@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::outbox::{Doorbell, Outbox, Refused, Wakes, text_frame};
+use super::socket::SocketHandle;
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
@@ -118,8 +119,12 @@ impl Hub {
 
     /// A new connection's outbox, sized to the configured queue. Call on the actix worker
     /// that serves the connection.
-    pub fn new_outbox(&self) -> Arc<Outbox> {
-        Outbox::new(self.config.queue_capacity, Some(Doorbell::current()))
+    pub fn new_outbox(&self, socket: Option<SocketHandle>) -> Arc<Outbox> {
+        Outbox::new(
+            self.config.queue_capacity,
+            Some(Doorbell::current()),
+            socket,
+        )
     }
 
     /// Registers a connection; the hub pushes its channels' events into `outbox`.

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod redis_bridge;
 pub mod session;
+pub mod socket;
 
 use std::sync::Arc;
 

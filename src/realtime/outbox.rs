@@ -21,12 +21,15 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_http::ws::{OpCode, Parser};
 use actix_ws::{CloseCode, CloseReason};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+
+use super::socket::SocketHandle;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,10 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     /// The doorbell of the worker whose dispatcher writes this outbox, if any.
     doorbell: Option<Arc<Doorbell>>,
+    /// The connection's socket, to cut off a client that does not read its close frame.
+    socket: Option<SocketHandle>,
+    /// Signalled when the body is dropped (the connection has ended).
+    ended: Notify,
 }
 
 #[derive(Default)]
@@ -59,12 +66,18 @@ struct Inner {
 
 impl Outbox {
     /// An outbox that holds at most `capacity` frames besides a final close frame, for a
-    /// connection served by the worker that rings `doorbell`.
-    pub fn new(capacity: usize, doorbell: Option<Arc<Doorbell>>) -> Arc<Outbox> {
+    /// connection served by the worker that rings `doorbell`, on `socket`.
+    pub fn new(
+        capacity: usize,
+        doorbell: Option<Arc<Doorbell>>,
+        socket: Option<SocketHandle>,
+    ) -> Arc<Outbox> {
         Arc::new(Outbox {
             capacity: capacity.max(1),
             inner: Mutex::default(),
             doorbell,
+            socket,
+            ended: Notify::new(),
         })
     }
 
@@ -149,6 +162,27 @@ impl Outbox {
         drop(inner);
         if let Some(waker) = waker {
             waker.wake();
+        }
+    }
+
+    /// Waits until the connection has ended (its body is gone) or `timeout` passes; in the
+    /// second case, shuts the socket down, so that the dispatcher stops waiting to write.
+    /// Used once a close frame is queued: a client that does not read it in time would
+    /// otherwise keep its socket (and kernel buffers) for as long as it likes, and outside
+    /// the per-user connection cap, since the hub has let it go. Call on the connection's
+    /// worker (the session's task).
+    pub async fn await_end(&self, timeout: Duration) {
+        let ended = self.ended.notified();
+        if self.lock().gone || tokio::time::timeout(timeout, ended).await.is_ok() {
+            return;
+        }
+        // Under the lock the body cannot be dropped: the socket is still the connection's.
+        let inner = self.lock();
+        if !inner.gone
+            && let Some(socket) = &self.socket
+        {
+            tracing::info!("closing the socket of a client that did not read its close frame");
+            socket.shut_down();
         }
     }
 
@@ -285,6 +319,8 @@ impl Drop for OutboxBody {
         inner.gone = true;
         inner.frames = VecDeque::new();
         inner.waker = None;
+        drop(inner);
+        self.outbox.ended.notify_one();
     }
 }
 
@@ -295,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_leave_together_in_order_and_close_ends_the_body() {
-        let outbox = Outbox::new(4, None);
+        let outbox = Outbox::new(4, None, None);
         let mut body = outbox.body();
         outbox.text("a").unwrap();
         outbox.text("bc").unwrap();
@@ -312,7 +348,7 @@ mod tests {
 
     #[tokio::test]
     async fn finish_writes_what_is_queued_then_ends() {
-        let outbox = Outbox::new(4, None);
+        let outbox = Outbox::new(4, None, None);
         let mut body = outbox.body();
         outbox.text("last").unwrap();
         outbox.finish();
@@ -322,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_full_outbox_refuses_and_a_dropped_body_refuses_everything() {
-        let outbox = Outbox::new(2, None);
+        let outbox = Outbox::new(2, None, None);
         let body = outbox.body();
         outbox.text("1").unwrap();
         outbox.ping().unwrap();

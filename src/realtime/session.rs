@@ -56,17 +56,21 @@ pub async fn run(
     // Boxed, like `on_message`: this task lives as long as the connection, and the set-up's
     // futures would otherwise stay inlined in every idle connection's task.
     let opened = Box::pin(open(&state, &outbox, &mut stream, header_auth, base_url)).await;
-    let Some((user, connection)) = opened else {
-        return;
-    };
-    let connection_id = connection.id;
-    let ending = Live::new(&state, &outbox, user, connection_id)
-        .run(&mut stream, connection)
-        .await;
-    Box::pin(state.events.hub().disconnect(connection_id)).await;
-    if let Some((code, description)) = ending {
-        outbox.close(code, description);
+    if let Some((user, connection)) = opened {
+        let connection_id = connection.id;
+        let ending = Live::new(&state, &outbox, user, connection_id)
+            .run(&mut stream, connection)
+            .await;
+        Box::pin(state.events.hub().disconnect(connection_id)).await;
+        if let Some((code, description)) = ending {
+            outbox.close(code, description);
+        }
     }
+    // The body ends after what is queued (a close frame, if any); a client that does not
+    // read it in time is cut off.
+    outbox.finish();
+    let timeout = Duration::from_secs(state.settings.ws_close_timeout_seconds);
+    Box::pin(outbox.await_end(timeout)).await;
 }
 
 /// Authenticates, sends `ready` and registers with the hub; `None` when the connection

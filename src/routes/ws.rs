@@ -1,5 +1,4 @@
 use std::any::Any;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use actix_web::body::BodyStream;
 use actix_web::dev::Extensions;
@@ -8,37 +7,17 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use super::base_url;
 use crate::auth::bearer_token;
 use crate::realtime::session::{self, MAX_FRAME_BYTES};
+use crate::realtime::socket::SocketHandle;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(connect);
 }
 
-/// The connection's socket, kept by `remember_socket` so that a WebSocket can size its
-/// send buffer.
-#[derive(Clone, Copy)]
-struct ConnectionSocket(RawFd);
-
-/// `HttpServer::on_connect`: notes each TCP connection's descriptor.
+/// `HttpServer::on_connect`: notes each TCP connection's socket, for its WebSocket.
 pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
     if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        data.insert(ConnectionSocket(tcp.as_raw_fd()));
-    }
-}
-
-/// Caps the kernel's send buffer of a WebSocket's connection. With autotuning, a client that
-/// stops reading parks megabytes in the kernel before its outbox fills and it is closed
-/// with 4008; capped (64 KiB), it is found out after about a thousand events. Downloads (other
-/// connections) keep autotuning.
-fn cap_send_buffer(req: &HttpRequest, bytes: usize) {
-    let Some(ConnectionSocket(fd)) = req.conn_data::<ConnectionSocket>().copied() else {
-        return;
-    };
-    // SAFETY: the descriptor belongs to the connection this request arrived on, which the
-    // dispatcher keeps open while its request is being handled (that is, now).
-    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-    if let Err(e) = socket2::SockRef::from(&socket).set_send_buffer_size(bytes) {
-        tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
+        data.insert(SocketHandle::of(tcp));
     }
 }
 
@@ -55,10 +34,16 @@ async fn connect(
     // actix-ws checks the handshake and parses the client's frames; what goes out is the
     // connection's outbox (see realtime::outbox), so actix-ws's own session is not used.
     let (response, _unused_session, stream) = actix_ws::handle(&req, body)?;
-    if state.settings.ws_send_buffer_bytes > 0 {
-        cap_send_buffer(&req, state.settings.ws_send_buffer_bytes);
+    let socket = req.conn_data::<SocketHandle>().copied();
+    // With the kernel's autotuning, a client that stops reading parks megabytes there before
+    // its outbox fills and it is closed with 4008; capped (64 KiB), it is found out after
+    // about a thousand events. Downloads (other connections) keep autotuning.
+    if let Some(socket) = socket
+        && state.settings.ws_send_buffer_bytes > 0
+    {
+        socket.cap_send_buffer(state.settings.ws_send_buffer_bytes);
     }
-    let outbox = state.events.hub().new_outbox();
+    let outbox = state.events.hub().new_outbox(socket);
     let response = response
         .set_body(BodyStream::new(outbox.body()))
         .map_into_boxed_body();

@@ -85,6 +85,28 @@ impl WsClient {
     }
 
     /// Reads until the server closes; returns the close code.
+    /// Connects with a tiny receive buffer, reads `ready`, and reads nothing more until told:
+    /// a client that has stopped reading.
+    pub async fn non_reader(app: &TestApp, user: &TestUser) -> WsClient {
+        let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        let mut request = format!("ws://127.0.0.1:{port}/api/ws")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", user.token).parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+        let mut client = WsClient { stream };
+        assert_eq!(client.next().await["type"], "ready");
+        client
+    }
+
     pub async fn closed(&mut self) -> u16 {
         loop {
             let message = tokio::time::timeout(WAIT, self.stream.next())
@@ -391,30 +413,18 @@ async fn concurrent_posts_arrive_everywhere_in_listing_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
-    let app = spawn_app_with(&[("WS_QUEUE_CAPACITY", "64")]).await;
+    // Time enough for the slow client to read its close frame at the end.
+    let app = spawn_app_with(&[
+        ("WS_QUEUE_CAPACITY", "64"),
+        ("WS_CLOSE_TIMEOUT_SECONDS", "300"),
+    ])
+    .await;
     let alice = app.register("alice").await;
     let slow_user = app.register("slowpoke").await;
     let channel = app.create_channel(&alice, "general", false).await;
     app.join(&slow_user, channel).await;
     let (mut reader, _) = WsClient::login(&app, &alice).await;
-
-    // A client with a tiny receive buffer that stops reading after `ready`.
-    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let mut request = format!("ws://127.0.0.1:{port}/api/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", slow_user.token).parse().unwrap(),
-    );
-    let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    let mut slow = WsClient { stream };
-    assert_eq!(slow.next().await["type"], "ready");
+    let mut slow = WsClient::non_reader(&app, &slow_user).await;
 
     let content = "x".repeat(4000);
     let total = 1500;
@@ -447,6 +457,47 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     );
     // When the slow client finally reads, what was queued ends with 4008.
     assert_eq!(slow.closed().await, 4008);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_close_frame_is_cut_off() {
+    let app = spawn_app_with(&[
+        ("WS_QUEUE_CAPACITY", "16"),
+        ("WS_SEND_BUFFER_BYTES", "4096"),
+        ("WS_CLOSE_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let alice = app.register("alice").await;
+    let slow_user = app.register("slowpoke").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    app.join(&slow_user, channel).await;
+    let mut slow = WsClient::non_reader(&app, &slow_user).await;
+
+    let stats = app.state.events.hub().stats();
+    let content = "x".repeat(4000);
+    let mut posted = 0;
+    while stats
+        .slow_disconnects
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(posted < 1000, "the non-reader was never closed as too slow");
+        app.post_message(&alice, channel, &content).await;
+        posted += 1;
+    }
+    // Its 4008 waits behind frames it does not read; after the close timeout the server
+    // shuts the socket down instead of keeping it open for as long as the client likes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    loop {
+        let message = tokio::time::timeout(WAIT, slow.stream.next())
+            .await
+            .expect("the socket ends in time");
+        match message {
+            Some(Ok(Message::Close(frame))) => panic!("the close frame was still sent: {frame:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
 }
 
 #[tokio::test]
