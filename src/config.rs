@@ -109,6 +109,11 @@ pub struct Settings {
     pub workers: usize,
     /// Download-link requests a user may make per minute.
     pub download_links_per_minute: u32,
+    /// Login attempts per username per minute (each costs an Argon2 hash).
+    pub login_attempts_per_minute: u32,
+    /// Password hashes computed at once; more wait, so a flood of logins cannot take every
+    /// core from everything else.
+    pub password_hash_concurrency: usize,
     /// How long a deleted file's object is kept before the sweeper removes it.
     pub file_purge_after_seconds: i64,
     /// Objects with no row are removed once older than this (a crash between put and commit).
@@ -237,6 +242,18 @@ impl Settings {
                 "DOWNLOAD_LINKS_PER_MINUTE",
                 60,
                 1..=100_000,
+            )?,
+            login_attempts_per_minute: parse_number(
+                &get,
+                "LOGIN_ATTEMPTS_PER_MINUTE",
+                10,
+                1..=100_000,
+            )?,
+            password_hash_concurrency: parse_number(
+                &get,
+                "PASSWORD_HASH_CONCURRENCY",
+                (default_workers() / 2).max(1),
+                1..=1024,
             )?,
             file_purge_after_seconds: parse_number(
                 &get,

@@ -3,20 +3,30 @@
 //! it behind the same interface).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-#[derive(Clone)]
-pub struct RateLimiter {
-    inner: Arc<Mutex<HashMap<i32, TokenBucket>>>,
+/// Keyed by user id unless said otherwise.
+pub struct RateLimiter<K = i32> {
+    inner: Arc<Mutex<HashMap<K, TokenBucket>>>,
     per_minute: u32,
+}
+
+impl<K> Clone for RateLimiter<K> {
+    fn clone(&self) -> Self {
+        RateLimiter {
+            inner: self.inner.clone(),
+            per_minute: self.per_minute,
+        }
+    }
 }
 
 /// Entries kept before idle (full) buckets are dropped, so memory stays bounded.
 const MAX_TRACKED: usize = 100_000;
 
-impl RateLimiter {
-    /// `per_minute` requests a minute per user, with bursts of up to `per_minute`.
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// `per_minute` requests a minute per key, with bursts of up to `per_minute`.
     pub fn per_minute(per_minute: u32) -> Self {
         RateLimiter {
             inner: Arc::default(),
@@ -25,14 +35,14 @@ impl RateLimiter {
     }
 
     /// `Ok` to go ahead, or `Err(seconds)` to wait before the next request.
-    pub fn check(&self, user_id: i32) -> Result<(), u64> {
+    pub fn check(&self, key: K) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED {
             buckets.retain(|_, bucket| !bucket.is_full(now));
         }
         buckets
-            .entry(user_id)
+            .entry(key)
             .or_insert_with(|| TokenBucket::per_minute(self.per_minute))
             .take(now)
     }

@@ -108,6 +108,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
         links,
         download_limiter: RateLimiter::per_minute(settings.download_links_per_minute),
+        login_limiter: RateLimiter::per_minute(settings.login_attempts_per_minute),
+        password_hashing: Arc::new(tokio::sync::Semaphore::new(
+            settings.password_hash_concurrency,
+        )),
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
         events: EventBus::new(hub, redis),
         store,

@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::auth::TokenService;
 use crate::config::Settings;
 use crate::db::Db;
@@ -19,5 +21,9 @@ pub struct AppState {
     pub tokens: TokenService,
     pub links: DownloadLinks,
     pub download_limiter: RateLimiter,
+    /// Keyed by username.
+    pub login_limiter: RateLimiter<String>,
+    /// Permits to hash a password (`PASSWORD_HASH_CONCURRENCY`).
+    pub password_hashing: Arc<Semaphore>,
     pub events: EventBus,
 }

@@ -40,7 +40,10 @@ async fn register(
     validate_password(&password)?;
     let display_name = clean_display_name(display_name.as_deref().unwrap_or(&username))?;
 
-    let hash = blocking(move || passwords::hash(&password).map_err(AppError::from)).await?;
+    let hash = hashing(&state, move || {
+        passwords::hash(&password).map_err(AppError::from)
+    })
+    .await?;
     let user = state
         .db
         .run(move |conn| {
@@ -68,11 +71,20 @@ async fn login(
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(invalid());
     }
+    // Guessing one account's password is slowed per username (usernames are at most 32
+    // bytes: a longer key is no account, and bounds what the limiter holds).
+    let key: String = username.chars().take(33).collect();
+    state
+        .login_limiter
+        .check(key)
+        .map_err(|retry_after_seconds| AppError::RateLimited {
+            retry_after_seconds,
+        })?;
     let found = state
         .db
         .run(move |conn| Ok(db::users::find_credentials(conn, &username)?))
         .await?;
-    let user = blocking(move || {
+    let user = hashing(&state, move || {
         Ok(match found {
             Some((user, hash)) if passwords::verify(&password, &hash) => Some(user),
             Some(_) => None,
@@ -104,9 +116,18 @@ fn session(state: &AppState, user: User) -> Result<serde_json::Value, AppError> 
 }
 
 /// CPU-heavy work (password hashing) off the async threads.
-async fn blocking<T: Send + 'static>(
+/// Runs password hashing (Argon2, deliberately slow) on the blocking pool, at most
+/// `PASSWORD_HASH_CONCURRENCY` at a time: a flood of logins waits here instead of taking
+/// every core from the rest of the server.
+async fn hashing<T: Send + 'static>(
+    state: &AppState,
     work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
+    let _permit = state
+        .password_hashing
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing closed: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?

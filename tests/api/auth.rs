@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, expect_error, expect_json, spawn_app};
+use crate::helpers::{PASSWORD, expect_error, expect_json, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn register_login_and_me() {
@@ -159,4 +159,32 @@ async fn malformed_json_and_wrong_content_type_are_400_with_the_error_body() {
         .await
         .unwrap();
     expect_error(wrong_shape, StatusCode::BAD_REQUEST, "bad_request").await;
+}
+
+#[tokio::test]
+async fn repeated_logins_for_one_username_are_rate_limited() {
+    let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await;
+    app.register("alice").await;
+    let login = |username: &str, password: &str| {
+        app.client
+            .post(app.url("/api/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+    };
+    for _ in 0..3 {
+        let response = login("alice", "wrong password").await.unwrap();
+        expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // The right password too: the limit is on attempts, not on failures.
+    let limited = login("alice", PASSWORD).await.unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Other usernames are not affected.
+    let other = login("bob", PASSWORD).await.unwrap();
+    expect_error(other, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
