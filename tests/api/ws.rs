@@ -419,10 +419,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
         ("WS_CLOSE_TIMEOUT_SECONDS", "300"),
     ])
     .await;
-    let alice = app.register("alice").await;
-    let slow_user = app.register("slowpoke").await;
-    let channel = app.create_channel(&alice, "general", false).await;
-    app.join(&slow_user, channel).await;
+    let (alice, slow_user, channel) = app.two_members().await;
     let (mut reader, _) = WsClient::login(&app, &alice).await;
     let mut slow = WsClient::non_reader(&app, &slow_user).await;
 
@@ -467,10 +464,7 @@ async fn a_client_that_does_not_read_its_close_frame_is_cut_off() {
         ("WS_CLOSE_TIMEOUT_SECONDS", "1"),
     ])
     .await;
-    let alice = app.register("alice").await;
-    let slow_user = app.register("slowpoke").await;
-    let channel = app.create_channel(&alice, "general", false).await;
-    app.join(&slow_user, channel).await;
+    let (alice, slow_user, channel) = app.two_members().await;
     let mut slow = WsClient::non_reader(&app, &slow_user).await;
 
     let stats = app.state.events.hub().stats();
