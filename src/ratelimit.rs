@@ -7,6 +7,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::error::AppError;
+
 /// Keyed by user id unless said otherwise.
 pub struct RateLimiter<K = i32> {
     inner: Arc<Mutex<HashMap<K, TokenBucket>>>,
@@ -45,6 +47,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
             .entry(key)
             .or_insert_with(|| TokenBucket::per_minute(self.per_minute))
             .take(now)
+    }
+
+    /// `check` as a handler needs it: a refusal is `429 rate_limited` with `Retry-After`.
+    pub fn admit(&self, key: K) -> Result<(), AppError> {
+        self.check(key)
+            .map_err(|retry_after_seconds| AppError::RateLimited {
+                retry_after_seconds,
+            })
     }
 }
 

@@ -74,12 +74,7 @@ async fn login(
     // Guessing one account's password is slowed per username (usernames are at most 32
     // bytes: a longer key is no account, and bounds what the limiter holds).
     let key: String = username.chars().take(33).collect();
-    state
-        .login_limiter
-        .check(key)
-        .map_err(|retry_after_seconds| AppError::RateLimited {
-            retry_after_seconds,
-        })?;
+    state.login_limiter.admit(key)?;
     let found = state
         .db
         .run(move |conn| Ok(db::users::find_credentials(conn, &username)?))
@@ -115,7 +110,6 @@ fn session(state: &AppState, user: User) -> Result<serde_json::Value, AppError> 
     Ok(json!({ "token": issued.token, "expires_at": expires_at, "user": user }))
 }
 
-/// CPU-heavy work (password hashing) off the async threads.
 /// Runs password hashing (Argon2, deliberately slow) on the blocking pool, at most
 /// `PASSWORD_HASH_CONCURRENCY` at a time: a flood of logins waits here instead of taking
 /// every core from the rest of the server.

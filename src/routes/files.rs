@@ -130,12 +130,7 @@ async fn download_link(
     auth: AuthUser,
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
-    state
-        .download_limiter
-        .check(auth.id)
-        .map_err(|retry_after_seconds| AppError::RateLimited {
-            retry_after_seconds,
-        })?;
+    state.download_limiter.admit(auth.id)?;
     let file_id = path.into_inner();
     let file = state
         .db
