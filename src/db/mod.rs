@@ -170,11 +170,43 @@ pub fn allocate_event_seq(
     channel_id: i32,
     count: i64,
 ) -> QueryResult<i64> {
-    use schema::channels;
-    let last: i64 =
-        crate::per_backend!(conn, |c| diesel::update(channels::table.find(channel_id))
-            .set(channels::event_seq.eq(channels::event_seq + count))
-            .returning(channels::event_seq)
-            .get_result(c))?;
+    let query = AdvanceEventSeq { channel_id, count };
+    let last: i64 = crate::per_backend!(conn, |c| query.get_result(c))?;
     Ok(last - count + 1)
 }
+
+/// `UPDATE channels SET event_seq = event_seq + count WHERE id = channel_id RETURNING
+/// event_seq`, written out because diesel never caches a prepared `UPDATE` (its SET list
+/// could vary), and this one runs in every write that announces an event: as its own
+/// fixed-SQL query it is prepared once per connection.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct AdvanceEventSeq {
+    channel_id: i32,
+    count: i64,
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for AdvanceEventSeq
+where
+    DB: diesel::backend::Backend,
+    i32: diesel::serialize::ToSql<diesel::sql_types::Integer, DB>,
+    i64: diesel::serialize::ToSql<diesel::sql_types::BigInt, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        // Names from schema.rs (`channels`, `event_seq`, `id`).
+        out.push_sql("UPDATE channels SET event_seq = event_seq + ");
+        out.push_bind_param::<diesel::sql_types::BigInt, _>(&self.count)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<diesel::sql_types::Integer, _>(&self.channel_id)?;
+        out.push_sql(" RETURNING event_seq");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::Query for AdvanceEventSeq {
+    type SqlType = diesel::sql_types::BigInt;
+}
+
+impl<C> RunQueryDsl<C> for AdvanceEventSeq {}
