@@ -82,7 +82,7 @@ async fn purge_deleted(state: &AppState) -> Result<usize, AppError> {
     for (id, key) in due {
         let claimed = state
             .db
-            .run(move |conn| Ok(db::files::claim_purge(conn, id)?))
+            .write(move |conn| Ok(db::files::claim_purge(conn, id)?))
             .await?;
         if !claimed {
             continue; // another instance has it
@@ -90,7 +90,7 @@ async fn purge_deleted(state: &AppState) -> Result<usize, AppError> {
         if let Err(e) = state.store.delete(&key).await {
             state
                 .db
-                .run(move |conn| Ok(db::files::release_purge(conn, id)?))
+                .write(move |conn| Ok(db::files::release_purge(conn, id)?))
                 .await?;
             return Err(e);
         }

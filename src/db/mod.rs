@@ -9,6 +9,7 @@ pub mod messages;
 pub mod models;
 pub mod schema;
 pub mod users;
+mod writer;
 
 use std::time::Duration;
 
@@ -85,10 +86,13 @@ impl ManageConnection for ConnectionManager {
 
 pub type Pool = r2d2::Pool<ConnectionManager>;
 
-/// The pool plus a way to run queries off the async threads.
+/// The pool plus a way to run queries off the async threads. Writes go through
+/// [`Db::write`]: on SQLite to the one writer thread (see `writer.rs`), on PostgreSQL to
+/// the pool like everything else.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    writer: Option<writer::Writer>,
     backend: &'static str,
 }
 
@@ -104,16 +108,24 @@ impl Db {
             DatabaseTarget::Postgres(_) => 16,
             DatabaseTarget::Sqlite(_) => 8,
         };
+        let manager = ConnectionManager {
+            target: target.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
             .connection_timeout(Duration::from_secs(5))
             .test_on_check_out(false)
-            .build(ConnectionManager {
-                target: target.clone(),
-            })
+            .build(manager.clone())
             .with_context(|| format!("connecting to the {} database", target.backend_name()))?;
+        let writer = match target {
+            DatabaseTarget::Postgres(_) => None,
+            DatabaseTarget::Sqlite(_) => {
+                Some(writer::Writer::start(manager).context("starting the SQLite writer")?)
+            }
+        };
         Ok(Db {
             pool,
+            writer,
             backend: target.backend_name(),
         })
     }
@@ -135,6 +147,20 @@ impl Db {
         })
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("database task failed: {e}")))?
+    }
+
+    /// Runs `work` as one transaction that writes: all of it commits or none of it does.
+    /// The result comes back after the commit, so events announced after this returns are
+    /// durable.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(work).await,
+            None => self.run(move |conn| conn.transaction(work)).await,
+        }
     }
 
     /// Applies pending migrations; returns how many ran.

@@ -46,7 +46,7 @@ async fn register(
     .await?;
     let user = state
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             db::users::insert(conn, &username, &display_name, &hash).map_err(|e| {
                 match AppError::from(e) {
                     AppError::Conflict { .. } => {

@@ -1,5 +1,4 @@
 use actix_web::{HttpResponse, delete, get, post, web};
-use diesel::Connection;
 use serde::Deserialize;
 
 use super::is_unsafe_display_char;
@@ -54,7 +53,7 @@ async fn create(
     }
     let (channel, seq, owner) = state
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             let (channel, seq) = db::channels::create(conn, &name, is_private, auth.id)?;
             Ok((channel, seq, db::users::find(conn, auth.id)?))
         })
@@ -127,12 +126,10 @@ async fn join(
     }
     let joined = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-                db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
-                Ok::<_, AppError>((seq, db::users::find(conn, auth.id)?))
-            })
+        .write(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
+            Ok((seq, db::users::find(conn, auth.id)?))
         })
         .await;
     match joined {
@@ -162,18 +159,15 @@ async fn add_member(
     let already = || AppError::conflict("already_member", "that user is already a member");
     let (seq, user) = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-                db::channels::find_for_member(conn, channel_id, auth.id)?;
-                let user =
-                    db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
-                if db::channels::is_member(conn, channel_id, user.id)? {
-                    return Err(already());
-                }
-                db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)?;
-                Ok((seq, user))
-            })
+        .write(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            db::channels::find_for_member(conn, channel_id, auth.id)?;
+            let user = db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
+            if db::channels::is_member(conn, channel_id, user.id)? {
+                return Err(already());
+            }
+            db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)?;
+            Ok((seq, user))
         })
         .await
         .map_err(|e| match e {
@@ -196,14 +190,12 @@ async fn leave(
     let channel_id = path.into_inner();
     let (seq, user) = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-                if !db::channels::remove_member(conn, channel_id, auth.id)? {
-                    return Err(AppError::NotFound);
-                }
-                Ok((seq, db::users::find(conn, auth.id)?))
-            })
+        .write(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            if !db::channels::remove_member(conn, channel_id, auth.id)? {
+                return Err(AppError::NotFound);
+            }
+            Ok((seq, db::users::find(conn, auth.id)?))
         })
         .await?;
     state

@@ -3,7 +3,6 @@ use actix_web::http::header::{
     self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
 };
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use diesel::Connection;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -81,13 +80,11 @@ async fn upload(
     let stored = pending.files.clone();
     let inserted = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
-                db::channels::find_for_member(conn, channel_id, auth.id)?;
-                let files = db::files::insert_all(conn, message_id, channel_id, auth.id, &stored)?;
-                Ok::<_, AppError>((seq, files))
-            })
+        .write(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
+            db::channels::find_for_member(conn, channel_id, auth.id)?;
+            let files = db::files::insert_all(conn, message_id, channel_id, auth.id, &stored)?;
+            Ok((seq, files))
         })
         .await;
     let (seq, files) = match inserted {
@@ -134,7 +131,7 @@ async fn download_link(
     let file_id = path.into_inner();
     let file = state
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             let file = db::files::find_visible(conn, file_id, auth.id)?;
             db::files::record_download(conn, file_id)?;
             Ok(file)
@@ -240,16 +237,14 @@ async fn remove(
     let channel_id = file.channel_id;
     let seq = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-                // Checked again under the channel's lock: the uploader may have just left.
-                db::files::find_visible(conn, file_id, auth.id)?;
-                if !db::files::soft_delete(conn, file_id)? {
-                    return Err(AppError::NotFound);
-                }
-                Ok(seq)
-            })
+        .write(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            // Checked again under the channel's lock: the uploader may have just left.
+            db::files::find_visible(conn, file_id, auth.id)?;
+            if !db::files::soft_delete(conn, file_id)? {
+                return Err(AppError::NotFound);
+            }
+            Ok(seq)
         })
         .await?;
     let deleted = Event::FileDeleted {

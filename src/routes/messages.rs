@@ -1,5 +1,4 @@
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use diesel::Connection;
 use serde::Deserialize;
 
 use super::base_url;
@@ -142,16 +141,14 @@ pub async fn post_message(
 ) -> Result<MessageParts, AppError> {
     let (seq, row, user, files) = state
         .db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                // One event for the message, one per file.
-                let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
-                db::channels::find_for_member(conn, channel_id, user_id)?;
-                let row = db::messages::insert(conn, channel_id, user_id, &content)?;
-                let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
-                let user = db::users::find(conn, user_id)?;
-                Ok::<_, AppError>((seq, row, user, files))
-            })
+        .write(move |conn| {
+            // One event for the message, one per file.
+            let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
+            db::channels::find_for_member(conn, channel_id, user_id)?;
+            let row = db::messages::insert(conn, channel_id, user_id, &content)?;
+            let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
+            let user = db::users::find(conn, user_id)?;
+            Ok((seq, row, user, files))
         })
         .await?;
     let created = Event::MessageCreated {

@@ -11,4 +11,5 @@ mod messages;
 mod migrations;
 mod s3;
 mod tokens;
+mod writes;
 mod ws;

@@ -1,0 +1,85 @@
+//! Database writes through `Db::write`: each is all or nothing, also when SQLite's writer
+//! commits several together.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chatserver::db::{self, Db};
+use chatserver::error::AppError;
+
+use crate::helpers::spawn_app;
+
+async fn add_user(db: &Db, name: &'static str, then_fail: bool) -> Result<i32, AppError> {
+    db.write(move |conn| {
+        let user = db::users::insert(conn, name, name, "not-a-hash")?;
+        if then_fail {
+            return Err(AppError::NotFound);
+        }
+        Ok(user.id)
+    })
+    .await
+}
+
+async fn user_exists(db: &Db, name: &'static str) -> bool {
+    db.run(move |conn| Ok(db::users::find_by_username(conn, name)?))
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_failing_write_rolls_back_alone_when_writes_commit_together() {
+    let app = spawn_app().await;
+    let db = app.state.db.clone();
+    add_user(&db, "existing", false).await.unwrap();
+
+    // Hold the first write inside the database until the others are queued behind it, so
+    // that (on SQLite) they go to the writer as one batch.
+    let (started, has_started) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let first = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.write(move |conn| {
+                started.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(db::users::insert(conn, "held", "held", "not-a-hash")?.id)
+            })
+            .await
+        }
+    });
+    tokio::task::spawn_blocking(move || has_started.recv().unwrap())
+        .await
+        .unwrap();
+    let queued = tokio::spawn({
+        let db = db.clone();
+        async move {
+            tokio::join!(
+                add_user(&db, "before", false),
+                add_user(&db, "failing", true),
+                add_user(&db, "after", false),
+                // A unique violation inside the batch: also fails alone.
+                add_user(&db, "existing", false),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+
+    assert!(first.await.unwrap().is_ok());
+    let (before, failing, after, duplicate) = queued.await.unwrap();
+    assert!(before.is_ok(), "{before:?}");
+    assert!(matches!(failing, Err(AppError::NotFound)), "{failing:?}");
+    assert!(after.is_ok(), "{after:?}");
+    assert!(
+        matches!(duplicate, Err(AppError::Conflict { .. })),
+        "{duplicate:?}"
+    );
+    for name in ["held", "before", "after", "existing"] {
+        assert!(user_exists(&db, name).await, "{name} was committed");
+    }
+    assert!(
+        !user_exists(&db, "failing").await,
+        "the failed write left its row behind"
+    );
+}
