@@ -11,8 +11,16 @@
 //! caller that publishes an event after `Db::write` returns still publishes only what is
 //! durable. Other processes (the `gc` command, an operator's shell) still meet the busy
 //! timeout, as before.
+//!
+//! With `synchronous = NORMAL` a WAL commit does not fsync; only checkpoints do. A second
+//! thread checkpoints every second (`PASSIVE`: it never blocks the writer), and the writer
+//! itself never does, so no write waits for the disk.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::r2d2::ManageConnection;
@@ -26,6 +34,8 @@ use crate::error::AppError;
 const MAX_BATCH: usize = 64;
 /// Writes waiting for the writer at most; callers beyond it wait to enqueue.
 const QUEUE: usize = 1024;
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A queued write. Given the batch's connection (or why there is none), it runs and leaves
 /// behind what answers its caller once the batch has committed (or failed to).
@@ -36,17 +46,28 @@ type Settle = Box<dyn FnOnce(Result<(), &str>) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Dropped with the last handle: the checkpointer stops.
+    _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 impl Writer {
-    /// Starts the writer thread. Its connection is opened on first use (and again after a
-    /// failure), so a database that is away fails the writes, not the start.
+    /// Starts the writer thread and the checkpointer. Connections are opened on first use
+    /// (and again after a failure), so a database that is away fails the writes, not the
+    /// start.
     pub fn start(manager: ConnectionManager) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let writer_manager = manager.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(manager, queue))?;
-        Ok(Writer { jobs })
+            .spawn(move || run(writer_manager, queue))?;
+        let (checkpoints, stop) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_every(CHECKPOINT_INTERVAL, manager, stop))?;
+        Ok(Writer {
+            jobs,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Runs `work` in its own savepoint of the next batch; returns its result once the
@@ -83,7 +104,7 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
         let connection = match conn.as_mut() {
             Some(c) => c,
-            None => match manager.connect() {
+            None => match open_writer(&manager) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     tracing::error!(error = %e, "the database writer cannot connect");
@@ -103,6 +124,43 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
                 batch.clear();
                 conn = None;
             }
+        }
+    }
+}
+
+/// The writer's connection. It never checkpoints: SQLite would otherwise do it inside the
+/// commit that fills the log past 1,000 pages, and that commit (and every write queued
+/// behind it) would wait for the checkpoint's fsyncs. The checkpointer does it instead.
+fn open_writer(manager: &ConnectionManager) -> Result<AnyConnection, diesel::r2d2::Error> {
+    let mut conn = manager.connect()?;
+    conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
+        .map_err(diesel::r2d2::Error::QueryError)?;
+    Ok(conn)
+}
+
+/// Copies the log back into the database every `interval` with a passive checkpoint,
+/// which never blocks the writer (nor readers), until `stop` is disconnected.
+fn checkpoint_every(
+    interval: Duration,
+    manager: ConnectionManager,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    let mut conn: Option<AnyConnection> = None;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+        let checkpointed = match conn.as_mut() {
+            Some(c) => c,
+            None => match manager.connect() {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the WAL checkpointer cannot connect");
+                    continue;
+                }
+            },
+        }
+        .batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
+        if let Err(e) = checkpointed {
+            tracing::warn!(error = %e, "checkpointing the WAL failed");
+            conn = None;
         }
     }
 }

@@ -213,6 +213,13 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The SQLite database file, when the tests run on SQLite.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        self.database_url
+            .strip_prefix("sqlite://")
+            .map(std::path::PathBuf::from)
+    }
+
     pub fn backend(&self) -> &'static str {
         if self.postgres.is_some() {
             "postgres"

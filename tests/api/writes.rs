@@ -83,3 +83,31 @@ async fn a_failing_write_rolls_back_alone_when_writes_commit_together() {
         "the failed write left its row behind"
     );
 }
+
+/// The writer never checkpoints (a commit would wait for the checkpoint's fsyncs); the
+/// checkpointer thread must, or the log would grow for as long as the server runs.
+#[tokio::test]
+async fn the_write_ahead_log_is_checkpointed_in_the_background() {
+    let app = spawn_app().await;
+    let Some(file) = app.sqlite_file() else {
+        return; // PostgreSQL: no WAL file of ours
+    };
+    let (owner, _, channel_id) = app.two_members().await;
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    // ~1 MiB of messages: far below SQLite's own checkpoint threshold (1,000 pages).
+    let content = "x".repeat(4000);
+    for _ in 0..250 {
+        app.post_message(&owner, channel_id, &content).await;
+    }
+    let mut waited = Duration::ZERO;
+    while size() < before + 1_000_000 {
+        assert!(
+            waited < Duration::from_secs(30),
+            "the database file stayed at {} bytes: the log was never checkpointed",
+            size()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+}
