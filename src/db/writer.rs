@@ -20,10 +20,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
-use diesel::r2d2::ManageConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{self, ManageConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AnyConnection, ConnectionManager};
@@ -102,16 +100,13 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
     let mut conn: Option<AnyConnection> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        let connection = match conn.as_mut() {
-            Some(c) => c,
-            None => match open_writer(&manager) {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "the database writer cannot connect");
-                    refuse(&mut batch, &e.to_string());
-                    continue;
-                }
-            },
+        let connection = match open_if_closed(&mut conn, || open_writer(&manager)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the database writer cannot connect");
+                refuse(&mut batch, &e.to_string());
+                continue;
+            }
         };
         // After a failed batch the connection may be mid-transaction or its transaction
         // state broken: drop it (closing rolls back) and open a new one for the next batch.
@@ -128,13 +123,25 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
+/// The connection in `slot`, opened with `open` if there is none (at first, or after a
+/// failure dropped it).
+fn open_if_closed(
+    slot: &mut Option<AnyConnection>,
+    open: impl FnOnce() -> Result<AnyConnection, r2d2::Error>,
+) -> Result<&mut AnyConnection, r2d2::Error> {
+    if slot.is_none() {
+        *slot = Some(open()?);
+    }
+    Ok(slot.as_mut().expect("opened above"))
+}
+
 /// The writer's connection. It never checkpoints: SQLite would otherwise do it inside the
 /// commit that fills the log past 1,000 pages, and that commit (and every write queued
 /// behind it) would wait for the checkpoint's fsyncs. The checkpointer does it instead.
-fn open_writer(manager: &ConnectionManager) -> Result<AnyConnection, diesel::r2d2::Error> {
+fn open_writer(manager: &ConnectionManager) -> Result<AnyConnection, r2d2::Error> {
     let mut conn = manager.connect()?;
     conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
-        .map_err(diesel::r2d2::Error::QueryError)?;
+        .map_err(r2d2::Error::QueryError)?;
     Ok(conn)
 }
 
@@ -147,18 +154,14 @@ fn checkpoint_every(
 ) {
     let mut conn: Option<AnyConnection> = None;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        let checkpointed = match conn.as_mut() {
-            Some(c) => c,
-            None => match manager.connect() {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the WAL checkpointer cannot connect");
-                    continue;
-                }
-            },
-        }
-        .batch_execute("PRAGMA wal_checkpoint(PASSIVE)");
-        if let Err(e) = checkpointed {
+        let connection = match open_if_closed(&mut conn, || manager.connect()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the WAL checkpointer cannot connect");
+                continue;
+            }
+        };
+        if let Err(e) = connection.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
             tracing::warn!(error = %e, "checkpointing the WAL failed");
             conn = None;
         }
