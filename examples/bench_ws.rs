@@ -1554,10 +1554,7 @@ async fn seed(database_url: &str, plan: &Plan) -> anyhow::Result<Population> {
     let (idle_users, shapes, non_readers) =
         (plan.idle_users, plan.shapes.clone(), plan.non_readers);
     let seeded = db
-        .run(move |conn| {
-            conn.transaction(|conn| seed_rows(conn, idle_users, &shapes, non_readers))
-                .map_err(Into::into)
-        })
+        .write(move |conn| Ok(seed_rows(conn, idle_users, &shapes, non_readers)?))
         .await
         .map_err(|e| anyhow!("seeding the database: {e}"))?;
 

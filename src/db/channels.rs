@@ -8,28 +8,27 @@ pub const ROLE_OWNER: &str = "owner";
 pub const ROLE_MEMBER: &str = "member";
 
 /// Creates the channel with its creator as owner and first member; returns it with the
-/// event number of that first membership.
+/// event number of that first membership. Call inside `Db::write`, which makes it one
+/// transaction.
 pub fn create(
     conn: &mut AnyConnection,
     name: &str,
     is_private: bool,
     owner_id: i32,
 ) -> QueryResult<(Channel, i64)> {
-    conn.transaction(|conn| {
-        let values = (
-            channels::name.eq(name),
-            channels::is_private.eq(is_private),
-            channels::created_by.eq(owner_id),
-            channels::created_at.eq(now()),
-        );
-        let channel = crate::per_backend!(conn, |c| diesel::insert_into(channels::table)
-            .values(values)
-            .returning(Channel::as_returning())
-            .get_result(c))?;
-        add_member(conn, channel.id, owner_id, ROLE_OWNER)?;
-        let seq = super::allocate_event_seq(conn, channel.id, 1)?;
-        Ok((channel, seq))
-    })
+    let values = (
+        channels::name.eq(name),
+        channels::is_private.eq(is_private),
+        channels::created_by.eq(owner_id),
+        channels::created_at.eq(now()),
+    );
+    let channel = crate::per_backend!(conn, |c| diesel::insert_into(channels::table)
+        .values(values)
+        .returning(Channel::as_returning())
+        .get_result(c))?;
+    add_member(conn, channel.id, owner_id, ROLE_OWNER)?;
+    let seq = super::allocate_event_seq(conn, channel.id, 1)?;
+    Ok((channel, seq))
 }
 
 pub fn find(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<Channel> {

@@ -186,11 +186,11 @@ impl Db {
 
 /// Takes the next `count` numbers of the channel's event sequence and returns the first.
 ///
-/// Call first inside the transaction that makes the change (on SQLite a transaction that
-/// reads before its first write cannot wait for the write lock). The update locks the row
-/// until commit (SQLite serialises all writers anyway), which also makes message ids in a
-/// channel commit in id order: PostgreSQL hands out SERIAL ids at insert time, so without
-/// the lock a client paging with `after=` could skip a message committed late.
+/// Call first inside the `Db::write` that makes the change (for a new channel, once it
+/// exists). The update locks the row until commit (SQLite serialises all writers anyway),
+/// which also makes message ids in a channel commit in id order: PostgreSQL hands out
+/// SERIAL ids at insert time, so without the lock a client paging with `after=` could skip
+/// a message committed late.
 pub fn allocate_event_seq(
     conn: &mut AnyConnection,
     channel_id: i32,
