@@ -63,6 +63,10 @@ impl DatabaseTarget {
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
     pub fn expose(&self) -> &[u8] {
         &self.0
     }

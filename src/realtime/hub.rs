@@ -8,8 +8,16 @@
 //!
 //! Ordering: numbered events of a channel are delivered in number order (commit order). An
 //! event that arrives early waits for the ones before it, for at most `GAP_WAIT` (its
-//! predecessor's publisher may have died after committing); numbers already passed are
-//! dropped, which also removes duplicates.
+//! predecessor's publisher may have died after committing, or Redis lost it); numbers already
+//! passed are dropped, which also removes duplicates. When the hub gives up on a missing
+//! event, the channel's connections are closed with 4009: they missed something (perhaps a
+//! member leaving), and reconnecting and fetching `?after=` is how a client catches up.
+//!
+//! Joining the stream: a session reads the user's channels (with each channel's event number)
+//! from the database, then connects. Events that pass between the two would be lost to it, a
+//! join or a leave of the user's own included, so the hub remembers the last number of every
+//! channel and the user's membership changes for `RECENT_FOR`, and applies what the session's
+//! snapshot is older than.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,11 +33,16 @@ use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
 /// How long an early event waits for a missing predecessor.
-const GAP_WAIT: Duration = Duration::from_secs(1);
+const GAP_WAIT: Duration = Duration::from_secs(2);
+/// How long the hub remembers what passed, for sessions whose snapshot is older.
+const RECENT_FOR: Duration = Duration::from_secs(60);
 const COMMAND_QUEUE: usize = 65_536;
 const TAP_CAPACITY: usize = 8192;
 
 pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// Events of a followed channel were lost: reconnect and catch up with `?after=`.
+pub const CLOSE_RESYNC: u16 = 4009;
+pub const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
@@ -43,14 +56,16 @@ pub struct HubConfig {
 pub struct HubStats {
     pub connections: AtomicU64,
     pub slow_disconnects: AtomicU64,
+    /// Connections closed because events they should have had were lost.
+    pub resync_disconnects: AtomicU64,
     pub frames_queued: AtomicU64,
 }
 
 /// A connection as the session sees it.
 pub struct Connection {
     pub id: u64,
-    /// Fires with a close code when the hub drops the connection.
-    pub kicked: oneshot::Receiver<u16>,
+    /// Fires with a close code and reason when the hub drops the connection.
+    pub kicked: oneshot::Receiver<(u16, &'static str)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +74,8 @@ pub enum ConnectError {
     TooManyConnections,
     #[error("the hub has stopped")]
     Stopped,
+    #[error("the connection closed before it was registered")]
+    Gone,
 }
 
 enum Command {
@@ -107,6 +124,7 @@ impl Hub {
             channels: HashMap::new(),
             users: HashMap::new(),
             waiting: HashSet::new(),
+            recent: Recent::default(),
         };
         tokio::spawn(state.run(receiver));
         Hub {
@@ -127,7 +145,9 @@ impl Hub {
         )
     }
 
-    /// Registers a connection; the hub pushes its channels' events into `outbox`.
+    /// Registers a connection; the hub queues `ready` (with the channels it follows) and then
+    /// its channels' events into `outbox`. `subscriptions` is the user's channels, each with
+    /// its event number when read.
     pub async fn connect(
         &self,
         user_id: i32,
@@ -195,7 +215,7 @@ struct ConnectionEntry {
     user_id: i32,
     base_url: Arc<str>,
     outbox: Arc<Outbox>,
-    kick: Option<oneshot::Sender<u16>>,
+    kick: Option<oneshot::Sender<(u16, &'static str)>>,
     channels: HashSet<i32>,
 }
 
@@ -219,12 +239,55 @@ struct State {
     users: HashMap<i32, HashSet<u64>>,
     /// Channels with events waiting for a predecessor.
     waiting: HashSet<i32>,
+    recent: Recent,
+}
+
+/// What the hub delivered lately, for sessions whose snapshot of the user's channels is
+/// older than the hub's view.
+#[derive(Default)]
+struct Recent {
+    /// The last event number delivered in channels nobody here follows.
+    seqs: HashMap<i32, (i64, Instant)>,
+    /// Joins (true) and leaves (false), by user: (channel, event number, joined, when).
+    memberships: HashMap<i32, Vec<(i32, i64, bool, Instant)>>,
+}
+
+impl Recent {
+    fn forget_before(&mut self, horizon: Instant) {
+        self.seqs.retain(|_, (_, at)| *at >= horizon);
+        self.memberships.retain(|_, changes| {
+            changes.retain(|change| change.3 >= horizon);
+            !changes.is_empty()
+        });
+    }
+
+    /// The user's latest membership change per channel since the snapshot: (channel,
+    /// joined), for changes numbered after the channel's snapshot (or in channels the
+    /// snapshot does not have, which it predates).
+    fn changes_since(&self, user_id: i32, snapshot: &[(i32, i64)]) -> Vec<(i32, bool)> {
+        let mut latest: BTreeMap<i32, (i64, bool)> = BTreeMap::new();
+        for &(channel_id, seq, joined, _) in self.memberships.get(&user_id).into_iter().flatten() {
+            let newer = snapshot
+                .iter()
+                .find(|(id, _)| *id == channel_id)
+                .is_none_or(|(_, seen)| seq > *seen);
+            if newer && latest.get(&channel_id).is_none_or(|(s, _)| seq > *s) {
+                latest.insert(channel_id, (seq, joined));
+            }
+        }
+        latest
+            .into_iter()
+            .map(|(c, (_, joined))| (c, joined))
+            .collect()
+    }
 }
 
 impl State {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut pruner = tokio::time::interval(RECENT_FOR / 4);
+        pruner.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -232,6 +295,7 @@ impl State {
                     None => return,
                 },
                 _ = ticker.tick(), if !self.waiting.is_empty() => self.release_stale(),
+                _ = pruner.tick() => self.recent.forget_before(Instant::now() - RECENT_FOR),
             }
         }
     }
@@ -269,7 +333,7 @@ impl State {
     fn connect(
         &mut self,
         user_id: i32,
-        subscriptions: Vec<(i32, i64)>,
+        snapshot: Vec<(i32, i64)>,
         base_url: Arc<str>,
         outbox: Arc<Outbox>,
     ) -> Result<Connection, ConnectError> {
@@ -277,18 +341,38 @@ impl State {
         if existing >= self.config.max_connections_per_user {
             return Err(ConnectError::TooManyConnections);
         }
+        // The snapshot, corrected by the user's joins and leaves that passed since.
+        let changes = self.recent.changes_since(user_id, &snapshot);
+        let left = |channel_id: i32| changes.contains(&(channel_id, false));
+        let mut follows: Vec<(i32, i64)> = snapshot
+            .into_iter()
+            .filter(|(channel_id, _)| !left(*channel_id))
+            .collect();
+        for &(channel_id, joined) in &changes {
+            if joined && !follows.iter().any(|(id, _)| *id == channel_id) {
+                follows.push((channel_id, 0));
+            }
+        }
         let id = self.next_connection_id;
         self.next_connection_id += 1;
+        let channel_ids: Vec<i32> = follows.iter().map(|(id, _)| *id).collect();
+        // Queued before any event can be: `ready` is always the first frame.
+        if outbox
+            .text(&super::protocol::ready(user_id, &channel_ids))
+            .is_err()
+        {
+            return Err(ConnectError::Gone);
+        }
         let (kick, kicked) = oneshot::channel();
-        let mut channels = HashSet::new();
-        for (channel_id, last_seq) in subscriptions {
+        for (channel_id, snapshot_seq) in follows {
+            let passed = self.recent.seqs.remove(&channel_id).map(|(seq, _)| seq);
             let channel = self.channels.entry(channel_id).or_default();
             channel.subscribers.insert(id);
-            // A channel this instance already follows keeps its place in the sequence.
+            // A channel this instance already follows keeps its place in the sequence; a new
+            // one starts after the last event that passed, or after the snapshot.
             if channel.subscribers.len() == 1 && channel.pending.is_empty() {
-                channel.next_seq = last_seq + 1;
+                channel.next_seq = snapshot_seq.max(passed.unwrap_or(0)) + 1;
             }
-            channels.insert(channel_id);
         }
         self.connections.insert(
             id,
@@ -297,7 +381,7 @@ impl State {
                 base_url,
                 outbox,
                 kick: Some(kick),
-                channels,
+                channels: channel_ids.into_iter().collect(),
             },
         );
         self.users.entry(user_id).or_default().insert(id);
@@ -325,8 +409,17 @@ impl State {
         if let Some(channel) = self.channels.get_mut(&channel_id) {
             channel.subscribers.remove(&connection_id);
             if channel.subscribers.is_empty() && channel.pending.is_empty() {
-                self.channels.remove(&channel_id);
+                self.forget_channel(channel_id);
             }
+        }
+    }
+
+    /// Drops a channel nobody follows any more, remembering where its sequence stands.
+    fn forget_channel(&mut self, channel_id: i32) {
+        if let Some(channel) = self.channels.remove(&channel_id) {
+            self.recent
+                .seqs
+                .insert(channel_id, (channel.next_seq - 1, Instant::now()));
         }
     }
 
@@ -341,8 +434,16 @@ impl State {
             // Nobody here follows the channel: nothing to put in order. A join may start
             // following it, from the next number on.
             self.deliver(&event);
-            if let Some(channel) = self.channels.get_mut(&channel_id) {
-                channel.next_seq = seq + 1;
+            match self.channels.get_mut(&channel_id) {
+                Some(channel) => channel.next_seq = seq + 1,
+                None => {
+                    let passed = self
+                        .recent
+                        .seqs
+                        .entry(channel_id)
+                        .or_insert((seq, Instant::now()));
+                    *passed = (passed.0.max(seq), Instant::now());
+                }
             }
             return;
         };
@@ -365,7 +466,7 @@ impl State {
                     channel.waiting_since = None;
                     self.waiting.remove(&channel_id);
                     if channel.subscribers.is_empty() {
-                        self.channels.remove(&channel_id);
+                        self.forget_channel(channel_id);
                     }
                 } else {
                     self.waiting.insert(channel_id);
@@ -395,9 +496,19 @@ impl State {
                     channel_id,
                     missing_from = channel.next_seq,
                     resuming_at = first,
-                    "events never arrived; skipping ahead"
+                    "events never arrived; skipping ahead and closing the channel's connections"
                 );
                 channel.next_seq = first;
+                // They missed events (perhaps one that changes who may see the channel):
+                // reconnecting re-reads their channels, `?after=` fills the gap.
+                let missed: Vec<u64> = channel.subscribers.iter().copied().collect();
+                for id in missed {
+                    self.kick(
+                        id,
+                        CLOSE_RESYNC,
+                        "events were lost: reconnect and fetch ?after=",
+                    );
+                }
                 self.drain(channel_id);
             }
         }
@@ -405,6 +516,17 @@ impl State {
 
     fn deliver(&mut self, event: &Arc<ChannelEvent>) {
         let channel_id = event.channel_id;
+        if let (Some(seq), Event::MemberJoined { user } | Event::MemberLeft { user }) =
+            (event.seq, &event.event)
+        {
+            let joined = matches!(event.event, Event::MemberJoined { .. });
+            self.recent.memberships.entry(user.id).or_default().push((
+                channel_id,
+                seq,
+                joined,
+                Instant::now(),
+            ));
+        }
         if let Event::MemberJoined { user } = &event.event {
             self.follow(user.id, channel_id);
         }
@@ -433,7 +555,7 @@ impl State {
             }
             wakes.ring();
             for id in too_slow {
-                self.kick(id, CLOSE_TOO_SLOW);
+                self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }
             for id in gone {
                 self.remove(id);
@@ -488,16 +610,202 @@ impl State {
     }
 
     /// Drops a connection from the hub and tells its session to close with `code`.
-    fn kick(&mut self, connection_id: u64, code: u16) {
+    fn kick(&mut self, connection_id: u64, code: u16, reason: &'static str) {
         if let Some(connection) = self.connections.get_mut(&connection_id)
             && let Some(kick) = connection.kick.take()
         {
-            let _ = kick.send(code);
+            let _ = kick.send((code, reason));
         }
-        if code == CLOSE_TOO_SLOW {
-            self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(connection_id, "closing a connection that cannot keep up");
+        match code {
+            CLOSE_TOO_SLOW => {
+                self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(connection_id, "closing a connection that cannot keep up");
+            }
+            CLOSE_RESYNC => {
+                self.stats
+                    .resync_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         self.remove(connection_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::db::models::User;
+    use actix_http::ws::{OpCode, Parser};
+    use bytes::BytesMut;
+    use futures_util::StreamExt;
+    use serde_json::Value;
+
+    const USER: i32 = 7;
+
+    fn start() -> Hub {
+        let links = DownloadLinks::new(&Secret::new("test"), 60);
+        Hub::start(
+            links,
+            HubConfig {
+                queue_capacity: 64,
+                max_connections_per_user: 4,
+            },
+        )
+    }
+
+    fn event(channel_id: i32, seq: i64, event: Event) -> Arc<ChannelEvent> {
+        Arc::new(ChannelEvent {
+            channel_id,
+            seq: Some(seq),
+            event,
+        })
+    }
+
+    fn deleted(channel_id: i32, seq: i64) -> Arc<ChannelEvent> {
+        event(
+            channel_id,
+            seq,
+            Event::FileDeleted {
+                id: seq as i32,
+                message_id: 1,
+            },
+        )
+    }
+
+    fn member(channel_id: i32, seq: i64, joined: bool) -> Arc<ChannelEvent> {
+        let user = User {
+            id: USER,
+            username: "u".into(),
+            display_name: "u".into(),
+            created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+        };
+        let change = if joined {
+            Event::MemberJoined { user }
+        } else {
+            Event::MemberLeft { user }
+        };
+        event(channel_id, seq, change)
+    }
+
+    /// Connects with `snapshot`; returns the connection and a reader of its frames.
+    async fn connect(hub: &Hub, snapshot: Vec<(i32, i64)>) -> (Connection, Frames) {
+        let outbox = Outbox::new(64, None, None);
+        let body = outbox.body();
+        let connection = hub
+            .connect(USER, snapshot, Arc::from("http://x"), outbox)
+            .await
+            .unwrap();
+        (connection, Frames(body, BytesMut::new()))
+    }
+
+    struct Frames(super::super::outbox::OutboxBody, BytesMut);
+
+    impl Frames {
+        /// The frames queued so far, as JSON.
+        async fn take(&mut self) -> Vec<Value> {
+            while let Ok(Some(chunk)) =
+                tokio::time::timeout(Duration::from_millis(50), self.0.next()).await
+            {
+                self.1.extend_from_slice(&chunk.unwrap());
+            }
+            let mut frames = Vec::new();
+            while let Some((_, OpCode::Text, Some(payload))) =
+                Parser::parse(&mut self.1, false, 1 << 20).unwrap()
+            {
+                frames.push(serde_json::from_slice(&payload).unwrap());
+            }
+            frames
+        }
+    }
+
+    fn kinds(frames: &[Value]) -> Vec<(String, i64)> {
+        frames
+            .iter()
+            .map(|f| {
+                let kind = f["type"].as_str().unwrap().to_owned();
+                (kind, f["channel_id"].as_i64().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_leave_that_passes_before_the_connection_registers_is_applied() {
+        let hub = start();
+        // The session read channels 1 and 2; the user leaves 1 before it connects.
+        hub.dispatch(member(1, 5, false)).await;
+        let (_connection, mut frames) = connect(&hub, vec![(1, 4), (2, 9)]).await;
+        hub.dispatch(deleted(1, 6)).await;
+        hub.dispatch(deleted(2, 10)).await;
+        let frames = frames.take().await;
+        assert_eq!(frames[0]["channel_ids"], serde_json::json!([2]));
+        assert_eq!(
+            kinds(&frames[1..]),
+            [("file_deleted".to_owned(), 2)],
+            "nothing from the channel the user left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_join_that_passes_before_the_connection_registers_is_followed() {
+        let hub = start();
+        hub.dispatch(member(5, 3, true)).await;
+        let (_connection, mut frames) = connect(&hub, vec![]).await;
+        hub.dispatch(deleted(5, 4)).await;
+        let frames = frames.take().await;
+        assert_eq!(frames[0]["channel_ids"], serde_json::json!([5]));
+        assert_eq!(kinds(&frames[1..]), [("file_deleted".to_owned(), 5)]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_older_than_the_hub_does_not_wait_for_events_gone_by() {
+        let hub = start();
+        for seq in 1..=3 {
+            hub.dispatch(deleted(1, seq)).await;
+        }
+        // Read at event 1; events 2 and 3 passed before the connection registered.
+        let (mut connection, mut frames) = connect(&hub, vec![(1, 1)]).await;
+        hub.dispatch(deleted(1, 4)).await;
+        let frames = frames.take().await;
+        assert_eq!(kinds(&frames[1..]), [("file_deleted".to_owned(), 1)]);
+        assert_eq!(
+            frames[1]["data"]["id"], 4,
+            "delivered at once, not after a gap"
+        );
+        assert!(connection.kicked.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lost_event_closes_the_channels_connections_with_4009() {
+        let hub = start();
+        let (connection, mut frames) = connect(&hub, vec![(1, 0)]).await;
+        let (other, _) = connect(&hub, vec![(2, 0)]).await;
+        hub.dispatch(deleted(1, 2)).await; // 1 never arrives
+        let kicked = tokio::time::timeout(GAP_WAIT * 2, connection.kicked)
+            .await
+            .expect("closed once the gap is given up on")
+            .unwrap();
+        assert_eq!(kicked.0, CLOSE_RESYNC);
+        assert_eq!(kinds(&frames.take().await[1..]), []);
+        hub.sync().await;
+        assert_eq!(hub.stats().resync_disconnects.load(Ordering::Relaxed), 1);
+        drop(other);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_gets_no_ready() {
+        let hub = start();
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(connect(&hub, vec![]).await);
+        }
+        let outbox = Outbox::new(4, None, None);
+        let refused = hub
+            .connect(USER, vec![], Arc::from("http://x"), outbox.clone())
+            .await;
+        assert!(matches!(refused, Err(ConnectError::TooManyConnections)));
+        let mut frames = Frames(outbox.body(), BytesMut::new());
+        assert_eq!(frames.take().await, Vec::<Value>::new());
     }
 }

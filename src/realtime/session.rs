@@ -11,7 +11,7 @@ use actix_web::web::Data;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use futures_util::StreamExt;
 
-use super::hub::{CLOSE_TOO_SLOW, Connection};
+use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW};
 use super::outbox::{Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::{Event, hub::ConnectError};
@@ -32,7 +32,6 @@ const TYPING_EVERY: Duration = Duration::from_secs(2);
 
 pub const CLOSE_AUTH: u16 = 4001;
 pub const CLOSE_TOO_MANY: u16 = 4029;
-const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
 
 /// Ends the response body when the session ends, however it ends.
 struct FinishOnDrop(Arc<Outbox>);
@@ -108,9 +107,7 @@ async fn open(
             return None;
         }
     };
-    let channel_ids: Vec<i32> = subscriptions.iter().map(|(id, _)| *id).collect();
-    // Queued before the hub can queue events: `ready` is always the first frame.
-    outbox.text(&protocol::ready(user.id, &channel_ids)).ok()?;
+    // The hub queues `ready`, then events.
     let connected = state
         .events
         .hub()
@@ -126,6 +123,7 @@ async fn open(
             outbox.close(1011, "shutting down");
             None
         }
+        Err(ConnectError::Gone) => None,
     }
 }
 
@@ -215,7 +213,9 @@ impl<'a> Live<'a> {
         let mut last_heard = Instant::now();
         loop {
             tokio::select! {
-                code = &mut connection.kicked => return Some((code.unwrap_or(1011), TOO_SLOW)),
+                kicked = &mut connection.kicked => {
+                    return Some(kicked.unwrap_or((1011, "the hub has stopped")));
+                }
                 message = stream.next() => {
                     last_heard = Instant::now();
                     match message {
