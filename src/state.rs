@@ -4,10 +4,11 @@ use tokio::sync::Semaphore;
 
 use crate::auth::TokenService;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{AnyConnection, Db};
+use crate::error::AppError;
 use crate::links::DownloadLinks;
 use crate::ratelimit::RateLimiter;
-use crate::realtime::EventBus;
+use crate::realtime::{Event, EventBus};
 use crate::storage::Store;
 use crate::uploads::UploadRules;
 
@@ -26,4 +27,51 @@ pub struct AppState {
     /// Permits to hash a password (`PASSWORD_HASH_CONCURRENCY`).
     pub password_hashing: Arc<Semaphore>,
     pub events: EventBus,
+}
+
+/// The events a write announces once committed, numbered from `first_seq` (which the write
+/// took from the channel with `db::allocate_event_seq`).
+pub struct Announcement {
+    pub channel_id: i32,
+    pub first_seq: i64,
+    pub events: Vec<Event>,
+}
+
+impl Announcement {
+    pub fn one(channel_id: i32, seq: i64, event: Event) -> Self {
+        Announcement {
+            channel_id,
+            first_seq: seq,
+            events: vec![event],
+        }
+    }
+}
+
+impl AppState {
+    /// Runs `work` in a write transaction and publishes what it announces after the commit.
+    ///
+    /// In a task of its own, so the commit and its announcement are never separated by the
+    /// caller being dropped (actix-web lets a request run on when its client hangs up, but
+    /// drops what is still running when a shutdown's grace period ends): an event committed
+    /// but never published would be a hole in its channel's sequence, and a hole closes the
+    /// channel's sockets with 4009.
+    pub async fn write_and_announce<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<(T, Announcement), AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (db, events) = (self.db.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let (value, announcement) = db.write(work).await?;
+            let Announcement {
+                channel_id,
+                first_seq,
+                events: announced,
+            } = announcement;
+            events.publish_all(channel_id, first_seq, announced).await;
+            Ok(value)
+        })
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("write task failed: {e}")))?
+    }
 }

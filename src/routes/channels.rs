@@ -6,7 +6,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
 use crate::error::AppError;
 use crate::realtime::Event;
-use crate::state::AppState;
+use crate::state::{Announcement, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // `/channels/public` before `/channels/{id}` so "public" is never read as an id.
@@ -51,16 +51,16 @@ async fn create(
             format!("a channel name is 1 to {MAX_CHANNEL_NAME_CHARS} printable characters"),
         ));
     }
-    let (channel, seq, owner) = state
-        .db
-        .write(move |conn| {
+    let channel = state
+        .write_and_announce(move |conn| {
             let (channel, seq) = db::channels::create(conn, &name, is_private, auth.id)?;
-            Ok((channel, seq, db::users::find(conn, auth.id)?))
+            // The creator's open sockets start following the new channel.
+            let joined = Event::MemberJoined {
+                user: db::users::find(conn, auth.id)?,
+            };
+            Ok((channel.clone(), Announcement::one(channel.id, seq, joined)))
         })
         .await?;
-    // The creator's open sockets start following the new channel.
-    let joined = Event::MemberJoined { user: owner };
-    state.events.publish(channel.id, seq, joined).await;
     Ok(HttpResponse::Created().json(channel))
 }
 
@@ -125,22 +125,17 @@ async fn join(
         return Ok(web::Json(channel)); // joining again changes nothing
     }
     let joined = state
-        .db
-        .write(move |conn| {
+        .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
             db::channels::add_member(conn, channel_id, auth.id, ROLE_MEMBER)?;
-            Ok((seq, db::users::find(conn, auth.id)?))
+            let user = db::users::find(conn, auth.id)?;
+            let joined = Event::MemberJoined { user };
+            Ok(((), Announcement::one(channel_id, seq, joined)))
         })
         .await;
     match joined {
-        Ok((seq, user)) => {
-            state
-                .events
-                .publish(channel_id, seq, Event::MemberJoined { user })
-                .await
-        }
         // Joined by a concurrent request: the same outcome.
-        Err(AppError::Conflict { .. }) => {}
+        Ok(()) | Err(AppError::Conflict { .. }) => {}
         Err(e) => return Err(e),
     }
     Ok(web::Json(channel))
@@ -157,9 +152,8 @@ async fn add_member(
     let channel_id = path.into_inner();
     let username = body.into_inner().username;
     let already = || AppError::conflict("already_member", "that user is already a member");
-    let (seq, user) = state
-        .db
-        .write(move |conn| {
+    let user = state
+        .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
             db::channels::find_for_member(conn, channel_id, auth.id)?;
             let user = db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
@@ -167,7 +161,8 @@ async fn add_member(
                 return Err(already());
             }
             db::channels::add_member(conn, channel_id, user.id, ROLE_MEMBER)?;
-            Ok((seq, user))
+            let joined = Event::MemberJoined { user: user.clone() };
+            Ok((user, Announcement::one(channel_id, seq, joined)))
         })
         .await
         .map_err(|e| match e {
@@ -175,8 +170,6 @@ async fn add_member(
             AppError::Conflict { .. } => already(),
             other => other,
         })?;
-    let joined = Event::MemberJoined { user: user.clone() };
-    state.events.publish(channel_id, seq, joined).await;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -188,20 +181,18 @@ async fn leave(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
-    let (seq, user) = state
-        .db
-        .write(move |conn| {
+    state
+        .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
             if !db::channels::remove_member(conn, channel_id, auth.id)? {
                 return Err(AppError::NotFound);
             }
-            Ok((seq, db::users::find(conn, auth.id)?))
+            let left = Event::MemberLeft {
+                user: db::users::find(conn, auth.id)?,
+            };
+            Ok(((), Announcement::one(channel_id, seq, left)))
         })
         .await?;
-    state
-        .events
-        .publish(channel_id, seq, Event::MemberLeft { user })
-        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

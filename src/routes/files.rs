@@ -11,7 +11,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, models::FileUpload, models::rfc3339};
 use crate::error::AppError;
 use crate::realtime::Event;
-use crate::state::AppState;
+use crate::state::{Announcement, AppState};
 use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
 
@@ -79,27 +79,30 @@ async fn upload(
     }
     let stored = pending.files.clone();
     let inserted = state
-        .db
-        .write(move |conn| {
+        .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
             db::channels::find_for_member(conn, channel_id, auth.id)?;
             let files = db::files::insert_all(conn, message_id, channel_id, auth.id, &stored)?;
-            Ok((seq, files))
+            let events = files
+                .iter()
+                .map(|file| Event::FileUploadComplete { file: file.clone() })
+                .collect();
+            let announcement = Announcement {
+                channel_id,
+                first_seq: seq,
+                events,
+            };
+            Ok((files, announcement))
         })
         .await;
-    let (seq, files) = match inserted {
-        Ok(inserted) => inserted,
+    let files = match inserted {
+        Ok(files) => files,
         Err(e) => {
             pending.discard().await;
             return Err(e);
         }
     };
     pending.commit();
-    let events = files
-        .iter()
-        .map(|file| Event::FileUploadComplete { file: file.clone() })
-        .collect();
-    state.events.publish_all(channel_id, seq, events).await;
     let base = base_url(&req);
     let views: Vec<_> = files
         .iter()
@@ -235,23 +238,19 @@ async fn remove(
         return Err(AppError::forbidden("only the uploader may delete a file"));
     }
     let channel_id = file.channel_id;
-    let seq = state
-        .db
-        .write(move |conn| {
+    let (id, message_id) = (file.id, file.message_id);
+    state
+        .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
             // Checked again under the channel's lock: the uploader may have just left.
             db::files::find_visible(conn, file_id, auth.id)?;
             if !db::files::soft_delete(conn, file_id)? {
                 return Err(AppError::NotFound);
             }
-            Ok(seq)
+            let deleted = Event::FileDeleted { id, message_id };
+            Ok(((), Announcement::one(channel_id, seq, deleted)))
         })
         .await?;
-    let deleted = Event::FileDeleted {
-        id: file.id,
-        message_id: file.message_id,
-    };
-    state.events.publish(file.channel_id, seq, deleted).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -6,7 +6,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, messages::MessageParts, messages::PageRequest};
 use crate::error::AppError;
 use crate::realtime::Event;
-use crate::state::AppState;
+use crate::state::{Announcement, AppState};
 use crate::uploads::{self, StoredFile, UploadForm};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -139,30 +139,32 @@ pub async fn post_message(
     stored: Vec<StoredFile>,
     client_id: Option<String>,
 ) -> Result<MessageParts, AppError> {
-    let (seq, row, user, files) = state
-        .db
-        .write(move |conn| {
+    state
+        .write_and_announce(move |conn| {
             // One event for the message, one per file.
             let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
             db::channels::find_for_member(conn, channel_id, user_id)?;
             let row = db::messages::insert(conn, channel_id, user_id, &content)?;
             let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
             let user = db::users::find(conn, user_id)?;
-            Ok((seq, row, user, files))
+            let created = Event::MessageCreated {
+                message: row.clone(),
+                username: user.username.clone(),
+                files: files.clone(),
+                client_id,
+            };
+            let completed = files
+                .iter()
+                .map(|file| Event::FileUploadComplete { file: file.clone() });
+            let events = std::iter::once(created).chain(completed).collect();
+            let announcement = Announcement {
+                channel_id,
+                first_seq: seq,
+                events,
+            };
+            Ok(((row, user.username, files), announcement))
         })
-        .await?;
-    let created = Event::MessageCreated {
-        message: row.clone(),
-        username: user.username.clone(),
-        files: files.clone(),
-        client_id,
-    };
-    let completed = files
-        .iter()
-        .map(|file| Event::FileUploadComplete { file: file.clone() });
-    let events = std::iter::once(created).chain(completed).collect();
-    state.events.publish_all(channel_id, seq, events).await;
-    Ok((row, user.username, files))
+        .await
 }
 
 async fn list(
