@@ -98,9 +98,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         Some(url) => {
             let client = redis_bridge::client(url)?;
             let channel = settings.redis_channel.clone();
-            redis_bridge::spawn_subscriber(client.clone(), channel.clone(), hub.clone());
             tracing::info!(channel, "events fan out across instances through Redis");
-            Some(redis_bridge::Publisher::new(client, &channel))
+            Some(redis_bridge::start(client, channel, hub.clone()))
         }
         None => None,
     };

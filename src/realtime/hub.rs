@@ -43,6 +43,7 @@ pub const CLOSE_TOO_SLOW: u16 = 4008;
 /// Events of a followed channel were lost: reconnect and catch up with `?after=`.
 pub const CLOSE_RESYNC: u16 = 4009;
 pub const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
+const RESYNC: &str = "events were missed: reconnect and catch up with GET messages?after=";
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
@@ -96,6 +97,8 @@ enum Command {
         reply: oneshot::Sender<bool>,
     },
     Event(Arc<ChannelEvent>),
+    /// Closes every connection with 4009: events may have been missed (Redis was away).
+    ResyncAll,
     /// Answered once every command sent before it has been handled.
     Sync(oneshot::Sender<()>),
 }
@@ -192,6 +195,12 @@ impl Hub {
     /// Hands an event to this instance's connections.
     pub async fn dispatch(&self, event: Arc<ChannelEvent>) {
         let _ = self.commands.send(Command::Event(event)).await;
+    }
+
+    /// Closes every connection with 4009, for clients to reconnect and catch up: this
+    /// instance may have missed events (its Redis subscription was lost).
+    pub async fn resync_all(&self) {
+        let _ = self.commands.send(Command::ResyncAll).await;
     }
 
     /// Returns once the hub has handled everything sent to it before.
@@ -324,6 +333,18 @@ impl State {
                 let _ = reply.send(subscribed);
             }
             Command::Event(event) => self.receive(event),
+            Command::ResyncAll => {
+                let all: Vec<u64> = self.connections.keys().copied().collect();
+                if !all.is_empty() {
+                    tracing::warn!(
+                        connections = all.len(),
+                        "events may have been missed; closing connections to resync"
+                    );
+                }
+                for id in all {
+                    self.kick(id, CLOSE_RESYNC, RESYNC);
+                }
+            }
             Command::Sync(reply) => {
                 let _ = reply.send(());
             }

@@ -3,10 +3,9 @@
 //!
 //! The path of an event: a handler commits a change, taking the channel's next event
 //! number(s) in the same transaction (`db::allocate_event_seq`), then publishes the event
-//! (`EventBus::publish`). Without Redis it goes straight to this instance's hub; with Redis
-//! every instance, the publisher included, receives it from Redis, so each connection gets
-//! it once. The hub puts each channel's events back into sequence order (commit order)
-//! before delivering them.
+//! (`AppState::write_and_announce`, `EventBus::publish`). It goes straight to this instance's
+//! hub and, with Redis, to the other instances' (`redis_bridge`). Each hub puts each
+//! channel's events back into sequence order (commit order) before delivering them.
 //!
 //! Events carry rows, not rendered JSON: file links are issued to each recipient, so an
 //! event is rendered per viewer (`ChannelEvent::render`).
@@ -172,16 +171,12 @@ impl EventBus {
         .await;
     }
 
+    /// Delivers to this instance's connections, and through Redis (if configured) to the
+    /// other instances'.
     async fn send(&self, event: ChannelEvent) {
         let event = Arc::new(event);
         if let Some(redis) = &self.redis {
-            match redis.publish(&event).await {
-                Ok(()) => return,
-                // Keep this instance's clients served; others catch up with `after=`.
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing to Redis failed; delivering locally only")
-                }
-            }
+            redis.publish(event.clone());
         }
         self.hub.dispatch(event).await;
     }
