@@ -133,6 +133,8 @@ pub struct Settings {
     /// How long a WebSocket's close frame may wait for the client to read it before the
     /// socket is shut down.
     pub ws_close_timeout_seconds: u64,
+    /// How often the server pings a WebSocket; one silent for three times as long is closed.
+    pub ws_heartbeat_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +288,7 @@ impl Settings {
                 0..=16 * 1024 * 1024,
             )?,
             ws_close_timeout_seconds: parse_number(&get, "WS_CLOSE_TIMEOUT_SECONDS", 10, 1..=3600)?,
+            ws_heartbeat_seconds: parse_number(&get, "WS_HEARTBEAT_SECONDS", 15, 1..=600)?,
         })
     }
 }

@@ -152,7 +152,8 @@ pub struct Message {
     #[serde(with = "rfc3339")]
     pub created_at: NaiveDateTime,
     pub files: Vec<FileView>,
-    /// Echoed to the sender's socket so it can match its optimistic copy.
+    /// Given by the poster; echoed in the `message_created` event (which every member gets)
+    /// so that the poster can match its optimistic copy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }

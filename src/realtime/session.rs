@@ -25,8 +25,8 @@ use crate::state::AppState;
 /// The largest frame a client may send (a 4000-character message fits with room to spare).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
-const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// A connection silent for this many heartbeats is closed as dead.
+const SILENT_HEARTBEATS: u32 = 3;
 /// Typing notices per channel: at most one every this often.
 const TYPING_EVERY: Duration = Duration::from_secs(2);
 
@@ -207,7 +207,9 @@ impl<'a> Live<'a> {
         let now_unix = chrono::Utc::now().timestamp();
         let expires_at = TokioInstant::now()
             + Duration::from_secs((self.user.expires_at - now_unix).max(0) as u64);
-        let mut next_ping = TokioInstant::now() + HEARTBEAT_EVERY.mul_f64(rand::random::<f64>());
+        let heartbeat = Duration::from_secs(self.state.settings.ws_heartbeat_seconds);
+        let silence_limit = heartbeat * SILENT_HEARTBEATS;
+        let mut next_ping = TokioInstant::now() + heartbeat.mul_f64(rand::random::<f64>());
         let timer = tokio::time::sleep_until(next_ping.min(expires_at));
         tokio::pin!(timer);
         let mut last_heard = Instant::now();
@@ -238,13 +240,13 @@ impl<'a> Live<'a> {
                     if TokioInstant::now() >= expires_at {
                         return Some((CLOSE_AUTH, "token expired"));
                     }
-                    if last_heard.elapsed() > SILENCE_LIMIT {
+                    if last_heard.elapsed() >= silence_limit {
                         return Some((1001, "no answer to pings"));
                     }
                     if let Err(refused) = self.outbox.ping() {
                         return unsent(refused);
                     }
-                    next_ping += HEARTBEAT_EVERY;
+                    next_ping += heartbeat;
                     timer.as_mut().reset(next_ping.min(expires_at));
                 }
             }

@@ -60,8 +60,10 @@ impl WsClient {
 
     /// The next JSON frame (pings are answered by the client library).
     pub async fn next(&mut self) -> Value {
+        // One deadline for the call: the server's pings must not keep it waiting forever.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a frame in time")
                 .expect("the socket is open")
@@ -122,6 +124,33 @@ impl WsClient {
         }
     }
 
+    /// Asserts the very next frame closes the socket (no `ready` first); returns its code.
+    pub async fn refused(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a close in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame first, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a ping; returns the frames that arrive before its pong.
+    pub async fn frames_before_pong(&mut self) -> Vec<Value> {
+        self.send(json!({ "type": "ping" })).await;
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == "pong" {
+                return frames;
+            }
+            frames.push(frame);
+        }
+    }
+
     /// Asserts nothing else is queued: a ping is answered by the very next frame.
     pub async fn assert_quiet(&mut self) {
         self.send(json!({ "type": "ping" })).await;
@@ -169,25 +198,26 @@ async fn bad_expired_and_missing_tokens_close_with_4001() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
 
+    // Each is closed before `ready`: never subscribed to anything.
     let mut bad_header = WsClient::connect(&app, Some("not-a-token")).await;
-    assert_eq!(bad_header.closed().await, 4001);
+    assert_eq!(bad_header.refused().await, 4001);
 
     let mut expired = WsClient::connect(&app, Some(&forge(alice.id, -3600))).await;
-    assert_eq!(expired.closed().await, 4001);
+    assert_eq!(expired.refused().await, 4001);
 
     let mut bad_frame = WsClient::connect(&app, None).await;
     bad_frame
         .send(json!({ "type": "auth", "token": forge(alice.id, -3600) }))
         .await;
-    assert_eq!(bad_frame.closed().await, 4001);
+    assert_eq!(bad_frame.refused().await, 4001);
 
     let mut not_auth = WsClient::connect(&app, None).await;
     not_auth.send(json!({ "type": "ping" })).await;
-    assert_eq!(not_auth.closed().await, 4001);
+    assert_eq!(not_auth.refused().await, 4001);
 
     // Silence: the server gives up after 10 seconds.
     let mut silent = WsClient::connect(&app, None).await;
-    assert_eq!(silent.closed().await, 4001);
+    assert_eq!(silent.refused().await, 4001);
 }
 
 #[tokio::test]
@@ -281,11 +311,6 @@ async fn a_second_user_sees_messages_files_and_deletions_in_order() {
         .await;
     let message = expect_json(response, StatusCode::CREATED).await;
     let file_id = message["files"][0]["id"].clone();
-    let deleted = app
-        .delete(&format!("/api/files/{file_id}"), &alice.token)
-        .await;
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-
     let created = bob_ws.next().await;
     assert_eq!(created["type"], "message_created");
     assert_eq!(created["data"]["files"][0]["id"], file_id);
@@ -294,6 +319,13 @@ async fn a_second_user_sees_messages_files_and_deletions_in_order() {
     assert_eq!(complete["data"]["id"], file_id);
     // B's own link works (it was issued to B), until the deletion.
     let url = complete["data"]["url"].as_str().unwrap();
+    let fetched = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(fetched, png);
+
+    let deleted = app
+        .delete(&format!("/api/files/{file_id}"), &alice.token)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let gone = bob_ws.next().await;
     assert_eq!(gone["type"], "file_deleted");
     assert_eq!(
@@ -344,18 +376,34 @@ async fn concurrent_posts_arrive_everywhere_in_listing_order() {
         app.join(&user, channel).await;
         posters.push(user);
     }
-    let mut subscribers = Vec::new();
+    // The subscribers read while the posts are made, as clients do.
+    let mut readers = Vec::new();
     for i in 0..3 {
         let user = app.register(&format!("reader{i}")).await;
         app.join(&user, channel).await;
-        subscribers.push(WsClient::login(&app, &user).await.0);
+        let mut subscriber = WsClient::login(&app, &user).await.0;
+        readers.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            while received.len() < 1000 {
+                let event = subscriber.next().await;
+                if event["type"] == "message_created" {
+                    received.push(event["data"]["id"].as_i64().unwrap());
+                }
+            }
+            subscriber.assert_quiet().await;
+            received
+        }));
     }
-    // 4 posters x 250 messages, 8 requests in flight at a time each.
+    // 4 posters x 250 messages, 8 requests in flight at a time each; half of the posters
+    // post over their sockets.
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
     for (p, poster) in posters.into_iter().enumerate() {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
+            if p % 2 == 1 {
+                return post_over_socket(&app, &poster, channel, p, 250).await;
+            }
             futures_util::stream::iter(0..250)
                 .for_each_concurrent(8, |i| {
                     let (app, poster) = (&app, &poster);
@@ -395,19 +443,31 @@ async fn concurrent_posts_arrive_everywhere_in_listing_order() {
         after = *ids.last().unwrap();
     }
     assert_eq!(listed.len(), 1000);
-    for subscriber in &mut subscribers {
-        let mut received = Vec::new();
-        while received.len() < 1000 {
-            let event = subscriber.next().await;
-            if event["type"] == "message_created" {
-                received.push(event["data"]["id"].as_i64().unwrap());
-            }
-        }
+    for reader in readers {
         assert_eq!(
-            received, listed,
+            reader.await.unwrap(),
+            listed,
             "same order as the listing, none missing, none twice"
         );
-        subscriber.assert_quiet().await;
+    }
+}
+
+/// Posts `count` messages over a socket of the poster's, without waiting for each echo;
+/// returns once all have been echoed.
+async fn post_over_socket(app: &TestApp, poster: &TestUser, channel: i64, p: usize, count: usize) {
+    let (mut socket, _) = WsClient::login(app, poster).await;
+    for i in 0..count {
+        let content = format!("p{p} m{i}");
+        socket
+            .send(json!({ "type": "message", "channel_id": channel, "content": content, "client_id": format!("{i}") }))
+            .await;
+    }
+    let mut echoed = 0;
+    while echoed < count {
+        let event = socket.next().await;
+        if event["data"]["client_id"].is_string() && event["data"]["user_id"] == poster.id {
+            echoed += 1;
+        }
     }
 }
 
@@ -555,20 +615,39 @@ async fn typing_is_relayed_to_other_members_and_not_stored() {
     app.join(&bob, channel).await;
     let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
-    alice_ws
-        .send(json!({ "type": "typing", "channel_id": channel }))
-        .await;
-    let typing = bob_ws.next().await;
-    assert_eq!(
-        typing,
-        json!({ "type": "typing", "channel_id": channel, "data": { "channel_id": channel, "user_id": alice.id } })
-    );
+    // Typing twice in a row: relayed once (at most one notice per channel every 2 s).
+    for _ in 0..2 {
+        alice_ws
+            .send(json!({ "type": "typing", "channel_id": channel }))
+            .await;
+    }
     // Not a member: ignored.
     bob_ws
         .send(json!({ "type": "typing", "channel_id": private }))
         .await;
-    alice_ws.next_of("typing").await; // her own notice in the shared channel
-    alice_ws.assert_quiet().await;
+    // Once both sessions have handled their frames and the hub what they sent, all that
+    // will ever be relayed is queued.
+    let mut to_alice = alice_ws.frames_before_pong().await;
+    let mut to_bob = bob_ws.frames_before_pong().await;
+    app.state.events.hub().sync().await;
+    to_alice.extend(alice_ws.frames_before_pong().await);
+    to_bob.extend(bob_ws.frames_before_pong().await);
+
+    let notice = json!({ "type": "typing", "channel_id": channel, "data": { "channel_id": channel, "user_id": alice.id } });
+    assert_eq!(
+        to_bob,
+        std::slice::from_ref(&notice),
+        "one notice, none from the private channel"
+    );
+    assert_eq!(to_alice, [notice], "her own notice, once");
+
+    // Two seconds on, she may say so again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    alice_ws
+        .send(json!({ "type": "typing", "channel_id": channel }))
+        .await;
+    assert_eq!(bob_ws.next().await["type"], "typing");
+
     let page = expect_json(
         app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
             .await,
@@ -798,4 +877,188 @@ async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
     let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
     wait_for_redis(&one, &alice, &mut alice_ws, &mut bob_ws, channel).await;
     drop(redis);
+}
+
+/// A WebSocket client that writes raw frames, to break the protocol on purpose.
+struct RawWs {
+    tcp: TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawWs {
+    async fn open(app: &TestApp, token: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = app.address.trim_start_matches("http://");
+        let mut tcp = TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET /api/ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server hung up during the handshake");
+            read.extend_from_slice(&chunk[..n]);
+            if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        assert!(read.starts_with(b"HTTP/1.1 101"), "not upgraded");
+        read.drain(..head_end);
+        RawWs { tcp, read }
+    }
+
+    /// A client frame: masked unless `masked` is false (a protocol violation).
+    fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut frame = vec![(u8::from(fin) << 7) | opcode];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [7u8, 1, 9, 3];
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        frame
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        tokio::io::AsyncWriteExt::write_all(&mut self.tcp, bytes)
+            .await
+            .unwrap();
+    }
+
+    /// Reads server frames until a close frame; returns its code.
+    async fn close_code(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.read.len() >= 2 {
+                let (opcode, short) = (self.read[0] & 0x0f, (self.read[1] & 0x7f) as usize);
+                let (header, len) = match short {
+                    126 if self.read.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.read[2], self.read[3]]) as usize)
+                    }
+                    126 | 127 => (usize::MAX, 0), // never this long from the server here
+                    n => (2, n),
+                };
+                assert_ne!(header, usize::MAX, "an unexpectedly long frame");
+                if self.read.len() >= header + len {
+                    let payload: Vec<u8> = self.read.drain(..header + len).skip(header).collect();
+                    if opcode == 0x8 {
+                        return u16::from_be_bytes([payload[0], payload[1]]);
+                    }
+                    continue;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+                .await
+                .expect("a frame in time")
+                .unwrap();
+            assert!(n > 0, "the socket ended without a close frame");
+            self.read.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002_and_oversized_fragments_with_1009() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let ping = json!({ "type": "ping" }).to_string();
+
+    // A client frame without a mask.
+    let mut unmasked = RawWs::open(&app, &alice.token).await;
+    unmasked
+        .send(&RawWs::frame(true, 0x1, ping.as_bytes(), false))
+        .await;
+    assert_eq!(unmasked.close_code().await, 1002);
+
+    // A reserved opcode.
+    let mut reserved = RawWs::open(&app, &alice.token).await;
+    reserved.send(&RawWs::frame(true, 0x3, b"??", true)).await;
+    assert_eq!(reserved.close_code().await, 1002);
+
+    // A message in fragments, each under the limit, together over it.
+    let mut fragments = RawWs::open(&app, &alice.token).await;
+    let piece = vec![b'x'; 40 * 1024];
+    fragments
+        .send(&RawWs::frame(false, 0x1, &piece, true))
+        .await;
+    fragments
+        .send(&RawWs::frame(false, 0x0, &piece, true))
+        .await;
+    fragments.send(&RawWs::frame(true, 0x0, &piece, true)).await;
+    assert_eq!(fragments.close_code().await, 1009);
+
+    // Nothing is left behind in the hub.
+    let hub = app.state.events.hub();
+    for _ in 0..100 {
+        hub.sync().await;
+        if hub
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("closed connections are still registered");
+}
+
+#[tokio::test]
+async fn a_user_may_hold_a_limited_number_of_sockets() {
+    let app = spawn_app_with(&[("WS_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let alice = app.register("alice").await;
+    let (first, _) = WsClient::login(&app, &alice).await;
+    let (_second, _) = WsClient::login(&app, &alice).await;
+    let mut third = WsClient::connect(&app, Some(&alice.token)).await;
+    assert_eq!(third.refused().await, 4029, "refused, with no ready first");
+
+    // Another user is not affected; closing one of alice's frees a place.
+    let bob = app.register("bobby").await;
+    WsClient::login(&app, &bob).await;
+    drop(first);
+    for _ in 0..100 {
+        let mut again = WsClient::connect(&app, Some(&alice.token)).await;
+        let message = tokio::time::timeout(WAIT, again.stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            assert!(text.contains("\"ready\""), "{text}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the closed socket's place was never freed");
+}
+
+#[tokio::test]
+async fn a_peer_that_falls_silent_is_closed_and_one_that_answers_pings_is_not() {
+    let app = spawn_app_with(&[("WS_HEARTBEAT_SECONDS", "1")]).await;
+    let alice = app.register("alice").await;
+    // The raw client never answers the server's pings; the other answers them as it reads.
+    let mut silent = RawWs::open(&app, &alice.token).await;
+    let (mut answering, _) = WsClient::login(&app, &alice).await;
+    assert_eq!(silent.close_code().await, 1001);
+    // By now the answering client has been pinged several times and is still open.
+    answering.assert_quiet().await;
 }
