@@ -5,6 +5,7 @@
 //! Runs on the actix worker that accepted the connection (actix-ws streams are `!Send`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
@@ -88,9 +89,9 @@ async fn open(
             return None;
         }
         None => match first_frame_auth(state, outbox, stream).await {
-            Some(user) => user,
-            None => {
-                outbox.close(CLOSE_AUTH, "authentication required");
+            Ok(user) => user,
+            Err((code, reason)) => {
+                outbox.close(code, reason);
                 return None;
             }
         },
@@ -127,29 +128,38 @@ async fn open(
     }
 }
 
-/// Waits for `{"type":"auth","token":...}` as the first frame.
+/// Waits for `{"type":"auth","token":...}` as the first frame; otherwise the close to send.
 async fn first_frame_auth(
     state: &AppState,
     outbox: &Outbox,
     stream: &mut AggregatedMessageStream,
-) -> Option<AuthUser> {
+) -> Result<AuthUser, (u16, &'static str)> {
+    const REQUIRED: (u16, &str) = (CLOSE_AUTH, "authentication required");
     let deadline = tokio::time::sleep(AUTH_TIMEOUT);
     tokio::pin!(deadline);
     loop {
         let message = tokio::select! {
-            _ = &mut deadline => return None,
-            message = stream.next() => message?.ok()?,
+            _ = &mut deadline => return Err(REQUIRED),
+            message = stream.next() => match message {
+                None => return Err(REQUIRED),
+                Some(Err(e)) => return Err(protocol_close(&e)),
+                Some(Ok(message)) => message,
+            },
         };
         match message {
             AggregatedMessage::Text(text) => {
                 return match protocol::parse(&text) {
-                    Ok(ClientFrame::Auth { token }) => state.tokens.verify(&token).ok(),
-                    _ => None,
+                    Ok(ClientFrame::Auth { token }) => state
+                        .tokens
+                        .verify(&token)
+                        .map_err(|_| (CLOSE_AUTH, "invalid token")),
+                    _ => Err(REQUIRED),
                 };
             }
-            AggregatedMessage::Ping(bytes) => outbox.pong(&bytes).ok()?,
+            AggregatedMessage::Ping(bytes) => outbox.pong(&bytes).map_err(|_| REQUIRED)?,
             AggregatedMessage::Pong(_) => {}
-            AggregatedMessage::Binary(_) | AggregatedMessage::Close(_) => return None,
+            AggregatedMessage::Close(_) => return Err((1000, "bye")),
+            AggregatedMessage::Binary(_) => return Err(REQUIRED),
         }
     }
 }
@@ -173,16 +183,20 @@ enum Reply {
     Pong(bytes::Bytes),
 }
 
-/// How the loop ends when a frame could not be queued.
-fn unsent(refused: Refused) -> Ending {
-    match refused {
-        // The client does not read what it is sent.
-        Refused::Full => Some((CLOSE_TOO_SLOW, TOO_SLOW)),
-        Refused::Closed => None,
-    }
-}
-
 impl<'a> Live<'a> {
+    /// How the loop ends when a frame could not be queued.
+    fn unsent(&self, refused: Refused) -> Ending {
+        match refused {
+            // The client does not read what it is sent (counted like the hub's own kicks).
+            Refused::Full => {
+                let stats = self.state.events.hub().stats();
+                stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                Some((CLOSE_TOO_SLOW, TOO_SLOW))
+            }
+            Refused::Closed => None,
+        }
+    }
+
     fn new(state: &'a AppState, outbox: &'a Outbox, user: AuthUser, connection_id: u64) -> Self {
         Live {
             state,
@@ -231,7 +245,7 @@ impl<'a> Live<'a> {
                                 None => Ok(()),
                             };
                             if let Err(refused) = sent {
-                                return unsent(refused);
+                                return self.unsent(refused);
                             }
                         }
                     }
@@ -244,7 +258,7 @@ impl<'a> Live<'a> {
                         return Some((1001, "no answer to pings"));
                     }
                     if let Err(refused) = self.outbox.ping() {
-                        return unsent(refused);
+                        return self.unsent(refused);
                     }
                     next_ping += heartbeat;
                     timer.as_mut().reset(next_ping.min(expires_at));

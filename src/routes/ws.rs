@@ -2,10 +2,12 @@ use std::any::Any;
 
 use actix_web::body::BodyStream;
 use actix_web::dev::Extensions;
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 
 use super::base_url;
 use crate::auth::bearer_token;
+use crate::error::AppError;
 use crate::realtime::session::{self, MAX_FRAME_BYTES};
 use crate::realtime::socket::SocketHandle;
 use crate::state::AppState;
@@ -29,7 +31,12 @@ async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let header_auth = bearer_token(&req).map(|token| state.tokens.verify(token));
+    // A header that is there but not a bearer token fails at once, like a bad token.
+    let header_auth = req.headers().contains_key(header::AUTHORIZATION).then(|| {
+        let token = bearer_token(&req)
+            .ok_or_else(|| AppError::unauthorized("unauthorized", "not a bearer token"))?;
+        state.tokens.verify(token)
+    });
     let base = base_url(&req);
     // actix-ws checks the handshake and parses the client's frames; what goes out is the
     // connection's outbox (see realtime::outbox), so actix-ws's own session is not used.

@@ -1058,7 +1058,55 @@ async fn a_peer_that_falls_silent_is_closed_and_one_that_answers_pings_is_not() 
     // The raw client never answers the server's pings; the other answers them as it reads.
     let mut silent = RawWs::open(&app, &alice.token).await;
     let (mut answering, _) = WsClient::login(&app, &alice).await;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        // Reading is what answers the pings (the client library replies as it reads).
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return answering,
+                message = answering.stream.next() => match message {
+                    Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("the socket failed: {other:?}"),
+                },
+            }
+        }
+    });
     assert_eq!(silent.close_code().await, 1001);
     // By now the answering client has been pinged several times and is still open.
-    answering.assert_quiet().await;
+    stop.send(()).unwrap();
+    reader.await.unwrap().assert_quiet().await;
+}
+
+#[tokio::test]
+async fn before_authentication_a_bad_header_or_frame_closes_at_once() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+
+    // Not a bearer token: refused, not taken as "no header" (a token frame after it is late).
+    let url = app.url("/api/ws").replace("http://", "ws://");
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Basic YWxpY2U6c2VjcmV0".parse().unwrap());
+    let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut basic = WsClient { stream };
+    basic
+        .stream
+        .send(Message::text(
+            json!({ "type": "auth", "token": alice.token }).to_string(),
+        ))
+        .await
+        .ok();
+    assert_eq!(basic.refused().await, 4001);
+
+    // An oversized first frame is a size error, not an authentication one.
+    let mut huge = WsClient::connect(&app, None).await;
+    huge.send_raw(Message::text("z".repeat(100_000))).await;
+    assert_eq!(huge.refused().await, u16::from(CloseCode::Size));
+
+    // A client that closes first gets a normal close back.
+    let mut polite = WsClient::connect(&app, None).await;
+    polite.send_raw(Message::Close(None)).await;
+    assert_eq!(polite.refused().await, 1000);
 }
