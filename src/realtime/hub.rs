@@ -554,6 +554,11 @@ impl State {
         let _ = self.tap.send(event.clone());
         if let Some(channel) = self.channels.get(&channel_id) {
             let shared = (!event.event.is_personal()).then(|| self.render(event, 0, ""));
+            // Nobody needs to be told they are typing.
+            let typist = match event.event {
+                Event::Typing { user_id } => Some(user_id),
+                _ => None,
+            };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
             let mut wakes = Wakes::default();
@@ -561,6 +566,9 @@ impl State {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
                 };
+                if typist == Some(connection.user_id) {
+                    continue;
+                }
                 let frame = match &shared {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),

@@ -17,6 +17,7 @@ const BACKOFF_MAX_MS = 30_000;
 
 export const CLOSE_BAD_TOKEN = 4001;
 export const CLOSE_TOO_SLOW = 4008;
+export const CLOSE_RESYNC = 4009;
 
 export class ChatSocket extends EventTarget {
   constructor(getToken) {
@@ -82,8 +83,9 @@ export class ChatSocket extends EventTarget {
         this.dispatchEvent(new CustomEvent('unauthorized'));
         return;
       }
-      // 4008: we fell behind; come back at once and backfill. Anything else: back off.
-      if (e.code === CLOSE_TOO_SLOW) this.attempt = 0;
+      // 4008: we fell behind; 4009: the server lost events we should have had. Either way
+      // come back soon (the first, jittered backoff) and backfill. Anything else: back off.
+      if (e.code === CLOSE_TOO_SLOW || e.code === CLOSE_RESYNC) this.attempt = 0;
       this.scheduleReconnect();
     };
     // onerror is always followed by onclose, which does the work.
