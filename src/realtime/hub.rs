@@ -262,6 +262,13 @@ struct Recent {
 }
 
 impl Recent {
+    /// Notes that the events of a channel nobody here follows have reached `seq`.
+    fn passed(&mut self, channel_id: i32, seq: i64) {
+        let now = Instant::now();
+        let entry = self.seqs.entry(channel_id).or_insert((seq, now));
+        *entry = (entry.0.max(seq), now);
+    }
+
     fn forget_before(&mut self, horizon: Instant) {
         self.seqs.retain(|_, (_, at)| *at >= horizon);
         self.memberships.retain(|_, changes| {
@@ -333,18 +340,7 @@ impl State {
                 let _ = reply.send(subscribed);
             }
             Command::Event(event) => self.receive(event),
-            Command::ResyncAll => {
-                let all: Vec<u64> = self.connections.keys().copied().collect();
-                if !all.is_empty() {
-                    tracing::warn!(
-                        connections = all.len(),
-                        "events may have been missed; closing connections to resync"
-                    );
-                }
-                for id in all {
-                    self.kick(id, CLOSE_RESYNC, RESYNC);
-                }
-            }
+            Command::ResyncAll => self.resync_all(),
             Command::Sync(reply) => {
                 let _ = reply.send(());
             }
@@ -438,9 +434,7 @@ impl State {
     /// Drops a channel nobody follows any more, remembering where its sequence stands.
     fn forget_channel(&mut self, channel_id: i32) {
         if let Some(channel) = self.channels.remove(&channel_id) {
-            self.recent
-                .seqs
-                .insert(channel_id, (channel.next_seq - 1, Instant::now()));
+            self.recent.passed(channel_id, channel.next_seq - 1);
         }
     }
 
@@ -457,14 +451,7 @@ impl State {
             self.deliver(&event);
             match self.channels.get_mut(&channel_id) {
                 Some(channel) => channel.next_seq = seq + 1,
-                None => {
-                    let passed = self
-                        .recent
-                        .seqs
-                        .entry(channel_id)
-                        .or_insert((seq, Instant::now()));
-                    *passed = (passed.0.max(seq), Instant::now());
-                }
+                None => self.recent.passed(channel_id, seq),
             }
             return;
         };
@@ -524,11 +511,7 @@ impl State {
                 // reconnecting re-reads their channels, `?after=` fills the gap.
                 let missed: Vec<u64> = channel.subscribers.iter().copied().collect();
                 for id in missed {
-                    self.kick(
-                        id,
-                        CLOSE_RESYNC,
-                        "events were lost: reconnect and fetch ?after=",
-                    );
+                    self.kick(id, CLOSE_RESYNC, RESYNC);
                 }
                 self.drain(channel_id);
             }
@@ -635,6 +618,20 @@ impl State {
                 connection.channels.remove(&channel_id);
             }
             self.unsubscribe_channel(channel_id, id);
+        }
+    }
+
+    /// Closes every connection with 4009.
+    fn resync_all(&mut self) {
+        let all: Vec<u64> = self.connections.keys().copied().collect();
+        if !all.is_empty() {
+            tracing::warn!(
+                connections = all.len(),
+                "events may have been missed; closing connections to resync"
+            );
+        }
+        for id in all {
+            self.kick(id, CLOSE_RESYNC, RESYNC);
         }
     }
 
