@@ -269,6 +269,9 @@ impl Wakes {
     }
 }
 
+/// Slots a connection's queue keeps once it has carried frames (a few dozen bytes).
+const KEPT_CAPACITY: usize = 4;
+
 /// The WebSocket response body: the outbox's frames, encoded.
 pub struct OutboxBody {
     outbox: Arc<Outbox>,
@@ -298,11 +301,16 @@ impl Stream for OutboxBody {
             }
             return Poll::Pending;
         }
-        // Taking the queue also gives its memory back: most connections are idle.
+        if inner.frames.len() == 1 && inner.frames.capacity() <= KEPT_CAPACITY {
+            // The common case: one event's shared frame, passed on without a copy. The
+            // queue's small buffer stays for the next event (allocating it on the hub's thread
+            // and freeing it on this one, per delivery, costs more than keeping it).
+            return Poll::Ready(inner.frames.pop_front().map(Ok));
+        }
+        // Taking a queue that grew also gives its memory back.
         let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
         if frames.len() == 1 {
-            // The common case: one event's shared frame, passed on without a copy.
             return Poll::Ready(frames.pop_front().map(Ok));
         }
         let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
