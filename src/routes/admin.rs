@@ -1,3 +1,5 @@
+use std::sync::atomic::Ordering;
+
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
@@ -7,7 +9,19 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(storage_status);
+    cfg.service(storage_status).service(realtime_status);
+}
+
+/// Refuses users not named in `ADMIN_USERNAMES`.
+async fn require_admin(state: &AppState, auth: AuthUser) -> Result<(), AppError> {
+    let user = state
+        .db
+        .run(move |conn| Ok(db::users::find(conn, auth.id)?))
+        .await?;
+    if !state.settings.admin_usernames.contains(&user.username) {
+        return Err(AppError::forbidden("administrators only"));
+    }
+    Ok(())
 }
 
 /// The store in use, a live check of it, and what the database knows it holds.
@@ -16,18 +30,11 @@ async fn storage_status(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<HttpResponse, AppError> {
-    let (user, (object_count, total_bytes)) = state
+    require_admin(&state, auth).await?;
+    let (object_count, total_bytes) = state
         .db
-        .run(move |conn| {
-            Ok((
-                db::users::find(conn, auth.id)?,
-                db::files::live_totals(conn)?,
-            ))
-        })
+        .run(|conn| Ok(db::files::live_totals(conn)?))
         .await?;
-    if !state.settings.admin_usernames.contains(&user.username) {
-        return Err(AppError::forbidden("administrators only"));
-    }
     let live_check = state.store.check().await;
     if let Err(e) = &live_check {
         tracing::warn!(error = ?e, "store live check failed");
@@ -43,5 +50,24 @@ async fn storage_status(
         "live_check_passed": live_check.is_ok(),
         "object_count": object_count,
         "total_bytes": total_bytes,
+    })))
+}
+
+/// This instance's WebSockets: how many are open, and how many were closed for falling
+/// behind (4008) or for missing events (4009) since it started.
+#[get("/admin/realtime-status")]
+async fn realtime_status(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<HttpResponse, AppError> {
+    require_admin(&state, auth).await?;
+    let stats = state.events.hub().stats();
+    let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    Ok(HttpResponse::Ok().json(json!({
+        "connections": read(&stats.connections),
+        "frames_queued": read(&stats.frames_queued),
+        "slow_disconnects": read(&stats.slow_disconnects),
+        "resync_disconnects": read(&stats.resync_disconnects),
+        "redis": state.settings.redis_url.is_some(),
     })))
 }

@@ -477,6 +477,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     let app = spawn_app_with(&[
         ("WS_QUEUE_CAPACITY", "64"),
         ("WS_CLOSE_TIMEOUT_SECONDS", "300"),
+        ("ADMIN_USERNAMES", "alice"),
     ])
     .await;
     let (alice, slow_user, channel) = app.two_members().await;
@@ -514,6 +515,19 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     );
     // When the slow client finally reads, what was queued ends with 4008.
     assert_eq!(slow.closed().await, 4008);
+    // Operators see it counted.
+    let status = expect_json(
+        app.get("/api/admin/realtime-status", &alice.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(status["slow_disconnects"], 1, "{status}");
+    assert_eq!(status["resync_disconnects"], 0, "{status}");
+    assert_eq!(status["redis"], false);
+    let refused = app
+        .get("/api/admin/realtime-status", &slow_user.token)
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
