@@ -17,7 +17,6 @@
 //! wakes them on its own thread, where waking is only a queue push.
 
 use std::cell::OnceCell;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -27,6 +26,7 @@ use actix_http::ws::{OpCode, Parser};
 use actix_ws::{CloseCode, CloseReason};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use smallvec::SmallVec;
 use tokio::sync::{Notify, mpsc};
 
 use super::socket::SocketHandle;
@@ -53,8 +53,10 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Inner {
-    /// Encoded frames, in order.
-    frames: VecDeque<Bytes>,
+    /// Encoded frames, in order. One fits inline, beside the lock: a delivery (one event's
+    /// frame) then touches no memory of its own besides the outbox, on both the hub's thread
+    /// and the worker's.
+    frames: SmallVec<[Bytes; 1]>,
     /// The dispatcher waiting for frames.
     waker: Option<Waker>,
     /// A close frame is queued (last), or the session is over: nothing more is accepted,
@@ -127,7 +129,7 @@ impl Outbox {
         if inner.frames.len() >= self.capacity {
             return Err(Refused::Full);
         }
-        inner.frames.push_back(frame);
+        inner.frames.push(frame);
         Ok(inner.waker.take())
     }
 
@@ -145,7 +147,7 @@ impl Outbox {
             description: Some(description.to_owned()),
         };
         Parser::write_close(&mut close, Some(reason), false);
-        inner.frames.push_back(close.freeze());
+        inner.frames.push(close.freeze());
         let waker = inner.waker.take();
         drop(inner);
         if let Some(waker) = waker {
@@ -269,9 +271,6 @@ impl Wakes {
     }
 }
 
-/// Slots a connection's queue keeps once it has carried frames (a few dozen bytes).
-const KEPT_CAPACITY: usize = 4;
-
 /// The WebSocket response body: the outbox's frames, encoded.
 pub struct OutboxBody {
     outbox: Arc<Outbox>,
@@ -301,17 +300,15 @@ impl Stream for OutboxBody {
             }
             return Poll::Pending;
         }
-        if inner.frames.len() == 1 && inner.frames.capacity() <= KEPT_CAPACITY {
-            // The common case: one event's shared frame, passed on without a copy. The
-            // queue's small buffer stays for the next event (allocating it on the hub's thread
-            // and freeing it on this one, per delivery, costs more than keeping it).
-            return Poll::Ready(inner.frames.pop_front().map(Ok));
+        if inner.frames.len() == 1 && !inner.frames.spilled() {
+            // The common case: one event's shared frame, passed on without a copy.
+            return Poll::Ready(inner.frames.pop().map(Ok));
         }
-        // Taking a queue that grew also gives its memory back.
+        // Taking a queue that outgrew its inline slot also gives its memory back.
         let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
         if frames.len() == 1 {
-            return Poll::Ready(frames.pop_front().map(Ok));
+            return Poll::Ready(frames.pop().map(Ok));
         }
         let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
         frames
@@ -325,7 +322,7 @@ impl Drop for OutboxBody {
     fn drop(&mut self) {
         let mut inner = self.outbox.lock();
         inner.gone = true;
-        inner.frames = VecDeque::new();
+        inner.frames = SmallVec::new();
         inner.waker = None;
         drop(inner);
         self.outbox.ended.notify_one();
