@@ -300,14 +300,12 @@ impl Stream for OutboxBody {
             }
             return Poll::Pending;
         }
-        if inner.frames.len() == 1 && !inner.frames.spilled() {
-            // The common case: one event's shared frame, passed on without a copy.
-            return Poll::Ready(inner.frames.pop().map(Ok));
-        }
-        // Taking a queue that outgrew its inline slot also gives its memory back.
+        // Taking the queue moves its inline slot (no heap involved), or gives back the memory
+        // of a queue that outgrew it.
         let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
         if frames.len() == 1 {
+            // The common case: one event's shared frame, passed on without a copy.
             return Poll::Ready(frames.pop().map(Ok));
         }
         let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());

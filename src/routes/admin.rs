@@ -1,4 +1,4 @@
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
@@ -62,7 +62,7 @@ async fn realtime_status(
 ) -> Result<HttpResponse, AppError> {
     require_admin(&state, auth).await?;
     let stats = state.events.hub().stats();
-    let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     Ok(HttpResponse::Ok().json(json!({
         "connections": read(&stats.connections),
         "frames_queued": read(&stats.frames_queued),
