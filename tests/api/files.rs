@@ -10,7 +10,9 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::fixtures::{self, Upload};
-use crate::helpers::{StoreKind, TestApp, TestUser, expect_error, expect_json, spawn_app_on};
+use crate::helpers::{
+    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, spawn_app_on,
+};
 
 /// Runs each scenario once per store.
 macro_rules! for_each_store {
@@ -77,12 +79,7 @@ async fn objects(app: &TestApp) -> Vec<String> {
 
 /// Waits (bounded) for background clean-up to finish, then asserts the store is empty.
 async fn assert_store_empties(app: &TestApp) {
-    for _ in 0..50 {
-        if objects(app).await.is_empty() && pending_uploads(app).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(async || objects(app).await.is_empty() && pending_uploads(app).await == 0).await;
     assert_eq!(
         objects(app).await,
         Vec::<String>::new(),
@@ -464,12 +461,7 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
 
     assert_eq!(rows(&app).await.len(), 10, "nothing more was recorded");
-    for _ in 0..50 {
-        if objects(&app).await.len() == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(async || objects(&app).await.len() == 10).await;
     assert_eq!(objects(&app).await.len(), 10, "nothing more was stored");
 }
 

@@ -361,6 +361,18 @@ impl TestApp {
     }
 }
 
+/// Checks `ready` every 50 ms for up to 5 s; whether it became true. For what the server
+/// finishes in the background (the caller asserts, with its own message).
+pub async fn eventually(mut ready: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if ready().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Asserts the status and returns the JSON body.
 pub async fn expect_json(response: Response, status: StatusCode) -> Value {
     let actual = response.status();

@@ -12,7 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::fixtures::{self, Upload};
-use crate::helpers::{JWT_SECRET, TestApp, TestUser, expect_json, spawn_app, spawn_app_with};
+use crate::helpers::{
+    JWT_SECRET, TestApp, TestUser, eventually, expect_json, spawn_app, spawn_app_with,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -827,13 +829,8 @@ impl PrivateRedis {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start");
+        let listening = async || TcpStream::connect(("127.0.0.1", self.port)).await.is_ok();
+        assert!(eventually(listening).await, "redis-server did not start");
     }
 
     fn stop(&mut self) {
@@ -1021,19 +1018,15 @@ async fn protocol_violations_close_with_1002_and_oversized_fragments_with_1009()
 
     // Nothing is left behind in the hub.
     let hub = app.state.events.hub();
-    for _ in 0..100 {
+    let none_registered = async || {
         hub.sync().await;
-        if hub
-            .stats()
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("closed connections are still registered");
+        let connections = &hub.stats().connections;
+        connections.load(std::sync::atomic::Ordering::Relaxed) == 0
+    };
+    assert!(
+        eventually(none_registered).await,
+        "closed connections are still registered"
+    );
 }
 
 #[tokio::test]
@@ -1049,20 +1042,23 @@ async fn a_user_may_hold_a_limited_number_of_sockets() {
     let bob = app.register("bobby").await;
     WsClient::login(&app, &bob).await;
     drop(first);
-    for _ in 0..100 {
+    let accepted = async || {
         let mut again = WsClient::connect(&app, Some(&alice.token)).await;
         let message = tokio::time::timeout(WAIT, again.stream.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if let Message::Text(text) = message {
-            assert!(text.contains("\"ready\""), "{text}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the closed socket's place was never freed");
+        let Message::Text(text) = message else {
+            return false; // still refused: a close frame
+        };
+        assert!(text.contains("\"ready\""), "{text}");
+        true
+    };
+    assert!(
+        eventually(accepted).await,
+        "the closed socket's place was never freed"
+    );
 }
 
 #[tokio::test]
