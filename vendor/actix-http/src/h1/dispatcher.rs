@@ -658,7 +658,11 @@ where
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
                     while this.write_buf.len() < *this.h1_write_buffer_size {
-                        match body.as_mut().poll_next(cx) {
+                        let polled =
+                            with_write_buffer_state(this.write_buf.is_empty(), || {
+                                body.as_mut().poll_next(cx)
+                            });
+                        match polled {
                             Poll::Ready(Some(Ok(item))) => {
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
@@ -1384,6 +1388,13 @@ where
 
                     inner.as_mut().poll_request(cx)?;
 
+                    // (fork) Everything read has been parsed: let the buffer go. A WebSocket
+                    // whose output is written around the dispatcher may not be polled again
+                    // until the client next sends something (#2075).
+                    if inner.read_buf.is_empty() && inner.read_buf.capacity() > 0 {
+                        *inner.as_mut().project().read_buf = BytesMut::new();
+                    }
+
                     if should_disconnect {
                         // I/O stream should to be closed
                         let inner = inner.as_mut().project();
@@ -1519,6 +1530,28 @@ fn should_close_for_unread_payload(
     let drain_payload = payload.is_some_and(|pl| pl.is_dropped()) && payload_drainable;
 
     payload_unfinished && !drain_payload
+}
+
+thread_local! {
+    /// (Fork) Whether the response body being polled on this thread is polled with nothing
+    /// of its connection's earlier output left in the write buffer.
+    static WRITE_BUFFER_EMPTY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `poll` (a response body's `poll_next`) with `write_buffer_empty()` answering `empty`.
+fn with_write_buffer_state<R>(empty: bool, poll: impl FnOnce() -> R) -> R {
+    WRITE_BUFFER_EMPTY.with(|cell| cell.set(empty));
+    let polled = poll();
+    WRITE_BUFFER_EMPTY.with(|cell| cell.set(false));
+    polled
+}
+
+/// (Fork) Called from a streaming response body's `poll_next`: true when the HTTP/1
+/// dispatcher polling it has written everything the connection produced before, so that
+/// bytes written to the socket by other means now would follow them in order. False
+/// anywhere else (another dispatcher, another kind of body, not inside a poll).
+pub fn write_buffer_empty() -> bool {
+    WRITE_BUFFER_EMPTY.with(|cell| cell.get())
 }
 
 #[allow(dead_code)]

@@ -20,7 +20,7 @@ mod utils;
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
     codec::Codec,
-    dispatcher::Dispatcher,
+    dispatcher::{write_buffer_empty, Dispatcher},
     expect::ExpectHandler,
     payload::Payload,
     service::{H1Service, H1ServiceHandler},
