@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::outbox::{Doorbell, Outbox, Refused, Wakes, text_frame};
+use super::outbox::{Doorbell, Outbox, Refused, WorkerBatches, text_frame};
 use super::socket::SocketHandle;
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
@@ -544,7 +544,7 @@ impl State {
             };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
-            let mut wakes = Wakes::default();
+            let mut batches = WorkerBatches::default();
             for id in &channel.subscribers {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
@@ -556,7 +556,7 @@ impl State {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),
                 };
-                match connection.outbox.push_deferred(frame, &mut wakes) {
+                match connection.outbox.push_deferred(frame, &mut batches) {
                     Ok(()) => {
                         self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
                     }
@@ -565,7 +565,7 @@ impl State {
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
-            wakes.ring();
+            batches.ring();
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }

@@ -13,8 +13,17 @@
 //! The hub runs on another thread than the connections' dispatchers, and waking a task of
 //! another runtime interrupts that runtime's event loop (a system call) each time. So the
 //! hub does not wake dispatchers itself: it collects the wakers of one event's deliveries
-//! (`Wakes`) and hands them to each actix worker's `Doorbell` in one message; the worker
-//! wakes them on its own thread, where waking is only a queue push.
+//! (`WorkerBatches`) and hands them to each actix worker's `Doorbell` in one message; the
+//! worker wakes them on its own thread, where waking is only a queue push.
+//!
+//! Direct writes. Waking a dispatcher and polling it (timers, read side, body, write buffer)
+//! costs about as much again as the `send` it ends in. So while a connection's dispatcher has
+//! written everything it was given and waits for more (`Inner::direct`, learnt from the
+//! dispatcher itself: `actix_http::h1::write_buffer_empty`, a hook of our vendored copy),
+//! its worker writes new frames straight to the socket (`write_direct`); the hub hands the
+//! worker the outbox instead of the dispatcher's waker. Whatever the socket does not take
+//! goes back to the queue, and the dispatcher is woken to write it when the client reads:
+//! bytes leave by one path at a time, in order.
 
 use std::cell::OnceCell;
 use std::pin::Pin;
@@ -24,7 +33,7 @@ use std::time::Duration;
 
 use actix_http::ws::{OpCode, Parser};
 use actix_ws::{CloseCode, CloseReason};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use smallvec::SmallVec;
 use tokio::sync::{Notify, mpsc};
@@ -59,6 +68,14 @@ struct Inner {
     frames: SmallVec<[Bytes; 1]>,
     /// The dispatcher waiting for frames.
     waker: Option<Waker>,
+    /// The dispatcher has written all it was given and waits: frames may be written straight
+    /// to the socket, on the connection's worker. Cleared whenever the body hands it frames.
+    direct: bool,
+    /// The worker has been handed this outbox for a direct write (once until it has run).
+    write_scheduled: bool,
+    /// The body handed frames to the dispatcher at its last poll: poll once more after the
+    /// dispatcher's flush, to find out whether it has gone idle.
+    just_yielded: bool,
     /// A close frame is queued (last), or the session is over: nothing more is accepted,
     /// and the body ends once the queue is written.
     closing: bool,
@@ -100,28 +117,38 @@ impl Outbox {
         self.push(frame(payload, OpCode::Pong))
     }
 
-    /// Queues a frame and wakes the dispatcher (from the connection's own worker).
+    /// Queues a frame and sends it on its way (from the connection's own worker).
     fn push(&self, frame: Bytes) -> Result<(), Refused> {
-        if let Some(waker) = self.enqueue(frame)? {
-            waker.wake();
+        match self.enqueue(frame)? {
+            Next::Wake(waker) => waker.wake(),
+            Next::WriteDirect => self.write_direct(),
+            Next::Nothing => {}
         }
         Ok(())
     }
 
-    /// Queues an encoded frame from another thread; the dispatcher's waker goes into
-    /// `wakes`.
-    pub fn push_deferred(&self, frame: Bytes, wakes: &mut Wakes) -> Result<(), Refused> {
-        if let Some(waker) = self.enqueue(frame)? {
-            match &self.doorbell {
-                Some(doorbell) => wakes.add(doorbell, waker),
-                None => waker.wake(),
+    /// Queues an encoded frame from another thread; what sends it on its way (the
+    /// dispatcher's waker, or the outbox for a direct write) goes into `batches`.
+    pub fn push_deferred(
+        self: &Arc<Self>,
+        frame: Bytes,
+        batches: &mut WorkerBatches,
+    ) -> Result<(), Refused> {
+        let next = self.enqueue(frame)?;
+        match (&self.doorbell, next) {
+            (_, Next::Nothing) => {}
+            (Some(doorbell), Next::Wake(waker)) => batches.batch(doorbell).wakers.push(waker),
+            (Some(doorbell), Next::WriteDirect) => {
+                batches.batch(doorbell).writes.push(self.clone())
             }
+            (None, Next::Wake(waker)) => waker.wake(),
+            (None, Next::WriteDirect) => self.write_direct(),
         }
         Ok(())
     }
 
-    /// Queues a frame; returns the waker of a dispatcher waiting for one.
-    fn enqueue(&self, frame: Bytes) -> Result<Option<Waker>, Refused> {
+    /// Queues a frame; says what has to happen for it to leave.
+    fn enqueue(&self, frame: Bytes) -> Result<Next, Refused> {
         let mut inner = self.lock();
         if inner.closing || inner.gone {
             return Err(Refused::Closed);
@@ -130,7 +157,44 @@ impl Outbox {
             return Err(Refused::Full);
         }
         inner.frames.push(frame);
-        Ok(inner.waker.take())
+        Ok(if !inner.direct {
+            inner.waker.take().map_or(Next::Nothing, Next::Wake)
+        } else if std::mem::replace(&mut inner.write_scheduled, true) {
+            Next::Nothing
+        } else {
+            Next::WriteDirect
+        })
+    }
+
+    /// Writes the queue straight to the socket while the dispatcher is idle (see the module's
+    /// notes). What the socket does not take stays queued, first, and the dispatcher is woken
+    /// to write it. Call on the connection's worker; elsewhere it only wakes the dispatcher.
+    fn write_direct(&self) {
+        let mut inner = self.lock();
+        inner.write_scheduled = false;
+        if !inner.direct || inner.frames.is_empty() {
+            return;
+        }
+        // `direct` implies the body is alive (`gone` clears it), so the socket is the
+        // connection's while the lock is held.
+        let written = match &self.socket {
+            Some(socket) => socket.send(&inner.frames),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        let total: usize = inner.frames.iter().map(Bytes::len).sum();
+        match written {
+            Ok(n) if n == total => inner.frames.clear(),
+            // Partly written, or not at all (the client is not reading, or the socket failed:
+            // the dispatcher finds out and ends the connection).
+            written => {
+                consume(&mut inner.frames, written.unwrap_or(0));
+                let waker = inner.leave_direct();
+                drop(inner);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+        }
     }
 
     /// Queues the close frame after whatever is waiting; the connection ends once it is
@@ -141,6 +205,8 @@ impl Outbox {
             return;
         }
         inner.closing = true;
+        // The dispatcher writes the close frame, then ends the body.
+        inner.direct = false;
         let mut close = BytesMut::new();
         let reason = CloseReason {
             code: CloseCode::from(code),
@@ -160,6 +226,7 @@ impl Outbox {
     pub fn finish(&self) {
         let mut inner = self.lock();
         inner.closing = true;
+        inner.direct = false;
         let waker = inner.waker.take();
         drop(inner);
         if let Some(waker) = waker {
@@ -197,6 +264,42 @@ impl Outbox {
     }
 }
 
+/// What makes a queued frame leave.
+enum Next {
+    /// Already on its way: the dispatcher is awake, or a direct write is scheduled.
+    Nothing,
+    /// Wake the dispatcher.
+    Wake(Waker),
+    /// Write it straight to the socket, on the connection's worker.
+    WriteDirect,
+}
+
+impl Inner {
+    /// Hands writing back to the dispatcher; returns its waker, to wake.
+    fn leave_direct(&mut self) -> Option<Waker> {
+        self.direct = false;
+        self.waker.take()
+    }
+}
+
+/// Drops the first `n` bytes of `frames`.
+fn consume(frames: &mut SmallVec<[Bytes; 1]>, mut n: usize) {
+    let whole = frames
+        .iter()
+        .take_while(|frame| {
+            let fits = frame.len() <= n;
+            if fits {
+                n -= frame.len();
+            }
+            fits
+        })
+        .count();
+    frames.drain(..whole);
+    if n > 0 {
+        frames[0].advance(n);
+    }
+}
+
 /// A text frame as the server sends it (unmasked), to queue in any number of outboxes.
 pub fn text_frame(text: &str) -> Bytes {
     frame(text.as_bytes(), OpCode::Text)
@@ -208,11 +311,29 @@ fn frame(payload: &[u8], op: OpCode) -> Bytes {
     frame.freeze()
 }
 
-/// Wakes one actix worker's dispatchers on that worker's thread.
+/// Wakes one actix worker's dispatchers, and makes its direct writes, on that worker's
+/// thread.
 pub struct Doorbell {
     /// Unbounded, yet bounded in effect: a waker is handed over at most once per wait of
-    /// its dispatcher, so no more wakers are in flight than the worker has connections.
-    batches: mpsc::UnboundedSender<Vec<Waker>>,
+    /// its dispatcher, and an outbox at most once per direct write, so no more are in flight
+    /// than twice the worker's connections.
+    batches: mpsc::UnboundedSender<Batch>,
+}
+
+/// One worker's share of a delivery.
+#[derive(Default)]
+pub struct Batch {
+    wakers: Vec<Waker>,
+    writes: Vec<Arc<Outbox>>,
+}
+
+impl Batch {
+    /// Runs on the worker's thread (or, if the worker has stopped, anywhere: a direct write
+    /// off its thread only wakes the dispatcher).
+    fn run(self) {
+        self.wakers.into_iter().for_each(Waker::wake);
+        self.writes.iter().for_each(|outbox| outbox.write_direct());
+    }
 }
 
 thread_local! {
@@ -224,10 +345,10 @@ impl Doorbell {
     pub fn current() -> Arc<Doorbell> {
         DOORBELL.with(|cell| {
             cell.get_or_init(|| {
-                let (batches, mut received) = mpsc::unbounded_channel::<Vec<Waker>>();
+                let (batches, mut received) = mpsc::unbounded_channel::<Batch>();
                 actix_web::rt::spawn(async move {
-                    while let Some(wakers) = received.recv().await {
-                        wakers.into_iter().for_each(Waker::wake);
+                    while let Some(batch) = received.recv().await {
+                        batch.run();
                     }
                 });
                 Arc::new(Doorbell { batches })
@@ -236,37 +357,41 @@ impl Doorbell {
         })
     }
 
-    fn ring(&self, wakers: Vec<Waker>) {
-        // The worker has stopped: wake from here, as a fallback.
-        if let Err(unsent) = self.batches.send(wakers) {
-            unsent.0.into_iter().for_each(Waker::wake);
+    fn ring(&self, batch: Batch) {
+        // The worker has stopped: run it from here, as a fallback.
+        if let Err(unsent) = self.batches.send(batch) {
+            unsent.0.run();
         }
     }
 }
 
-/// Dispatchers to wake after a delivery, by worker.
+/// What a delivery leaves for the workers to do, by worker.
 #[derive(Default)]
-pub struct Wakes {
-    by_worker: Vec<(Arc<Doorbell>, Vec<Waker>)>,
+pub struct WorkerBatches {
+    by_worker: Vec<(Arc<Doorbell>, Batch)>,
 }
 
-impl Wakes {
-    fn add(&mut self, doorbell: &Arc<Doorbell>, waker: Waker) {
+impl WorkerBatches {
+    fn batch(&mut self, doorbell: &Arc<Doorbell>) -> &mut Batch {
         // A handful of workers: a linear search beats hashing.
-        match self
+        let index = match self
             .by_worker
-            .iter_mut()
-            .find(|(d, _)| Arc::ptr_eq(d, doorbell))
+            .iter()
+            .position(|(d, _)| Arc::ptr_eq(d, doorbell))
         {
-            Some((_, wakers)) => wakers.push(waker),
-            None => self.by_worker.push((doorbell.clone(), vec![waker])),
-        }
+            Some(index) => index,
+            None => {
+                self.by_worker.push((doorbell.clone(), Batch::default()));
+                self.by_worker.len() - 1
+            }
+        };
+        &mut self.by_worker[index].1
     }
 
-    /// Rings each worker's doorbell once with its wakers.
+    /// Rings each worker's doorbell once with its share.
     pub fn ring(self) {
-        for (doorbell, wakers) in self.by_worker {
-            doorbell.ring(wakers);
+        for (doorbell, batch) in self.by_worker {
+            doorbell.ring(batch);
         }
     }
 }
@@ -298,8 +423,18 @@ impl Stream for OutboxBody {
             {
                 inner.waker = Some(cx.waker().clone());
             }
+            if this.outbox.socket.is_some() {
+                inner.direct = actix_http::h1::write_buffer_empty();
+                if !inner.direct && std::mem::take(&mut inner.just_yielded) {
+                    // What it was just given is still in the dispatcher's buffer: poll again
+                    // after its flush, which normally empties it, to go direct then.
+                    cx.waker().wake_by_ref();
+                }
+            }
             return Poll::Pending;
         }
+        inner.direct = false;
+        inner.just_yielded = true;
         // Taking the queue moves its inline slot (no heap involved), or gives back the memory
         // of a queue that outgrew it.
         let mut frames = std::mem::take(&mut inner.frames);
@@ -320,6 +455,7 @@ impl Drop for OutboxBody {
     fn drop(&mut self) {
         let mut inner = self.outbox.lock();
         inner.gone = true;
+        inner.direct = false;
         inner.frames = SmallVec::new();
         inner.waker = None;
         drop(inner);
@@ -357,6 +493,75 @@ mod tests {
         outbox.finish();
         assert_eq!(&body.next().await.unwrap().unwrap()[..], b"\x81\x04last");
         assert!(body.next().await.is_none());
+    }
+
+    #[test]
+    fn consume_drops_whole_frames_then_part_of_the_next() {
+        let mut frames: SmallVec<[Bytes; 1]> = SmallVec::from_vec(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"defg"),
+        ]);
+        consume(&mut frames, 5);
+        assert_eq!(frames.as_slice(), &[Bytes::from_static(b"fg")]);
+        consume(&mut frames, 2);
+        assert!(frames.is_empty());
+    }
+
+    /// A direct write goes straight to the socket; once the socket is full, the rest (and
+    /// everything after it) leaves through the body, with no byte lost, doubled or reordered.
+    #[tokio::test]
+    async fn direct_writes_hand_over_to_the_body_in_order_when_the_socket_is_full() {
+        use std::io::Read;
+        use tokio::io::AsyncWriteExt;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut server = actix_web::rt::net::TcpStream::from_std(server).unwrap();
+        let socket = SocketHandle::of(&server);
+        socket.cap_send_buffer(4096);
+        let outbox = Outbox::new(10_000, None, Some(socket));
+        let mut body = outbox.body();
+        // As the dispatcher leaves it when it has written everything and waits.
+        outbox.lock().direct = true;
+
+        outbox.text("first").unwrap();
+        assert!(outbox.lock().frames.is_empty(), "written at once");
+        let mut head = [0u8; 7];
+        client.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"\x81\x05first");
+
+        // The client does not read: the socket fills, and frames start to queue.
+        let mut expected = Vec::new();
+        let mut n = 0u32;
+        while outbox.lock().direct {
+            let text = format!("{n:05}").repeat(400);
+            expected.extend_from_slice(&text_frame(&text));
+            outbox.text(&text).unwrap();
+            n += 1;
+        }
+        for n in n..n + 3 {
+            let text = format!("{n:05}").repeat(400);
+            expected.extend_from_slice(&text_frame(&text));
+            outbox.text(&text).unwrap();
+        }
+        outbox.finish();
+        let expected_len = expected.len();
+        let reader = std::thread::spawn(move || {
+            let mut received = vec![0u8; expected_len];
+            client.read_exact(&mut received).unwrap();
+            received
+        });
+        // Play the dispatcher: write what the body yields.
+        while let Some(chunk) = body.next().await {
+            server.write_all(&chunk.unwrap()).await.unwrap();
+        }
+        let received = reader.join().unwrap();
+        assert!(received == expected, "every byte once, in order");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! A WebSocket's TCP socket, as far as the server touches it besides actix-http: its send
-//! buffer's size, and cutting off a client that does not read its close frame.
+//! buffer's size, frames written while actix-http's dispatcher is idle (see
+//! `outbox::Outbox::write_direct`), and cutting off a client that does not read its close
+//! frame.
 //!
 //! actix-http owns the socket; this keeps only its descriptor (noted by
 //! `HttpServer::on_connect`) and the worker thread that serves the connection. The
 //! descriptor is valid as long as the connection's dispatcher lives, and the dispatcher runs
 //! on that thread: code on that thread that knows the dispatcher is alive may use it.
 
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::thread::{self, ThreadId};
 
 use actix_web::rt::net::TcpStream;
+use bytes::Bytes;
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SocketHandle {
@@ -41,6 +46,25 @@ impl SocketHandle {
         let Some(fd) = self.borrow() else { return };
         if let Err(e) = socket2::SockRef::from(&fd).set_send_buffer_size(bytes) {
             tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
+        }
+    }
+
+    /// Writes `frames` without blocking, as far as the socket takes them; returns the bytes
+    /// written. Only on the connection's worker (elsewhere: `Unsupported`), while its
+    /// dispatcher is alive and has nothing of its own waiting to be written (the outbox's
+    /// direct mode), so that these bytes follow the dispatcher's in order.
+    pub fn send(&self, frames: &[Bytes]) -> io::Result<usize> {
+        let Some(fd) = self.borrow() else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let socket = socket2::SockRef::from(&fd);
+        match frames {
+            [frame] => socket.send(frame),
+            _ => {
+                let slices: SmallVec<[IoSlice<'_>; 8]> =
+                    frames.iter().map(|frame| IoSlice::new(frame)).collect();
+                socket.send_vectored(&slices)
+            }
         }
     }
 
