@@ -37,6 +37,9 @@ const GAP_WAIT: Duration = Duration::from_secs(2);
 /// How long the hub remembers what passed, for sessions whose snapshot is older.
 const RECENT_FOR: Duration = Duration::from_secs(60);
 const COMMAND_QUEUE: usize = 65_536;
+/// Typing notices of one user in one channel: at most one every this often, however many
+/// sockets (or instances) they come from.
+pub const TYPING_EVERY: Duration = Duration::from_secs(2);
 const TAP_CAPACITY: usize = 8192;
 
 pub const CLOSE_TOO_SLOW: u16 = 4008;
@@ -128,6 +131,7 @@ impl Hub {
             users: HashMap::new(),
             waiting: HashSet::new(),
             recent: Recent::default(),
+            typing: HashMap::new(),
         };
         tokio::spawn(state.run(receiver));
         Hub {
@@ -249,6 +253,8 @@ struct State {
     /// Channels with events waiting for a predecessor.
     waiting: HashSet<i32>,
     recent: Recent,
+    /// When each (channel, user) last had a typing notice relayed.
+    typing: HashMap<(i32, i32), Instant>,
 }
 
 /// What the hub delivered lately, for sessions whose snapshot of the user's channels is
@@ -311,7 +317,7 @@ impl State {
                     None => return,
                 },
                 _ = ticker.tick(), if !self.waiting.is_empty() => self.release_stale(),
-                _ = pruner.tick() => self.recent.forget_before(Instant::now() - RECENT_FOR),
+                _ = pruner.tick() => self.forget_old(),
             }
         }
     }
@@ -438,10 +444,18 @@ impl State {
         }
     }
 
+    fn forget_old(&mut self) {
+        let now = Instant::now();
+        self.recent.forget_before(now - RECENT_FOR);
+        self.typing.retain(|_, at| now - *at < TYPING_EVERY);
+    }
+
     /// Takes an event in, and delivers whatever is now in order.
     fn receive(&mut self, event: Arc<ChannelEvent>) {
         let Some(seq) = event.seq else {
-            self.deliver(&event);
+            if self.may_relay(&event) {
+                self.deliver(&event);
+            }
             return;
         };
         let channel_id = event.channel_id;
@@ -461,6 +475,24 @@ impl State {
         channel.pending.insert(seq, event);
         channel.waiting_since.get_or_insert_with(Instant::now);
         self.drain(channel_id);
+    }
+
+    /// Whether an ephemeral event goes out: typing notices are limited per user and channel.
+    fn may_relay(&mut self, event: &ChannelEvent) -> bool {
+        let Event::Typing { user_id } = event.event else {
+            return true;
+        };
+        let now = Instant::now();
+        let key = (event.channel_id, user_id);
+        if self
+            .typing
+            .get(&key)
+            .is_some_and(|at| now - *at < TYPING_EVERY)
+        {
+            return false;
+        }
+        self.typing.insert(key, now);
+        true
     }
 
     /// Delivers the channel's pending events that are next in line.

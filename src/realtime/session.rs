@@ -12,7 +12,7 @@ use actix_web::web::Data;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use futures_util::StreamExt;
 
-use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW};
+use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW, TYPING_EVERY};
 use super::outbox::{Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::{Event, hub::ConnectError};
@@ -28,9 +28,6 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection silent for this many heartbeats is closed as dead.
 const SILENT_HEARTBEATS: u32 = 3;
-/// Typing notices per channel: at most one every this often.
-const TYPING_EVERY: Duration = Duration::from_secs(2);
-
 pub const CLOSE_AUTH: u16 = 4001;
 pub const CLOSE_TOO_MANY: u16 = 4029;
 
@@ -345,7 +342,9 @@ impl<'a> Live<'a> {
         }
     }
 
-    /// Ephemeral and rate limited; only for channels this connection follows.
+    /// Ephemeral and rate limited; only for channels this connection follows. The hub limits
+    /// notices per user and channel; checking here first spares it a round trip for each
+    /// notice of a chatty socket.
     async fn typing(&mut self, channel_id: i32) {
         let now = Instant::now();
         if self

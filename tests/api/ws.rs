@@ -630,23 +630,30 @@ async fn typing_is_relayed_to_other_members_and_not_stored() {
     let private = app.create_channel(&alice, "private", true).await;
     app.join(&bob, channel).await;
     let (mut alice_ws, _) = WsClient::login(&app, &alice).await;
+    let (mut alice_tab, _) = WsClient::login(&app, &alice).await;
     let (mut bob_ws, _) = WsClient::login(&app, &bob).await;
-    // Typing twice in a row: relayed once (at most one notice per channel every 2 s).
+    // Typing twice in a row, and again from her other tab: relayed once (at most one notice
+    // per user and channel every 2 s, however many sockets they come from).
     for _ in 0..2 {
         alice_ws
             .send(json!({ "type": "typing", "channel_id": channel }))
             .await;
     }
+    alice_tab
+        .send(json!({ "type": "typing", "channel_id": channel }))
+        .await;
     // Not a member: ignored.
     bob_ws
         .send(json!({ "type": "typing", "channel_id": private }))
         .await;
-    // Once both sessions have handled their frames and the hub what they sent, all that
+    // Once the sessions have handled their frames and the hub what they sent, all that
     // will ever be relayed is queued.
     let mut to_alice = alice_ws.frames_before_pong().await;
+    to_alice.extend(alice_tab.frames_before_pong().await);
     let mut to_bob = bob_ws.frames_before_pong().await;
     app.state.events.hub().sync().await;
     to_alice.extend(alice_ws.frames_before_pong().await);
+    to_alice.extend(alice_tab.frames_before_pong().await);
     to_bob.extend(bob_ws.frames_before_pong().await);
 
     let notice = json!({ "type": "typing", "channel_id": channel, "data": { "channel_id": channel, "user_id": alice.id } });
