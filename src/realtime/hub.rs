@@ -453,7 +453,7 @@ impl State {
     /// Takes an event in, and delivers whatever is now in order.
     fn receive(&mut self, event: Arc<ChannelEvent>) {
         let Some(seq) = event.seq else {
-            if self.may_relay(&event) {
+            if self.admit_ephemeral(&event) {
                 self.deliver(&event);
             }
             return;
@@ -477,8 +477,9 @@ impl State {
         self.drain(channel_id);
     }
 
-    /// Whether an ephemeral event goes out: typing notices are limited per user and channel.
-    fn may_relay(&mut self, event: &ChannelEvent) -> bool {
+    /// Admits an ephemeral event or drops it: typing notices are limited per user and
+    /// channel, and admitting one starts the user's next wait.
+    fn admit_ephemeral(&mut self, event: &ChannelEvent) -> bool {
         let Event::Typing { user_id } = event.event else {
             return true;
         };

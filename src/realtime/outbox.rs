@@ -1,10 +1,12 @@
 //! A connection's outgoing frames, and the response body that writes them.
 //!
-//! The hub and the session push encoded frames; the WebSocket response's body (which
-//! actix-http's dispatcher polls whenever it can write) takes everything queued at once as
-//! one chunk. So a delivery wakes only the connection's dispatcher, with no task or channel
-//! in between, frames that pile up while a socket is busy leave in one write, and an event's
-//! frame is encoded once and shared by all its recipients (`text_frame`).
+//! The hub and the session push encoded frames. They leave by one of two paths, one at a
+//! time: straight to the socket from the connection's worker while actix-http's dispatcher
+//! is idle ("direct writes", below), or through the WebSocket response's body, which the
+//! dispatcher polls whenever it can write and which takes everything queued at once as one
+//! chunk. Either way no task or channel sits in between, frames that pile up while a socket
+//! is busy leave in one write, and an event's frame is encoded once and shared by all its
+//! recipients (`text_frame`).
 //!
 //! This replaces actix-ws's `Session`, whose channel (32 frames, allocated up front) sat
 //! behind our own queue and cost a task wake-up per frame; actix-ws still parses what the
@@ -22,8 +24,12 @@
 //! dispatcher itself: `actix_http::h1::write_buffer_empty`, a hook of our vendored copy),
 //! its worker writes new frames straight to the socket (`write_direct`); the hub hands the
 //! worker the outbox instead of the dispatcher's waker. Whatever the socket does not take
-//! goes back to the queue, and the dispatcher is woken to write it when the client reads:
-//! bytes leave by one path at a time, in order.
+//! stays queued, and the dispatcher is woken at once to write it as the socket drains: bytes
+//! leave by one path at a time, in order.
+//!
+//! The raw descriptor is safe to use: only on the connection's worker (`SocketHandle`), under
+//! the outbox's lock with the body alive, and actix-http's dispatcher drops the body before
+//! it closes the socket (see `vendor/README.md`).
 
 use std::cell::OnceCell;
 use std::pin::Pin;
@@ -54,7 +60,8 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     /// The doorbell of the worker whose dispatcher writes this outbox, if any.
     doorbell: Option<Arc<Doorbell>>,
-    /// The connection's socket, to cut off a client that does not read its close frame.
+    /// The connection's socket, for direct writes and to cut off a client that does not
+    /// read its close frame. None in unit tests: everything goes through the body.
     socket: Option<SocketHandle>,
     /// Signalled when the body is dropped (the connection has ended).
     ended: Notify,
@@ -69,7 +76,8 @@ struct Inner {
     /// The dispatcher waiting for frames.
     waker: Option<Waker>,
     /// The dispatcher has written all it was given and waits: frames may be written straight
-    /// to the socket, on the connection's worker. Cleared whenever the body hands it frames.
+    /// to the socket, on the connection's worker. Set only by the body's poll; cleared when
+    /// the body hands the dispatcher frames, when a direct write falls short, and on close.
     direct: bool,
     /// The worker has been handed this outbox for a direct write (once until it has run).
     write_scheduled: bool,
@@ -117,7 +125,9 @@ impl Outbox {
         self.push(frame(payload, OpCode::Pong))
     }
 
-    /// Queues a frame and sends it on its way (from the connection's own worker).
+    /// Queues a frame and sends it on its way: written at once if the dispatcher is idle and
+    /// this is the connection's worker (the session's task); else by the dispatcher, woken
+    /// here (the hub's `ready`, from its own thread).
     fn push(&self, frame: Bytes) -> Result<(), Refused> {
         match self.enqueue(frame)? {
             Next::Wake(waker) => waker.wake(),
@@ -176,7 +186,8 @@ impl Outbox {
             return;
         }
         // `direct` implies the body is alive (`gone` clears it), so the socket is the
-        // connection's while the lock is held.
+        // connection's while the lock is held. The hub may wait for the lock meanwhile; a
+        // non-blocking send is short.
         let written = match &self.socket {
             Some(socket) => socket.send(&inner.frames),
             None => Err(std::io::ErrorKind::Unsupported.into()),
@@ -184,8 +195,8 @@ impl Outbox {
         let total: usize = inner.frames.iter().map(Bytes::len).sum();
         match written {
             Ok(n) if n == total => inner.frames.clear(),
-            // Partly written, or not at all (the client is not reading, or the socket failed:
-            // the dispatcher finds out and ends the connection).
+            // Partly written, or not at all: the client is not reading, the socket failed (the
+            // dispatcher finds out and ends the connection), or this is not the worker.
             written => {
                 consume(&mut inner.frames, written.unwrap_or(0));
                 let waker = inner.leave_direct();
@@ -425,7 +436,7 @@ impl Stream for OutboxBody {
             }
             if this.outbox.socket.is_some() {
                 inner.direct = actix_http::h1::write_buffer_empty();
-                if !inner.direct && std::mem::take(&mut inner.just_yielded) {
+                if std::mem::take(&mut inner.just_yielded) && !inner.direct {
                     // What it was just given is still in the dispatcher's buffer: poll again
                     // after its flush, which normally empties it, to go direct then.
                     cx.waker().wake_by_ref();

@@ -61,8 +61,13 @@ impl SocketHandle {
         match frames {
             [frame] => socket.send(frame),
             _ => {
-                let slices: SmallVec<[IoSlice<'_>; 8]> =
-                    frames.iter().map(|frame| IoSlice::new(frame)).collect();
+                // A backlog beyond this goes out in part (well under the kernel's IOV_MAX);
+                // the caller handles a short write.
+                let slices: SmallVec<[IoSlice<'_>; 8]> = frames
+                    .iter()
+                    .take(64)
+                    .map(|frame| IoSlice::new(frame))
+                    .collect();
                 socket.send_vectored(&slices)
             }
         }

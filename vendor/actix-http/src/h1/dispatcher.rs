@@ -168,6 +168,8 @@ pin_project! {
         config: ServiceConfig,
         error: Option<DispatchError>,
 
+        // (fork) Declared before `io`, so dropped first: a response body may write to the
+        // socket itself while alive (see `write_buffer_empty`), so it must never outlive it.
         #[pin]
         pub(super) state: State<S, B, X>,
         // when Some(_) dispatcher is in state of receiving request payload
@@ -1540,10 +1542,16 @@ thread_local! {
 
 /// Runs `poll` (a response body's `poll_next`) with `write_buffer_empty()` answering `empty`.
 fn with_write_buffer_state<R>(empty: bool, poll: impl FnOnce() -> R) -> R {
+    /// Clears the flag however `poll` ends, a panic included.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WRITE_BUFFER_EMPTY.with(|cell| cell.set(false));
+        }
+    }
     WRITE_BUFFER_EMPTY.with(|cell| cell.set(empty));
-    let polled = poll();
-    WRITE_BUFFER_EMPTY.with(|cell| cell.set(false));
-    polled
+    let _reset = Reset;
+    poll()
 }
 
 /// (Fork) Called from a streaming response body's `poll_next`: true when the HTTP/1
