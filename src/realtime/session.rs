@@ -28,6 +28,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection silent for this many heartbeats is closed as dead.
 const SILENT_HEARTBEATS: u32 = 3;
+
 pub const CLOSE_AUTH: u16 = 4001;
 pub const CLOSE_TOO_MANY: u16 = 4029;
 
