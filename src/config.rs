@@ -110,6 +110,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// The Redis pub/sub channel the instances of one deployment share.
     pub redis_channel: String,
+    /// Events an instance holds for Redis while it cannot publish them.
+    pub redis_publish_queue: usize,
     pub workers: usize,
     /// Download-link requests a user may make per minute.
     pub download_links_per_minute: u32,
@@ -242,6 +244,7 @@ impl Settings {
             admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
             redis_url: get("REDIS_URL"),
             redis_channel: get("REDIS_CHANNEL").unwrap_or_else(|| "chatserver:events".into()),
+            redis_publish_queue: parse_number(&get, "REDIS_PUBLISH_QUEUE", 8192, 1..=1_000_000)?,
             workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
             download_links_per_minute: parse_number(
                 &get,

@@ -99,7 +99,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             let client = redis_bridge::client(url)?;
             let channel = settings.redis_channel.clone();
             tracing::info!(channel, "events fan out across instances through Redis");
-            Some(redis_bridge::start(client, channel, hub.clone()))
+            Some(redis_bridge::start(
+                client,
+                channel,
+                hub.clone(),
+                settings.redis_publish_queue,
+            ))
         }
         None => None,
     };

@@ -102,6 +102,8 @@ enum Command {
     Event(Arc<ChannelEvent>),
     /// Closes every connection with 4009: events may have been missed (Redis was away).
     ResyncAll,
+    /// Closes these channels' connections with 4009: events of theirs were lost.
+    ResyncChannels(Vec<i32>),
     /// Answered once every command sent before it has been handled.
     Sync(oneshot::Sender<()>),
 }
@@ -205,6 +207,15 @@ impl Hub {
     /// instance may have missed events (its Redis subscription was lost).
     pub async fn resync_all(&self) {
         let _ = self.commands.send(Command::ResyncAll).await;
+    }
+
+    /// Closes the connections following these channels with 4009: events of theirs were
+    /// lost on the way here (another instance could not publish them).
+    pub async fn resync_channels(&self, channel_ids: Vec<i32>) {
+        let _ = self
+            .commands
+            .send(Command::ResyncChannels(channel_ids))
+            .await;
     }
 
     /// Returns once the hub has handled everything sent to it before.
@@ -347,6 +358,7 @@ impl State {
             }
             Command::Event(event) => self.receive(event),
             Command::ResyncAll => self.resync_all(),
+            Command::ResyncChannels(channel_ids) => self.resync_channels(&channel_ids),
             Command::Sync(reply) => {
                 let _ = reply.send(());
             }
@@ -665,6 +677,28 @@ impl State {
         }
         for id in all {
             self.kick(id, CLOSE_RESYNC, RESYNC);
+        }
+    }
+
+    /// Closes the connections following these channels with 4009, and forgets where the
+    /// channels stand: the events lost would hold them up, and the next session to follow
+    /// one reads its position from the database, which has them.
+    fn resync_channels(&mut self, channel_ids: &[i32]) {
+        for &channel_id in channel_ids {
+            let Some(channel) = self.channels.get(&channel_id) else {
+                continue;
+            };
+            let missed: Vec<u64> = channel.subscribers.iter().copied().collect();
+            tracing::warn!(
+                channel_id,
+                connections = missed.len(),
+                "events of this channel were lost; closing its connections to resync"
+            );
+            for id in missed {
+                self.kick(id, CLOSE_RESYNC, RESYNC);
+            }
+            self.forget_channel(channel_id);
+            self.waiting.remove(&channel_id);
         }
     }
 

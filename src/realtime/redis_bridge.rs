@@ -8,13 +8,15 @@
 //!
 //! Redis never slows a request: events go to a bounded queue that one task publishes from,
 //! reconnecting with backoff. When Redis is unavailable an instance keeps serving its local
-//! clients and logs it once; what its queue holds is published when Redis is back (what did
-//! not fit is lost to the other instances). An instance whose subscription was lost closes
-//! its connections with 4009 once it is subscribed again: they may have missed events from
-//! other instances, and reconnecting and fetching `?after=` is how a client catches up.
+//! clients and logs it once; what its queue holds is published when Redis is back. What did
+//! not fit is lost to the other instances, so the instance then tells them which channels
+//! lost events, and they close those channels' connections with 4009 (a gap in a channel's
+//! numbering would show them only if a later event came). An instance whose subscription
+//! was lost closes all its connections with 4009 once it is subscribed again. Either way,
+//! reconnecting and fetching `?after=` is how a client catches up.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,14 +30,55 @@ use super::{ChannelEvent, Hub};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Events waiting to be published while Redis is slow or away.
-const PUBLISH_QUEUE: usize = 8192;
+/// Channels named in one notice of lost events; beyond this, the notice says "all".
+const MAX_LOST_CHANNELS: usize = 10_000;
 
-/// An event on the Redis channel, with the instance that published it.
+/// A message on the Redis channel, from the instance `origin`: an event, or a notice that
+/// events of some channels will never come.
 #[derive(Serialize, Deserialize)]
 struct Envelope<E> {
     origin: u64,
-    event: E,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<E>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<Lost>,
+}
+
+/// Channels whose events did not fit the publishing queue.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Lost {
+    channels: HashSet<i32>,
+    /// Too many channels to name: every channel may have lost events.
+    all: bool,
+}
+
+impl Lost {
+    fn add(&mut self, channel_id: i32) {
+        if self.all {
+            return;
+        }
+        if self.channels.len() >= MAX_LOST_CHANNELS {
+            *self = Lost {
+                channels: HashSet::new(),
+                all: true,
+            };
+        } else {
+            self.channels.insert(channel_id);
+        }
+    }
+
+    fn merge(&mut self, other: Lost) {
+        if other.all {
+            self.all = true;
+            self.channels.clear();
+        } else {
+            other.channels.into_iter().for_each(|id| self.add(id));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.channels.is_empty()
+    }
 }
 
 /// Opens the Redis client named by `REDIS_URL` (no connection is made yet).
@@ -44,11 +87,12 @@ pub fn client(url: &str) -> anyhow::Result<redis::Client> {
 }
 
 /// Connects this instance to the Redis channel: starts the subscriber, which delivers other
-/// instances' events to `hub`, and the publisher's task.
-pub fn start(client: redis::Client, channel: String, hub: Hub) -> Publisher {
+/// instances' events to `hub`, and the publisher's task, which holds at most `queue_capacity`
+/// events while Redis is away.
+pub fn start(client: redis::Client, channel: String, hub: Hub, queue_capacity: usize) -> Publisher {
     let origin = rand::random();
-    let (queue, queued) = mpsc::channel(PUBLISH_QUEUE);
-    let dropped = Arc::new(AtomicU64::new(0));
+    let (queue, queued) = mpsc::channel(queue_capacity.max(1));
+    let dropped = Arc::new(Mutex::new(Dropped::default()));
     tokio::spawn(publish_queued(
         client.clone(),
         channel.clone(),
@@ -64,20 +108,32 @@ pub fn start(client: redis::Client, channel: String, hub: Hub) -> Publisher {
 #[derive(Clone)]
 pub struct Publisher {
     queue: mpsc::Sender<Arc<ChannelEvent>>,
-    /// Events that found the queue full.
-    dropped: Arc<AtomicU64>,
+    dropped: Arc<Mutex<Dropped>>,
+}
+
+/// What found the publishing queue full since the last notice.
+#[derive(Default)]
+struct Dropped {
+    events: u64,
+    channels: Lost,
 }
 
 impl Publisher {
     /// Queues an event for the other instances.
     pub fn publish(&self, event: Arc<ChannelEvent>) {
-        if self.queue.try_send(event).is_err() {
-            // Log the first of a run only; the count says how many.
-            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!(
-                    "the Redis publishing queue is full; other instances will miss events"
-                );
-            }
+        let Err(refused) = self.queue.try_send(event) else {
+            return;
+        };
+        let event = refused.into_inner();
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        // Log the first of a run only; the count says how many.
+        if dropped.events == 0 {
+            tracing::warn!("the Redis publishing queue is full; other instances will miss events");
+        }
+        dropped.events += 1;
+        // Typing notices are not numbered, and missing one loses nothing.
+        if event.seq.is_some() {
+            dropped.channels.add(event.channel_id);
         }
     }
 }
@@ -87,54 +143,92 @@ async fn publish_queued(
     channel: String,
     origin: u64,
     mut queued: mpsc::Receiver<Arc<ChannelEvent>>,
-    dropped: Arc<AtomicU64>,
+    dropped: Arc<Mutex<Dropped>>,
 ) {
-    let mut connection: Option<ConnectionManager> = None;
+    let mut connection = RedisPublisher {
+        client,
+        channel,
+        manager: None,
+    };
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
     // An event stays in hand until it is published.
     let mut next = queued.recv().await;
     while let Some(event) = next.take() {
-        let payload = serde_json::to_vec(&Envelope {
+        let envelope = Envelope {
             origin,
-            event: &*event,
-        })
-        .expect("events serialize");
-        let published = async {
-            let manager = match &mut connection {
-                Some(manager) => manager,
-                None => connection.insert(
-                    tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client.clone()))
-                        .await??,
-                ),
-            };
-            let _: i64 =
-                tokio::time::timeout(CONNECT_TIMEOUT, manager.publish(&channel, payload)).await??;
-            anyhow::Ok(())
-        }
-        .await;
-        match published {
+            event: Some(&*event),
+            lost: None,
+        };
+        match connection.publish(&envelope).await {
             Ok(()) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!("publishing to Redis again");
                 }
                 backoff = FIRST_BACKOFF;
-                let lost = dropped.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    tracing::warn!(lost, "events did not fit the Redis publishing queue");
-                }
+                announce_lost(&mut connection, origin, &dropped).await;
                 next = queued.recv().await;
             }
             Err(e) => {
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %e, "cannot publish to Redis; retrying with backoff");
                 }
-                connection = None;
+                connection.manager = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 next = Some(event);
             }
         }
+    }
+}
+
+/// Tells the other instances which channels lost events that did not fit the queue. Runs
+/// after each event published: the queue has room again, and Redis is reachable.
+async fn announce_lost(connection: &mut RedisPublisher, origin: u64, shared: &Mutex<Dropped>) {
+    let dropped = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+    if dropped.events == 0 {
+        return;
+    }
+    tracing::warn!(
+        lost = dropped.events,
+        "events did not fit the Redis publishing queue and are lost to the other instances"
+    );
+    if dropped.channels.is_empty() {
+        return; // typing notices only
+    }
+    let envelope = Envelope::<&ChannelEvent> {
+        origin,
+        event: None,
+        lost: Some(dropped.channels),
+    };
+    if connection.publish(&envelope).await.is_err() {
+        // Told with the next event published.
+        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.events += dropped.events;
+        shared.channels.merge(envelope.lost.unwrap_or_default());
+    }
+}
+
+/// The publishing connection, made when first needed and again after a failure.
+struct RedisPublisher {
+    client: redis::Client,
+    channel: String,
+    manager: Option<ConnectionManager>,
+}
+
+impl RedisPublisher {
+    async fn publish<E: Serialize>(&mut self, envelope: &Envelope<E>) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(envelope).expect("events serialize");
+        let manager = match &mut self.manager {
+            Some(manager) => manager,
+            None => self.manager.insert(
+                tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(self.client.clone()))
+                    .await??,
+            ),
+        };
+        let _: i64 = tokio::time::timeout(CONNECT_TIMEOUT, manager.publish(&self.channel, payload))
+            .await??;
+        Ok(())
     }
 }
 
@@ -157,7 +251,13 @@ async fn subscribe_forever(client: redis::Client, channel: String, origin: u64, 
                         message.get_payload_bytes(),
                     ) {
                         Ok(envelope) if envelope.origin == origin => {}
-                        Ok(envelope) => hub.dispatch(Arc::new(envelope.event)).await,
+                        Ok(Envelope {
+                            event: Some(event), ..
+                        }) => hub.dispatch(Arc::new(event)).await,
+                        Ok(Envelope {
+                            lost: Some(lost), ..
+                        }) => resync_lost(&hub, lost).await,
+                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "ignoring an unreadable event from Redis")
                         }
@@ -176,8 +276,77 @@ async fn subscribe_forever(client: redis::Client, channel: String, origin: u64, 
     }
 }
 
+/// Another instance could not publish some events: close the affected connections here.
+async fn resync_lost(hub: &Hub, lost: Lost) {
+    tracing::warn!(
+        all = lost.all,
+        channels = lost.channels.len(),
+        "another instance lost events on their way to Redis"
+    );
+    if lost.all {
+        hub.resync_all().await;
+    } else {
+        hub.resync_channels(lost.channels.into_iter().collect())
+            .await;
+    }
+}
+
 async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redis::aio::PubSub> {
     let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await??;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_their_wire_form_and_notices_name_channels() {
+        let event = ChannelEvent {
+            channel_id: 3,
+            seq: Some(9),
+            event: super::super::Event::FileDeleted {
+                id: 1,
+                message_id: 2,
+            },
+        };
+        let wire = serde_json::to_value(Envelope {
+            origin: 5,
+            event: Some(&event),
+            lost: None,
+        })
+        .unwrap();
+        // As instances of the previous version publish and read it.
+        assert_eq!(
+            wire.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["event", "origin"]
+        );
+        let mut lost = Lost::default();
+        lost.add(3);
+        let notice: Envelope<ChannelEvent> = serde_json::from_value(
+            serde_json::to_value(Envelope::<&ChannelEvent> {
+                origin: 5,
+                event: None,
+                lost: Some(lost),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(notice.event.is_none());
+        assert_eq!(notice.lost.unwrap().channels, HashSet::from([3]));
+    }
+
+    #[test]
+    fn too_many_lost_channels_become_all() {
+        let mut lost = Lost::default();
+        (0..MAX_LOST_CHANNELS as i32).for_each(|id| lost.add(id));
+        assert!(!lost.all);
+        lost.add(-1);
+        assert!(lost.all && lost.channels.is_empty());
+        let mut other = Lost::default();
+        other.add(1);
+        other.merge(lost);
+        assert!(other.all && !other.is_empty());
+    }
 }

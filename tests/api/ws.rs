@@ -112,8 +112,10 @@ impl WsClient {
     }
 
     pub async fn closed(&mut self) -> u16 {
+        // One deadline for the call, as in `next`.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a close in time");
             match message {
@@ -128,8 +130,9 @@ impl WsClient {
 
     /// Asserts the very next frame closes the socket (no `ready` first); returns its code.
     pub async fn refused(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a close in time");
             match message {
@@ -894,6 +897,120 @@ async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
     // And events cross again.
     let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
     wait_for_redis(&one, &alice, &mut alice_ws, &mut bob_ws, channel).await;
+    drop(redis);
+}
+
+/// A TCP forwarder to a local port whose connections can be cut (and new ones refused)
+/// for a while: one instance loses Redis while another keeps it.
+struct CuttableProxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: u16) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepting = tokio::spawn({
+            let (open, tasks) = (open.clone(), tasks.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: refused
+                    }
+                    let forwarding = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(forwarding.abort_handle());
+                }
+            }
+        });
+        tasks.lock().unwrap().push(accepting.abort_handle());
+        CuttableProxy { port, open, tasks }
+    }
+
+    /// Closes every forwarded connection and refuses new ones until `restore`.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut tasks = self.tasks.lock().unwrap();
+        // The first is the accepting loop, which stays.
+        tasks.drain(1..).for_each(|task| task.abort());
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .for_each(|task| task.abort());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_an_instance_could_not_publish_close_the_channel_elsewhere_with_4009() {
+    let redis = PrivateRedis::start().await;
+    let proxy = CuttableProxy::start(redis.port).await;
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let direct = format!("redis://127.0.0.1:{}", redis.port);
+    // Instance one reaches Redis through the proxy and holds two events while it cannot;
+    // instance two reaches it directly.
+    let one = spawn_app_with(&[
+        ("REDIS_URL", through_proxy.as_str()),
+        ("REDIS_PUBLISH_QUEUE", "2"),
+    ])
+    .await;
+    let two = one.spawn_peer(&[("REDIS_URL", direct.as_str())]).await;
+    let (alice, bob, channel) = one.two_members().await;
+    let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&two, &bob).await;
+    wait_for_redis(&one, &alice, &mut alice_ws, &mut bob_ws, channel).await;
+    let before = one.post_message(&alice, channel, "before").await;
+    assert_eq!(bob_ws.next().await["data"]["content"], "before");
+
+    proxy.cut();
+    // One cannot publish, and two keeps its subscription. Of six messages one holds three
+    // (one in hand, two queued); the others are lost to two, and nothing after them would
+    // show two a gap in the channel.
+    for n in 0..6 {
+        one.post_message(&alice, channel, &format!("cut {n}")).await;
+    }
+    proxy.restore();
+    // Back on Redis, one publishes what it held and names the channel that lost events:
+    // two closes Bob's socket so that he catches up.
+    assert_eq!(bob_ws.closed().await, 4009);
+    let (_bob_ws, _) = WsClient::login(&two, &bob).await;
+    let page = expect_json(
+        two.get(
+            &format!("/api/channels/{channel}/messages?after={}", before["id"]),
+            &bob.token,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        (0..6).map(|n| format!("cut {n}")).collect::<Vec<_>>()
+    );
     drop(redis);
 }
 
