@@ -554,10 +554,7 @@ impl State {
                 channel.next_seq = first;
                 // They missed events (perhaps one that changes who may see the channel):
                 // reconnecting re-reads their channels, `?after=` fills the gap.
-                let missed: Vec<u64> = channel.subscribers.iter().copied().collect();
-                for id in missed {
-                    self.kick(id, CLOSE_RESYNC, RESYNC);
-                }
+                self.resync_followers(channel_id);
                 self.drain(channel_id);
             }
         }
@@ -685,21 +682,31 @@ impl State {
     /// one reads its position from the database, which has them.
     fn resync_channels(&mut self, channel_ids: &[i32]) {
         for &channel_id in channel_ids {
-            let Some(channel) = self.channels.get(&channel_id) else {
+            if !self.channels.contains_key(&channel_id) {
                 continue;
-            };
-            let missed: Vec<u64> = channel.subscribers.iter().copied().collect();
+            }
+            let connections = self.resync_followers(channel_id);
             tracing::warn!(
                 channel_id,
-                connections = missed.len(),
-                "events of this channel were lost; closing its connections to resync"
+                connections,
+                "events of this channel were lost; closed its connections to resync"
             );
-            for id in missed {
-                self.kick(id, CLOSE_RESYNC, RESYNC);
-            }
             self.forget_channel(channel_id);
             self.waiting.remove(&channel_id);
         }
+    }
+
+    /// Closes the connections following a channel with 4009; returns how many.
+    fn resync_followers(&mut self, channel_id: i32) -> usize {
+        let followers: Vec<u64> = self
+            .channels
+            .get(&channel_id)
+            .map(|channel| channel.subscribers.iter().copied().collect())
+            .unwrap_or_default();
+        for &id in &followers {
+            self.kick(id, CLOSE_RESYNC, RESYNC);
+        }
+        followers.len()
     }
 
     /// Drops a connection from the hub and tells its session to close with `code`.
