@@ -648,14 +648,17 @@ impl Round {
     /// The rate holds when one of its readers-only steps held: the client shares a busy
     /// machine, and a stall elsewhere can spoil a step (every row is printed).
     fn held(&self, p99_limit_ms: f64) -> bool {
-        self.readers.iter().any(|r| r.held(p99_limit_ms))
+        self.held_readers(p99_limit_ms).next().is_some()
+    }
+
+    /// The readers-only steps that held.
+    fn held_readers(&self, p99_limit_ms: f64) -> impl Iterator<Item = &StepResult> {
+        self.readers.iter().filter(move |r| r.held(p99_limit_ms))
     }
 
     /// The readers-only step that held with the lowest p99, or the first one.
     fn best_readers(&self, p99_limit_ms: f64) -> &StepResult {
-        self.readers
-            .iter()
-            .filter(|r| r.held(p99_limit_ms))
+        self.held_readers(p99_limit_ms)
             .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
             .unwrap_or(&self.readers[0])
     }
@@ -1971,11 +1974,7 @@ fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
         };
         let base = round.best_readers(p99_limit_ms);
         let held = best.is_some();
-        let steps_held = round
-            .readers
-            .iter()
-            .filter(|r| r.held(p99_limit_ms))
-            .count();
+        let steps_held = round.held_readers(p99_limit_ms).count();
         println!(
             "fan-out {}: {which}: {:.1} msg/s = {} offered deliveries/s, {:.0} delivered/s, \
              p50 {:.2} ms, p99 {:.2} ms (target >= {TARGET_DELIVERIES_PER_S:.0}/s at p99 <= \

@@ -1,5 +1,7 @@
 //! The WebSocket, with a real client against the real server.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -401,7 +403,7 @@ async fn concurrent_posts_arrive_everywhere_in_listing_order() {
     }
     // 4 posters x 250 messages, 8 requests in flight at a time each; half of the posters
     // post over their sockets.
-    let app = std::sync::Arc::new(app);
+    let app = Arc::new(app);
     let mut tasks = Vec::new();
     for (p, poster) in posters.into_iter().enumerate() {
         let app = app.clone();
@@ -515,7 +517,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
             .hub()
             .stats()
             .slow_disconnects
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .load(Ordering::Relaxed),
         1
     );
     // When the slow client finally reads, what was queued ends with 4008.
@@ -549,11 +551,7 @@ async fn a_client_that_does_not_read_its_close_frame_is_cut_off() {
     let stats = app.state.events.hub().stats();
     let content = "x".repeat(4000);
     let mut posted = 0;
-    while stats
-        .slow_disconnects
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 0
-    {
+    while stats.slow_disconnects.load(Ordering::Relaxed) == 0 {
         assert!(posted < 1000, "the non-reader was never closed as too slow");
         app.post_message(&alice, channel, &content).await;
         posted += 1;
@@ -904,21 +902,21 @@ async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
 /// for a while: one instance loses Redis while another keeps it.
 struct CuttableProxy {
     port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    open: Arc<AtomicBool>,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl CuttableProxy {
     async fn start(upstream: u16) -> CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicBool::new(true));
+        let tasks = Arc::new(Mutex::new(Vec::new()));
         let accepting = tokio::spawn({
             let (open, tasks) = (open.clone(), tasks.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                    if !open.load(Ordering::SeqCst) {
                         continue; // dropped: refused
                     }
                     let forwarding = tokio::spawn(async move {
@@ -938,14 +936,14 @@ impl CuttableProxy {
 
     /// Closes every forwarded connection and refuses new ones until `restore`.
     fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.open.store(false, Ordering::SeqCst);
         let mut tasks = self.tasks.lock().unwrap();
         // The first is the accepting loop, which stays.
         tasks.drain(1..).for_each(|task| task.abort());
     }
 
     fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open.store(true, Ordering::SeqCst);
     }
 }
 
@@ -1145,7 +1143,7 @@ async fn protocol_violations_close_with_1002_and_oversized_fragments_with_1009()
     let none_registered = async || {
         hub.sync().await;
         let connections = &hub.stats().connections;
-        connections.load(std::sync::atomic::Ordering::Relaxed) == 0
+        connections.load(Ordering::Relaxed) == 0
     };
     assert!(
         eventually(none_registered).await,
