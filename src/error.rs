@@ -8,25 +8,146 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// Every code the API answers with, in errors and in WebSocket `error` frames. The table in
+/// docs/api.md is checked against this list by a test (`tests/api/docs.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidJson,
+    InvalidUsername,
+    WeakPassword,
+    InvalidDisplayName,
+    InvalidChannelName,
+    InvalidContent,
+    Unauthorized,
+    InvalidToken,
+    InvalidCredentials,
+    Forbidden,
+    InvalidLink,
+    NotFound,
+    MethodNotAllowed,
+    UsernameTaken,
+    AlreadyMember,
+    Conflict,
+    PayloadTooLarge,
+    FileTooLarge,
+    TooManyFiles,
+    UnsupportedFileType,
+    RateLimited,
+    InternalError,
+    StorageUnavailable,
+    DatabaseUnavailable,
+    // WebSocket `error` frames only.
+    UnknownType,
+    UnsupportedFrame,
+}
+
+impl ErrorCode {
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidUsername,
+        ErrorCode::WeakPassword,
+        ErrorCode::InvalidDisplayName,
+        ErrorCode::InvalidChannelName,
+        ErrorCode::InvalidContent,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidToken,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidLink,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::UsernameTaken,
+        ErrorCode::AlreadyMember,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::FileTooLarge,
+        ErrorCode::TooManyFiles,
+        ErrorCode::UnsupportedFileType,
+        ErrorCode::RateLimited,
+        ErrorCode::InternalError,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::UnknownType,
+        ErrorCode::UnsupportedFrame,
+    ];
+
+    /// The code as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::InvalidDisplayName => "invalid_display_name",
+            ErrorCode::InvalidChannelName => "invalid_channel_name",
+            ErrorCode::InvalidContent => "invalid_content",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidLink => "invalid_link",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::AlreadyMember => "already_member",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::TooManyFiles => "too_many_files",
+            ErrorCode::UnsupportedFileType => "unsupported_file_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The request is malformed or breaks a validation rule (400).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     /// No, or an invalid, credential (401).
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: ErrorCode, message: String },
     /// Authenticated but not allowed (403).
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     /// Absent, or not visible to the caller (404). Never hints that something exists.
     #[error("not found")]
     NotFound,
     /// A uniqueness rule was broken (409).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
+    /// An upload over the size limit (413 file_too_large).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request body over its limit that is not an upload (413 payload_too_large).
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// A known path asked with a method it does not take (405, with `Allow`).
+    #[error("{message}")]
+    MethodNotAllowed {
+        allow: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     UnsupportedFileType(String),
     #[error("too many requests")]
@@ -43,14 +164,14 @@ pub enum AppError {
 }
 
 impl AppError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         AppError::Unauthorized {
             code,
             message: message.into(),
@@ -59,32 +180,41 @@ impl AppError {
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         AppError::Forbidden {
-            code: "forbidden",
+            code: ErrorCode::Forbidden,
             message: message.into(),
         }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         AppError::Conflict {
             code,
             message: message.into(),
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::Conflict { code, .. }
-            | AppError::Forbidden { code, .. } => code,
-            AppError::NotFound => "not_found",
-            AppError::PayloadTooLarge(_) => "file_too_large",
-            AppError::UnsupportedFileType(_) => "unsupported_file_type",
-            AppError::RateLimited { .. } => "rate_limited",
-            AppError::StorageUnavailable(_) => "storage_unavailable",
-            AppError::DatabaseUnavailable(_) => "database_unavailable",
-            AppError::Internal(_) => "internal_error",
+            | AppError::Forbidden { code, .. } => *code,
+            AppError::NotFound => ErrorCode::NotFound,
+            AppError::PayloadTooLarge(_) => ErrorCode::FileTooLarge,
+            AppError::BodyTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            AppError::UnsupportedFileType(_) => ErrorCode::UnsupportedFileType,
+            AppError::RateLimited { .. } => ErrorCode::RateLimited,
+            AppError::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
+            AppError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            AppError::Internal(_) => ErrorCode::InternalError,
         }
+    }
+}
+
+impl AppError {
+    /// The JSON body clients get: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code(), "message": self.to_string() } })
     }
 }
 
@@ -96,7 +226,10 @@ impl ResponseError for AppError {
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge(_) | AppError::BodyTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UnsupportedFileType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::StorageUnavailable(_) | AppError::DatabaseUnavailable(_) => {
@@ -112,7 +245,7 @@ impl ResponseError for AppError {
             | AppError::DatabaseUnavailable(cause)
             | AppError::Internal(cause) => {
                 tracing::error!(
-                    code = self.code(),
+                    code = self.code().as_str(),
                     cause = format!("{cause:#}"),
                     "request failed"
                 );
@@ -126,10 +259,13 @@ impl ResponseError for AppError {
         {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
         }
+        if let AppError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((header::ALLOW, *allow));
+        }
         if let AppError::Unauthorized { .. } = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+        response.json(self.body())
     }
 }
 
@@ -139,7 +275,7 @@ impl From<diesel::result::Error> for AppError {
         match err {
             Error::NotFound => AppError::NotFound,
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                AppError::conflict("conflict", "already exists")
+                AppError::conflict(ErrorCode::Conflict, "already exists")
             }
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 AppError::DatabaseUnavailable(anyhow::anyhow!("{}", info.message()))
@@ -157,7 +293,7 @@ impl From<diesel::r2d2::PoolError> for AppError {
 
 /// Rejections from actix's extractors, answered in the API's error format.
 pub mod extractors {
-    use super::AppError;
+    use super::{AppError, ErrorCode};
     use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
     use actix_web::{HttpRequest, web};
 
@@ -167,17 +303,20 @@ pub mod extractors {
             .error_handler(|err, _req: &HttpRequest| {
                 let app_error = match &err {
                     JsonPayloadError::ContentType => AppError::bad_request(
-                        "bad_request",
+                        ErrorCode::BadRequest,
                         "expected Content-Type: application/json",
                     ),
                     JsonPayloadError::OverflowKnownLength { .. }
                     | JsonPayloadError::Overflow { .. } => {
-                        AppError::bad_request("payload_too_large", "the JSON body is too large")
+                        AppError::BodyTooLarge("the JSON body is over 64 KiB".into())
                     }
-                    JsonPayloadError::Deserialize(e) if e.is_data() => {
-                        AppError::bad_request("bad_request", format!("invalid request body: {e}"))
+                    JsonPayloadError::Deserialize(e) if e.is_data() => AppError::bad_request(
+                        ErrorCode::BadRequest,
+                        format!("invalid request body: {e}"),
+                    ),
+                    _ => {
+                        AppError::bad_request(ErrorCode::InvalidJson, "the body is not valid JSON")
                     }
-                    _ => AppError::bad_request("invalid_json", "the body is not valid JSON"),
                 };
                 app_error.into()
             })
@@ -185,13 +324,17 @@ pub mod extractors {
 
     pub fn query_config() -> web::QueryConfig {
         web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req: &HttpRequest| {
-            AppError::bad_request("bad_request", format!("invalid query string: {err}")).into()
+            AppError::bad_request(
+                ErrorCode::BadRequest,
+                format!("invalid query string: {err}"),
+            )
+            .into()
         })
     }
 
     pub fn path_config() -> web::PathConfig {
         web::PathConfig::default().error_handler(|err: PathError, _req: &HttpRequest| {
-            AppError::bad_request("bad_request", format!("invalid path: {err}")).into()
+            AppError::bad_request(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
         })
     }
 }

@@ -1,11 +1,19 @@
 //! A real-time chat server whose attachments live in S3.
 //!
 //! Layout: `config` (settings), `startup` (building the app), `telemetry` (logs), `error`
-//! (the one error type), `db` (diesel over PostgreSQL or SQLite), `auth` (passwords, JWTs),
-//! `links` (signed download links), `storage` (the file store), `realtime` (channel
-//! events), `routes` (HTTP handlers), `state` (what handlers share).
+//! (the one error type and its codes), `db` (diesel over PostgreSQL or SQLite), `auth`
+//! (passwords, JWTs), `links` (signed download links), `storage` (the file store),
+//! `uploads` (receiving files), `chat` (the chat core: what REST and the socket both call),
+//! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
+//! (thin HTTP handlers), `state` (what handlers share).
+//!
+//! Dependency rules (checked by `tests/api/layout.rs`): nothing imports `routes` but
+//! `startup`; `db` imports nothing from `uploads`, `storage`, `chat` or `realtime`;
+//! `realtime` knows `chat`, never the HTTP handlers.
+#![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -105,6 +105,31 @@ impl DownloadLinks {
     }
 }
 
+/// `scheme://host` the client used to reach us, for absolute links: from the proxy's
+/// `Forwarded` (or `X-Forwarded-Proto` / `X-Forwarded-Host`) headers, else `Host`, else
+/// `fallback_host` (as actix-web's `ConnectionInfo` does).
+pub fn base_url_of(headers: &actix_web::http::header::HeaderMap, fallback_host: &str) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let forwarded = |key: &str| {
+        header("forwarded")?
+            .split([';', ','])
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim().trim_matches('"'))
+    };
+    let first = |value: &str| value.split(',').next().unwrap_or("").trim().to_owned();
+    let scheme = forwarded("proto")
+        .map(str::to_owned)
+        .or_else(|| header("x-forwarded-proto").map(first))
+        .unwrap_or_else(|| "http".to_owned());
+    let host = forwarded("host")
+        .map(str::to_owned)
+        .or_else(|| header("x-forwarded-host").map(first))
+        .or_else(|| header("host").map(str::to_owned))
+        .unwrap_or_else(|| fallback_host.to_owned());
+    format!("{scheme}://{host}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +164,33 @@ mod tests {
         let expired = links(-10);
         let (url, _) = expired.issue("http://h", 7, 9);
         assert!(expired.verify(token_of(&url)).is_none());
+    }
+
+    #[test]
+    fn the_base_url_follows_the_proxy_headers() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            map
+        };
+        assert_eq!(base_url_of(&headers(&[]), "fallback"), "http://fallback");
+        assert_eq!(base_url_of(&headers(&[("host", "a:1")]), "x"), "http://a:1");
+        let proxied = headers(&[
+            ("host", "a"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "b, c"),
+        ]);
+        assert_eq!(base_url_of(&proxied, "x"), "https://b");
+        let forwarded = headers(&[
+            ("host", "a"),
+            ("forwarded", "for=1.2.3.4;proto=https;host=\"chat.example\""),
+        ]);
+        assert_eq!(base_url_of(&forwarded, "x"), "https://chat.example");
     }
 }

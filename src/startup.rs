@@ -4,9 +4,13 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use std::time::Duration;
+
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 
 use crate::auth::TokenService;
@@ -20,7 +24,7 @@ use crate::realtime::{EventBus, redis_bridge};
 use crate::state::AppState;
 use crate::storage::Store;
 use crate::uploads::UploadRules;
-use crate::{routes, telemetry};
+use crate::{realtime, routes, telemetry};
 
 pub struct Application {
     port: u16,
@@ -90,7 +94,6 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let hub = Hub::start(
         links.clone(),
         HubConfig {
-            queue_capacity: settings.ws_queue_capacity,
             max_connections_per_user: settings.ws_max_connections_per_user,
         },
     );
@@ -124,31 +127,51 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     })
 }
 
+/// The HTTP server: actix-web's `App` for every request, and `realtime::upgrade` for
+/// WebSocket upgrades, which then own their sockets. (This is what `HttpServer` builds,
+/// plus the upgrade service it does not expose.)
 fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let workers = state.settings.workers;
     let static_dir = state.settings.static_dir.clone();
     let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(telemetry::log_requests))
-            .app_data(data.clone())
-            .app_data(extractors::json_config())
-            .app_data(extractors::query_config())
-            .app_data(extractors::path_config())
-            .configure(routes::configure)
-            .service(
-                actix_files::Files::new("/", &static_dir)
-                    .index_file("index.html")
-                    .default_handler(web::to(routes::not_found)),
-            )
-    })
-    .on_connect(routes::remember_socket)
-    // Events are small writes in quick succession: without this, Nagle's algorithm holds a
-    // WebSocket's next frame until the client acknowledges the last one (a delayed ACK).
-    .tcp_nodelay(true)
-    .workers(workers)
-    .listen(listener)?
-    .run();
+    let address = listener.local_addr()?;
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .listen("chatserver", listener, move || {
+            let upgrades = realtime::upgrade::service(data.clone());
+            let data = data.clone();
+            let static_dir = static_dir.clone();
+            let app = move || {
+                App::new()
+                    .wrap(from_fn(telemetry::log_requests))
+                    .app_data(data.clone())
+                    .app_data(extractors::json_config())
+                    .app_data(extractors::query_config())
+                    .app_data(extractors::path_config())
+                    .configure(routes::configure)
+                    .service(
+                        actix_files::Files::new("/", &static_dir)
+                            .index_file("index.html")
+                            .default_handler(web::to(routes::not_found)),
+                    )
+            };
+            let app = app()
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            HttpService::build()
+                // Events are small writes in quick succession: without this, Nagle's
+                // algorithm holds a WebSocket's next frame until the client acknowledges
+                // the last one (a delayed ACK).
+                .tcp_nodelay(true)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(address)
+                .upgrade(upgrades)
+                // The default config's host only stands in for a missing `Host` header
+                // (HTTP/1.1 requires one); links are built from the headers.
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }
 

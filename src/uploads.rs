@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::routes::is_unsafe_display_char;
 use crate::storage::Store;
 
@@ -91,7 +91,7 @@ impl UploadForm {
             .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
         if !is_form {
             return Err(AppError::bad_request(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "expected a multipart/form-data body",
             ));
         }
@@ -131,25 +131,29 @@ pub async fn read_text_part(field: &mut Field, max_bytes: usize) -> Result<Strin
         let chunk = chunk.map_err(multipart_error)?;
         if text.len() + chunk.len() > max_bytes {
             return Err(AppError::bad_request(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("the {:?} part is over {max_bytes} bytes", part_name(field)),
             ));
         }
         text.extend_from_slice(&chunk);
     }
     String::from_utf8(text.to_vec())
-        .map_err(|_| AppError::bad_request("bad_request", "a text part is not UTF-8"))
+        .map_err(|_| AppError::bad_request(ErrorCode::BadRequest, "a text part is not UTF-8"))
 }
 
 fn multipart_error(e: MultipartError) -> AppError {
     match e {
-        MultipartError::Payload(PayloadError::Overflow) => {
-            AppError::bad_request("bad_request", "multipart part headers are too large")
-        }
+        MultipartError::Payload(PayloadError::Overflow) => AppError::bad_request(
+            ErrorCode::BadRequest,
+            "multipart part headers are too large",
+        ),
         MultipartError::Payload(PayloadError::Incomplete(_)) | MultipartError::Incomplete => {
-            AppError::bad_request("bad_request", "the upload was interrupted")
+            AppError::bad_request(ErrorCode::BadRequest, "the upload was interrupted")
         }
-        other => AppError::bad_request("bad_request", format!("malformed multipart body: {other}")),
+        other => AppError::bad_request(
+            ErrorCode::BadRequest,
+            format!("malformed multipart body: {other}"),
+        ),
     }
 }
 
@@ -338,13 +342,13 @@ pub async fn receive_files(
         while let Some(mut field) = form.next_part().await? {
             if part_name(&field) != "file" {
                 return Err(AppError::bad_request(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("unexpected form part {:?}", part_name(&field)),
                 ));
             }
             if pending.files.len() == MAX_FILE_PARTS {
                 return Err(AppError::bad_request(
-                    "too_many_files",
+                    ErrorCode::TooManyFiles,
                     format!("at most {MAX_FILE_PARTS} files per request"),
                 ));
             }

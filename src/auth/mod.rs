@@ -7,7 +7,7 @@ use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 pub use tokens::TokenService;
 
@@ -33,14 +33,22 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("AppState is not registered")))?;
     let token = bearer_token(req).ok_or_else(|| {
-        AppError::unauthorized("unauthorized", "missing Authorization: Bearer token")
+        AppError::unauthorized(
+            ErrorCode::Unauthorized,
+            "missing Authorization: Bearer token",
+        )
     })?;
     state.tokens.verify(token)
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).
 pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token_of(req.headers())
+}
+
+/// The token of an `Authorization: Bearer` header among `headers`.
+pub fn bearer_token_of(headers: &header::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthUser;
 use crate::config::Secret;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 const ISSUER: &str = "chatserver";
 const AUDIENCE: &str = "chatserver-api";
@@ -72,7 +72,8 @@ impl TokenService {
 
     /// Any failure (signature, algorithm, expiry, claims, shape) is a plain 401.
     pub fn verify(&self, token: &str) -> Result<AuthUser, AppError> {
-        let invalid = || AppError::unauthorized("invalid_token", "the token is invalid or expired");
+        let invalid =
+            || AppError::unauthorized(ErrorCode::InvalidToken, "the token is invalid or expired");
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 tracing::debug!(reason = %e, "token refused");

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::outbox::{Doorbell, Outbox, Refused, WorkerBatches, text_frame};
-use super::socket::SocketHandle;
+use super::outbox::{Outbox, Refused, text_frame};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
@@ -50,8 +49,6 @@ const RESYNC: &str = "events were missed: reconnect and catch up with GET messag
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
-    /// Frames a connection may have waiting before it counts as too slow.
-    pub queue_capacity: usize,
     pub max_connections_per_user: usize,
 }
 
@@ -113,7 +110,6 @@ pub struct Hub {
     commands: mpsc::Sender<Command>,
     tap: broadcast::Sender<Arc<ChannelEvent>>,
     stats: Arc<HubStats>,
-    config: HubConfig,
 }
 
 impl Hub {
@@ -140,18 +136,7 @@ impl Hub {
             commands,
             tap,
             stats,
-            config,
         }
-    }
-
-    /// A new connection's outbox, sized to the configured queue. Call on the actix worker
-    /// that serves the connection.
-    pub fn new_outbox(&self, socket: Option<SocketHandle>) -> Arc<Outbox> {
-        Outbox::new(
-            self.config.queue_capacity,
-            Some(Doorbell::current()),
-            socket,
-        )
     }
 
     /// Registers a connection; the hub queues `ready` (with the channels it follows) and then
@@ -586,7 +571,6 @@ impl State {
             };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
-            let mut batches = WorkerBatches::default();
             for id in &channel.subscribers {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
@@ -598,7 +582,7 @@ impl State {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),
                 };
-                match connection.outbox.push_deferred(frame, &mut batches) {
+                match connection.outbox.push(frame) {
                     Ok(()) => {
                         self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
                     }
@@ -607,7 +591,6 @@ impl State {
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
-            batches.ring();
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }
@@ -738,8 +721,6 @@ mod tests {
     use crate::config::Secret;
     use crate::db::models::User;
     use actix_http::ws::{OpCode, Parser};
-    use bytes::BytesMut;
-    use futures_util::StreamExt;
     use serde_json::Value;
 
     const USER: i32 = 7;
@@ -749,7 +730,6 @@ mod tests {
         Hub::start(
             links,
             HubConfig {
-                queue_capacity: 64,
                 max_connections_per_user: 4,
             },
         )
@@ -791,28 +771,25 @@ mod tests {
 
     /// Connects with `snapshot`; returns the connection and a reader of its frames.
     async fn connect(hub: &Hub, snapshot: Vec<(i32, i64)>) -> (Connection, Frames) {
-        let outbox = Outbox::new(64, None, None);
-        let body = outbox.body();
+        let outbox = Outbox::new(64, None);
         let connection = hub
-            .connect(USER, snapshot, Arc::from("http://x"), outbox)
+            .connect(USER, snapshot, Arc::from("http://x"), outbox.clone())
             .await
             .unwrap();
-        (connection, Frames(body, BytesMut::new()))
+        (connection, Frames(outbox, hub.clone()))
     }
 
-    struct Frames(super::super::outbox::OutboxBody, BytesMut);
+    struct Frames(Arc<Outbox>, Hub);
 
     impl Frames {
         /// The frames queued so far, as JSON.
         async fn take(&mut self) -> Vec<Value> {
-            while let Ok(Some(chunk)) =
-                tokio::time::timeout(Duration::from_millis(50), self.0.next()).await
-            {
-                self.1.extend_from_slice(&chunk.unwrap());
-            }
+            // Everything dispatched so far has been delivered.
+            self.1.sync().await;
+            let mut queued = self.0.take_queued();
             let mut frames = Vec::new();
             while let Some((_, OpCode::Text, Some(payload))) =
-                Parser::parse(&mut self.1, false, 1 << 20).unwrap()
+                Parser::parse(&mut queued, false, 1 << 20).unwrap()
             {
                 frames.push(serde_json::from_slice(&payload).unwrap());
             }
@@ -900,12 +877,12 @@ mod tests {
         for _ in 0..4 {
             held.push(connect(&hub, vec![]).await);
         }
-        let outbox = Outbox::new(4, None, None);
+        let outbox = Outbox::new(4, None);
         let refused = hub
             .connect(USER, vec![], Arc::from("http://x"), outbox.clone())
             .await;
         assert!(matches!(refused, Err(ConnectError::TooManyConnections)));
-        let mut frames = Frames(outbox.body(), BytesMut::new());
+        let mut frames = Frames(outbox, hub.clone());
         assert_eq!(frames.take().await, Vec::<Value>::new());
     }
 }

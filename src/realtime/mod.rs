@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod redis_bridge;
 pub mod session;
 pub mod socket;
+pub mod upgrade;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! Frames a client sends over the WebSocket, and the server's own (non-event) frames.
 
+use crate::error::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,12 +25,12 @@ pub enum ClientFrame {
 /// Why a frame was refused: answered with an `error` frame, the connection stays open.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FrameError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl FrameError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,
             message: message.into(),
@@ -56,14 +57,17 @@ struct TypingFields {
 
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
     let value: Value = serde_json::from_str(text)
-        .map_err(|_| FrameError::new("invalid_json", "the frame is not a JSON object"))?;
+        .map_err(|_| FrameError::new(ErrorCode::InvalidJson, "the frame is not a JSON object"))?;
     let kind = value
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| FrameError::new("bad_request", "the frame has no \"type\""))?
+        .ok_or_else(|| FrameError::new(ErrorCode::BadRequest, "the frame has no \"type\""))?
         .to_owned();
     let fields = |e: serde_json::Error| {
-        FrameError::new("bad_request", format!("invalid {kind:?} frame: {e}"))
+        FrameError::new(
+            ErrorCode::BadRequest,
+            format!("invalid {kind:?} frame: {e}"),
+        )
     };
     Ok(match kind.as_str() {
         "auth" => {
@@ -77,7 +81,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 .is_some_and(|id| id.chars().count() > MAX_CLIENT_ID_CHARS)
             {
                 return Err(FrameError::new(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("client_id has at most {MAX_CLIENT_ID_CHARS} characters"),
                 ));
             }
@@ -96,7 +100,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         "ping" => ClientFrame::Ping,
         other => {
             return Err(FrameError::new(
-                "unknown_type",
+                ErrorCode::UnknownType,
                 format!("unknown frame type {other:?}"),
             ));
         }
@@ -111,7 +115,7 @@ pub fn pong() -> String {
     json!({ "type": "pong" }).to_string()
 }
 
-pub fn error(code: &str, message: &str, client_id: Option<&str>) -> String {
+pub fn error(code: ErrorCode, message: &str, client_id: Option<&str>) -> String {
     let mut frame = json!({ "type": "error", "code": code, "message": message });
     if let Some(client_id) = client_id {
         frame["client_id"] = json!(client_id);
@@ -130,15 +134,15 @@ mod tests {
             parse(r#"{"type":"message","channel_id":3,"content":"hi","client_id":"c1"}"#),
             Ok(ClientFrame::Message { channel_id: 3, .. })
         ));
-        assert_eq!(parse("{nope").unwrap_err().code, "invalid_json");
+        assert_eq!(parse("{nope").unwrap_err().code, ErrorCode::InvalidJson);
         assert_eq!(
             parse(r#"{"type":"dance"}"#).unwrap_err().code,
-            "unknown_type"
+            ErrorCode::UnknownType
         );
         assert_eq!(
             parse(r#"{"type":"typing"}"#).unwrap_err().code,
-            "bad_request"
+            ErrorCode::BadRequest
         );
-        assert_eq!(parse(r#"[1,2]"#).unwrap_err().code, "bad_request");
+        assert_eq!(parse(r#"[1,2]"#).unwrap_err().code, ErrorCode::BadRequest);
     }
 }

@@ -2,25 +2,25 @@
 //! act on the client's frames. Frames to the client go through the connection's `Outbox`,
 //! which the hub fills directly; this task never sits between an event and its socket.
 //!
-//! Runs on the actix worker that accepted the connection (actix-ws streams are `!Send`).
+//! Runs on the actix worker that accepted the connection, inside its upgrade service
+//! (`realtime::upgrade`), on the socket it owns.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
-use futures_util::StreamExt;
 
 use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW, TYPING_EVERY};
 use super::outbox::{Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
+use super::socket::{ClientMessage, FrameReader, ProtocolClose};
 use super::{Event, hub::ConnectError};
 use crate::auth::AuthUser;
+use crate::chat::{post_message, validate_content};
 use crate::db;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::ratelimit::TokenBucket;
-use crate::routes::messages::{post_message, validate_content};
 use crate::state::AppState;
 
 /// The largest frame a client may send (a 4000-character message fits with room to spare).
@@ -32,12 +32,13 @@ const SILENT_HEARTBEATS: u32 = 3;
 pub const CLOSE_AUTH: u16 = 4001;
 pub const CLOSE_TOO_MANY: u16 = 4029;
 
-/// Ends the response body when the session ends, however it ends.
-struct FinishOnDrop(Arc<Outbox>);
+/// Lets go of the socket when the session ends, however it ends (the hub may hold the
+/// outbox a little longer).
+struct ReleaseOnDrop(Arc<Outbox>);
 
-impl Drop for FinishOnDrop {
+impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        self.0.finish();
+        self.0.release();
     }
 }
 
@@ -46,11 +47,11 @@ impl Drop for FinishOnDrop {
 pub async fn run(
     state: Data<AppState>,
     outbox: Arc<Outbox>,
-    mut stream: AggregatedMessageStream,
+    mut stream: FrameReader,
     header_auth: Option<Result<AuthUser, AppError>>,
     base_url: String,
 ) {
-    let _finish = FinishOnDrop(outbox.clone());
+    let _release = ReleaseOnDrop(outbox.clone());
     // Boxed, like `on_message`: this task lives as long as the connection, and the set-up's
     // futures would otherwise stay inlined in every idle connection's task.
     let opened = Box::pin(open(&state, &outbox, &mut stream, header_auth, base_url)).await;
@@ -64,11 +65,16 @@ pub async fn run(
             outbox.close(code, description);
         }
     }
-    // The body ends after what is queued (a close frame, if any); a client that does not
-    // read it in time is cut off.
+    // What is queued (a close frame, if any) goes out; a client that does not read it in
+    // time is cut off.
     outbox.finish();
     let timeout = Duration::from_secs(state.settings.ws_close_timeout_seconds);
-    Box::pin(outbox.await_end(timeout)).await;
+    if Box::pin(outbox.flush(timeout)).await {
+        Box::pin(stream.linger(timeout)).await;
+    } else {
+        tracing::info!("closing the socket of a client that did not read its close frame");
+        stream.reset_on_close();
+    }
 }
 
 /// Authenticates, sends `ready` and registers with the hub; `None` when the connection
@@ -76,7 +82,7 @@ pub async fn run(
 async fn open(
     state: &AppState,
     outbox: &Arc<Outbox>,
-    stream: &mut AggregatedMessageStream,
+    stream: &mut FrameReader,
     header_auth: Option<Result<AuthUser, AppError>>,
     base_url: String,
 ) -> Option<(AuthUser, Connection)> {
@@ -130,7 +136,7 @@ async fn open(
 async fn first_frame_auth(
     state: &AppState,
     outbox: &Outbox,
-    stream: &mut AggregatedMessageStream,
+    stream: &mut FrameReader,
 ) -> Result<AuthUser, (u16, &'static str)> {
     const REQUIRED: (u16, &str) = (CLOSE_AUTH, "authentication required");
     let deadline = tokio::time::sleep(AUTH_TIMEOUT);
@@ -140,12 +146,12 @@ async fn first_frame_auth(
             _ = &mut deadline => return Err(REQUIRED),
             message = stream.next() => match message {
                 None => return Err(REQUIRED),
-                Some(Err(e)) => return Err(protocol_close(&e)),
+                Some(Err(ProtocolClose(code, reason))) => return Err((code, reason)),
                 Some(Ok(message)) => message,
             },
         };
         match message {
-            AggregatedMessage::Text(text) => {
+            ClientMessage::Text(text) => {
                 return match protocol::parse(&text) {
                     Ok(ClientFrame::Auth { token }) => state
                         .tokens
@@ -154,10 +160,10 @@ async fn first_frame_auth(
                     _ => Err(REQUIRED),
                 };
             }
-            AggregatedMessage::Ping(bytes) => outbox.pong(&bytes).map_err(|_| REQUIRED)?,
-            AggregatedMessage::Pong(_) => {}
-            AggregatedMessage::Close(_) => return Err((1000, "bye")),
-            AggregatedMessage::Binary(_) => return Err(REQUIRED),
+            ClientMessage::Ping(bytes) => outbox.pong(&bytes).map_err(|_| REQUIRED)?,
+            ClientMessage::Pong => {}
+            ClientMessage::Close => return Err((1000, "bye")),
+            ClientMessage::Binary => return Err(REQUIRED),
         }
     }
 }
@@ -208,11 +214,7 @@ impl<'a> Live<'a> {
         }
     }
 
-    async fn run(
-        &mut self,
-        stream: &mut AggregatedMessageStream,
-        mut connection: Connection,
-    ) -> Ending {
+    async fn run(&mut self, stream: &mut FrameReader, mut connection: Connection) -> Ending {
         use tokio::time::Instant as TokioInstant;
         // One timer for both pings and the token's expiry (an idle connection's task stays
         // small). A random first ping, so connections opened together do not ping together.
@@ -234,8 +236,8 @@ impl<'a> Live<'a> {
                     last_heard = Instant::now();
                     match message {
                         None => return None,
-                        Some(Err(e)) => return Some(protocol_close(&e)),
-                        Some(Ok(AggregatedMessage::Close(_))) => return Some((1000, "bye")),
+                        Some(Err(ProtocolClose(code, reason))) => return Some((code, reason)),
+                        Some(Ok(ClientMessage::Close)) => return Some((1000, "bye")),
                         Some(Ok(message)) => {
                             let sent = match Box::pin(self.on_message(message)).await {
                                 Some(Reply::Text(text)) => self.outbox.text(&text),
@@ -246,6 +248,11 @@ impl<'a> Live<'a> {
                                 return self.unsent(refused);
                             }
                         }
+                    }
+                }
+                () = self.outbox.backlog_writable() => {
+                    if !self.outbox.write_backlog() {
+                        return None;
                     }
                 }
                 _ = &mut timer => {
@@ -266,14 +273,14 @@ impl<'a> Live<'a> {
     }
 
     /// Acts on one client message; returns a frame to answer with, if any.
-    async fn on_message(&mut self, message: AggregatedMessage) -> Option<Reply> {
+    async fn on_message(&mut self, message: ClientMessage) -> Option<Reply> {
         let text = match message {
-            AggregatedMessage::Text(text) => text,
-            AggregatedMessage::Ping(bytes) => return Some(Reply::Pong(bytes)),
-            AggregatedMessage::Pong(_) | AggregatedMessage::Close(_) => return None,
-            AggregatedMessage::Binary(_) => {
+            ClientMessage::Text(text) => text,
+            ClientMessage::Ping(bytes) => return Some(Reply::Pong(bytes)),
+            ClientMessage::Pong | ClientMessage::Close => return None,
+            ClientMessage::Binary => {
                 return Some(Reply::Text(protocol::error(
-                    "unsupported_frame",
+                    ErrorCode::UnsupportedFrame,
                     "binary frames are not accepted",
                     None,
                 )));
@@ -292,7 +299,7 @@ impl<'a> Live<'a> {
             if say {
                 self.last_rate_error = Some(Instant::now());
                 return Some(protocol::error(
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many frames; slow down",
                     None,
                 ));
@@ -303,7 +310,7 @@ impl<'a> Live<'a> {
             Err(FrameError { code, message }) => Some(protocol::error(code, &message, None)),
             Ok(ClientFrame::Ping) => Some(protocol::pong()),
             Ok(ClientFrame::Auth { .. }) => Some(protocol::error(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "already authenticated",
                 None,
             )),
@@ -374,15 +381,5 @@ impl<'a> Live<'a> {
                 },
             )
             .await;
-    }
-}
-
-fn protocol_close(error: &ProtocolError) -> (u16, &'static str) {
-    match error {
-        ProtocolError::Overflow => (1009, "frame too large"),
-        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
-            (1009, "message too large")
-        }
-        _ => (1002, "protocol error"),
     }
 }

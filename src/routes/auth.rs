@@ -6,7 +6,7 @@ use super::is_unsafe_display_char;
 use crate::auth::{AuthUser, passwords};
 use crate::db::models::User;
 use crate::db::{self};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -50,7 +50,7 @@ async fn register(
             db::users::insert(conn, &username, &display_name, &hash).map_err(|e| {
                 match AppError::from(e) {
                     AppError::Conflict { .. } => {
-                        AppError::conflict("username_taken", "that username is taken")
+                        AppError::conflict(ErrorCode::UsernameTaken, "that username is taken")
                     }
                     other => other,
                 }
@@ -67,7 +67,8 @@ async fn login(
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, AppError> {
     let LoginBody { username, password } = body.into_inner();
-    let invalid = || AppError::unauthorized("invalid_credentials", "wrong username or password");
+    let invalid =
+        || AppError::unauthorized(ErrorCode::InvalidCredentials, "wrong username or password");
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(invalid());
     }
@@ -133,7 +134,7 @@ fn validate_username(username: &str) -> Result<(), AppError> {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
     if !(3..=32).contains(&username.len()) || !valid_chars {
         return Err(AppError::bad_request(
-            "invalid_username",
+            ErrorCode::InvalidUsername,
             "a username is 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
         ));
     }
@@ -144,7 +145,7 @@ fn validate_password(password: &str) -> Result<(), AppError> {
     let chars = password.chars().count();
     if chars < passwords::MIN_PASSWORD_CHARS {
         return Err(AppError::bad_request(
-            "weak_password",
+            ErrorCode::WeakPassword,
             format!(
                 "a password has at least {} characters",
                 passwords::MIN_PASSWORD_CHARS
@@ -153,7 +154,7 @@ fn validate_password(password: &str) -> Result<(), AppError> {
     }
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(AppError::bad_request(
-            "weak_password",
+            ErrorCode::WeakPassword,
             format!(
                 "a password has at most {} bytes",
                 passwords::MAX_PASSWORD_BYTES
@@ -167,7 +168,7 @@ fn clean_display_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(is_unsafe_display_char) {
         return Err(AppError::bad_request(
-            "invalid_display_name",
+            ErrorCode::InvalidDisplayName,
             "a display name is 1 to 64 printable characters",
         ));
     }

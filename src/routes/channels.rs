@@ -4,7 +4,7 @@ use serde::Deserialize;
 use super::is_unsafe_display_char;
 use crate::auth::AuthUser;
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
 
@@ -47,7 +47,7 @@ async fn create(
         || name.chars().any(is_unsafe_display_char)
     {
         return Err(AppError::bad_request(
-            "invalid_channel_name",
+            ErrorCode::InvalidChannelName,
             format!("a channel name is 1 to {MAX_CHANNEL_NAME_CHARS} printable characters"),
         ));
     }
@@ -151,7 +151,7 @@ async fn add_member(
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
     let username = body.into_inner().username;
-    let already = || AppError::conflict("already_member", "that user is already a member");
+    let already = || AppError::conflict(ErrorCode::AlreadyMember, "that user is already a member");
     let user = state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::base_url;
 use crate::auth::AuthUser;
 use crate::db::{self, models::FileUpload, models::rfc3339};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
 use crate::storage::Presentation;
@@ -47,12 +47,12 @@ async fn upload(
                 .trim()
                 .parse::<i32>()
                 .map_err(|_| {
-                    AppError::bad_request("bad_request", "message_id must be a message id")
+                    AppError::bad_request(ErrorCode::BadRequest, "message_id must be a message id")
                 })?
         }
         _ => {
             return Err(AppError::bad_request(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the first part must be `message_id`",
             ));
         }
@@ -75,7 +75,10 @@ async fn upload(
         uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
     if pending.files.is_empty() {
         pending.discard().await;
-        return Err(AppError::bad_request("bad_request", "no `file` part"));
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "no `file` part",
+        ));
     }
     let stored = pending.files.clone();
     let inserted = state
@@ -168,7 +171,7 @@ async fn content(
         .verify(&query.token)
         .filter(|grant| grant.file_id == file_id)
         .ok_or_else(|| AppError::Forbidden {
-            code: "invalid_link",
+            code: ErrorCode::InvalidLink,
             message: "this link is invalid or has expired; ask for a fresh one".into(),
         })?;
     let file = visible_file(&state, file_id, grant.user_id).await?;

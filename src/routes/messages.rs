@@ -3,11 +3,11 @@ use serde::Deserialize;
 
 use super::base_url;
 use crate::auth::AuthUser;
-use crate::db::{self, messages::MessageParts, messages::PageRequest};
-use crate::error::AppError;
-use crate::realtime::Event;
-use crate::state::{Announcement, AppState};
-use crate::uploads::{self, StoredFile, UploadForm};
+use crate::chat::{MAX_CONTENT_CHARS, post_message, validate_content};
+use crate::db::{self, messages::PageRequest};
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use crate::uploads::{self, UploadForm};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -22,8 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-pub const MAX_CONTENT_CHARS: usize = 4000;
-/// The `content` part of a multipart message, in bytes (4000 characters of up to 4 bytes).
+/// The `content` part of a multipart message, in bytes (characters of up to 4 bytes).
 const MAX_CONTENT_BYTES: usize = MAX_CONTENT_CHARS * 4;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
@@ -46,19 +45,6 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"))
-}
-
-/// Content is 1 to 4000 characters and not only white space; it may be empty when files
-/// are attached.
-pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> {
-    let blank = content.trim().is_empty();
-    if (blank && !has_files) || content.chars().count() > MAX_CONTENT_CHARS {
-        return Err(AppError::bad_request(
-            "invalid_content",
-            format!("a message has 1 to {MAX_CONTENT_CHARS} characters, or files"),
-        ));
-    }
-    Ok(())
 }
 
 async fn create_json(
@@ -104,7 +90,7 @@ async fn create_with_files(
         }
         _ => {
             return Err(AppError::bad_request(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the first part must be the `content` text",
             ));
         }
@@ -129,44 +115,6 @@ async fn create_with_files(
     Ok(HttpResponse::Created().json(view))
 }
 
-/// Stores a message with its already-stored files in one transaction, then announces it.
-/// Shared by REST and the socket.
-pub async fn post_message(
-    state: &AppState,
-    user_id: i32,
-    channel_id: i32,
-    content: String,
-    stored: Vec<StoredFile>,
-    client_id: Option<String>,
-) -> Result<MessageParts, AppError> {
-    state
-        .write_and_announce(move |conn| {
-            // One event for the message, one per file.
-            let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
-            db::channels::find_for_member(conn, channel_id, user_id)?;
-            let row = db::messages::insert(conn, channel_id, user_id, &content)?;
-            let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
-            let user = db::users::find(conn, user_id)?;
-            let created = Event::MessageCreated {
-                message: row.clone(),
-                username: user.username.clone(),
-                files: files.clone(),
-                client_id,
-            };
-            let completed = files
-                .iter()
-                .map(|file| Event::FileUploadComplete { file: file.clone() });
-            let events = std::iter::once(created).chain(completed).collect();
-            let announcement = Announcement {
-                channel_id,
-                first_seq: seq,
-                events,
-            };
-            Ok(((row, user.username, files), announcement))
-        })
-        .await
-}
-
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -179,7 +127,7 @@ async fn list(
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit < 1 {
         return Err(AppError::bad_request(
-            "bad_request",
+            ErrorCode::BadRequest,
             "limit must be at least 1",
         ));
     }

@@ -5,10 +5,8 @@ mod auth;
 mod channels;
 mod files;
 mod health;
-pub mod messages;
+mod messages;
 mod ws;
-
-pub use ws::remember_socket;
 
 use actix_web::{HttpRequest, web};
 
@@ -35,8 +33,7 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
 
 /// `scheme://host` the client used to reach us, for absolute links in answers.
 pub fn base_url(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
+    crate::links::base_url_of(req.headers(), req.app_config().host())
 }
 
 /// Characters that must not appear in names shown to other users: control characters and

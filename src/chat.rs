@@ -1,0 +1,61 @@
+//! The chat core: what a message is allowed to be, and posting it. REST handlers and the
+//! WebSocket session both call this; it knows the database and the event bus, not HTTP.
+
+use crate::db::{self, messages::MessageParts};
+use crate::error::{AppError, ErrorCode};
+use crate::realtime::Event;
+use crate::state::{Announcement, AppState};
+use crate::uploads::StoredFile;
+
+pub const MAX_CONTENT_CHARS: usize = 4000;
+
+/// Content is 1 to 4000 characters and not only white space; it may be empty when files
+/// are attached.
+pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> {
+    let blank = content.trim().is_empty();
+    if (blank && !has_files) || content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(AppError::bad_request(
+            ErrorCode::InvalidContent,
+            format!("a message has 1 to {MAX_CONTENT_CHARS} characters, or files"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a message with its already-stored files in one transaction, then announces it.
+/// Shared by REST and the socket.
+pub async fn post_message(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    content: String,
+    stored: Vec<StoredFile>,
+    client_id: Option<String>,
+) -> Result<MessageParts, AppError> {
+    state
+        .write_and_announce(move |conn| {
+            // One event for the message, one per file.
+            let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
+            db::channels::find_for_member(conn, channel_id, user_id)?;
+            let row = db::messages::insert(conn, channel_id, user_id, &content)?;
+            let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
+            let user = db::users::find(conn, user_id)?;
+            let created = Event::MessageCreated {
+                message: row.clone(),
+                username: user.username.clone(),
+                files: files.clone(),
+                client_id,
+            };
+            let completed = files
+                .iter()
+                .map(|file| Event::FileUploadComplete { file: file.clone() });
+            let events = std::iter::once(created).chain(completed).collect();
+            let announcement = Announcement {
+                channel_id,
+                first_seq: seq,
+                events,
+            };
+            Ok(((row, user.username, files), announcement))
+        })
+        .await
+}

@@ -1,0 +1,132 @@
+//! The WebSocket handshake, on a socket the session then owns.
+//!
+//! actix-http hands every HTTP/1 request that asks for a protocol upgrade to this service
+//! (`HttpServiceBuilder::upgrade`, wired in `startup`) together with its connection: the
+//! `TcpStream` and whatever the client sent after its request head. Here the handshake is
+//! checked and answered, and the connection's session runs on the stream it now owns (see
+//! `outbox` for writes and `socket` for reads). Other requests never come here; a plain
+//! `GET /api/ws` without the upgrade headers is answered by the routes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::h1::{Codec, Message};
+use actix_http::{HttpMessage, Request, Response, StatusCode, ws};
+use actix_web::web::Data;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::outbox::Outbox;
+use super::session::{self, MAX_FRAME_BYTES};
+use super::socket::FrameReader;
+use crate::auth::{AuthUser, bearer_token_of};
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use crate::telemetry;
+
+pub const PATH: &str = "/api/ws";
+
+/// The upgrade service's factory, for `HttpServiceBuilder::upgrade`.
+pub fn service(
+    state: Data<AppState>,
+) -> impl actix_service::ServiceFactory<
+    (Request, Framed<TcpStream, Codec>),
+    Config = (),
+    Response = (),
+    Error = Infallible,
+    InitError = (),
+> {
+    actix_service::fn_service(
+        move |(request, framed): (Request, Framed<TcpStream, Codec>)| {
+            let state = state.clone();
+            let (span, _) =
+                telemetry::request_span(request.headers(), request.method(), request.path());
+            // Boxed: this future is the connection's for as long as it lives.
+            Box::pin(
+                async move {
+                    accept(state, request, framed).await;
+                    Ok::<_, Infallible>(())
+                }
+                .instrument(span),
+            )
+        },
+    )
+}
+
+async fn accept(state: Data<AppState>, request: Request, mut framed: Framed<TcpStream, Codec>) {
+    if request.path() != PATH {
+        let _ = refuse(&mut framed, &AppError::NotFound).await;
+        return;
+    }
+    let mut handshake = match ws::handshake(request.head()) {
+        Ok(handshake) => handshake,
+        Err(e) => {
+            let error = AppError::bad_request(ErrorCode::BadRequest, e.to_string());
+            let _ = refuse(&mut framed, &error).await;
+            return;
+        }
+    };
+    // A header that is there but not a bearer token fails at once, like a bad token.
+    let headers = request.headers();
+    let header_auth: Option<Result<AuthUser, AppError>> = headers
+        .contains_key(actix_http::header::AUTHORIZATION)
+        .then(|| {
+            let token = bearer_token_of(headers).ok_or_else(|| {
+                AppError::unauthorized(ErrorCode::Unauthorized, "not a bearer token")
+            })?;
+            state.tokens.verify(token)
+        });
+    let base_url = crate::links::base_url_of(headers, "localhost");
+    let mut response = handshake.finish().drop_body();
+    response.head_mut().set_camel_case_headers(false);
+    if framed
+        .send(Message::Item((response, BodySize::None)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tracing::info!(status = 101, "request");
+    let parts = framed.into_parts();
+    let socket = Arc::new(parts.io);
+    // With the kernel's autotuning, a client that stops reading parks megabytes there before
+    // its outbox fills and it is closed with 4008; capped (64 KiB), it is found out after
+    // about a thousand events. Downloads (other connections) keep autotuning.
+    if state.settings.ws_send_buffer_bytes > 0
+        && let Err(e) = socket2::SockRef::from(&*socket)
+            .set_send_buffer_size(state.settings.ws_send_buffer_bytes)
+    {
+        tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
+    }
+    let outbox = Outbox::new(state.settings.ws_queue_capacity, Some(socket.clone()));
+    let reader = FrameReader::new(socket, parts.read_buf, MAX_FRAME_BYTES);
+    session::run(state, outbox, reader, header_auth, base_url).await;
+}
+
+/// Answers the upgrade request with an error, in the API's format, and ends the connection.
+async fn refuse(framed: &mut Framed<TcpStream, Codec>, error: &AppError) -> Result<(), ()> {
+    let body = Bytes::from(error.body().to_string());
+    let status = actix_web::ResponseError::status_code(error);
+    let response = Response::build(StatusCode::from_u16(status.as_u16()).unwrap_or_default())
+        .insert_header((actix_http::header::CONTENT_TYPE, "application/json"))
+        .insert_header((actix_http::header::CONNECTION, "close"))
+        .finish()
+        .drop_body();
+    tracing::info!(status = status.as_u16(), "request");
+    framed
+        .send(Message::Item((
+            response,
+            BodySize::Sized(body.len() as u64),
+        )))
+        .await
+        .map_err(drop)?;
+    framed
+        .send(Message::Chunk(Some(body)))
+        .await
+        .map_err(drop)?;
+    framed.send(Message::Chunk(None)).await.map_err(drop)
+}
