@@ -20,6 +20,17 @@
 //! `--floor` runs each fan-out shape first against `examples/fanout_floor`, a server that
 //! only writes the frames (the ceiling of this machine and client), and prints the ratio.
 //!
+//! `--baseline-bin PATH` compares two builds in one run (A/B): PATH is the baseline, the
+//! usual binary (`--server-bin` or the default) the candidate. Each idle size runs against
+//! the baseline, then the candidate, each a fresh server. Each fan-out shape starts one
+//! fresh server of each (both hold their readers throughout the shape) and alternates per
+//! step: at every rate the baseline's step, then the candidate's at the same offered rate
+//! (with non-readers: both sides' steps with them, then both sides' readers-only steps, and
+//! so on), so a drift of the machine touches both. A side stops rising after two missed
+//! rates in a row, as alone; the other goes on. The summary gives each side's figures, then
+//! both side by side with the candidate/baseline ratio: idle KiB per connection, the highest
+//! held delivered/s per shape, and the p99 at each rate either side held.
+//!
 //! Run it with `scripts/bench-ws.sh [ARGS]` (raises the file-descriptor limit), or by hand:
 //!
 //! ```sh
@@ -144,6 +155,10 @@ struct Args {
     /// The chat server binary (default: `chatserver` in this example's profile directory).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// A/B: a second chat server binary, the baseline; every measurement runs against it
+    /// and against the candidate (the binary above), interleaved, and the summary compares.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// Parent of the temporary directory holding the database and the servers' files.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
@@ -240,6 +255,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "--deliveries must rise"
     );
     let server_bin = server_bin_to_measure(args.server_bin.as_deref())?;
+    if let Some(baseline) = &args.baseline_bin {
+        ensure!(
+            baseline.is_file(),
+            "--baseline-bin {}: no such file",
+            baseline.display()
+        );
+    }
+    // A/B: the baseline's server and the candidate's are up together during a shape.
+    let sides = if args.baseline_bin.is_some() { 2 } else { 1 };
     let (idle, fanout) = match args.scenario {
         Scenario::Idle => (true, false),
         Scenario::Fanout => (false, true),
@@ -247,14 +271,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let fds = fd_limits("self")?;
     if fanout {
-        let needed = args
-            .shapes
-            .iter()
-            .map(Shape::connections)
-            .max()
-            .unwrap_or(0)
+        let needed = sides
+            * (args
+                .shapes
+                .iter()
+                .map(Shape::connections)
+                .max()
+                .unwrap_or(0)
+                + args.publish_concurrency)
             + args.non_readers
-            + args.publish_concurrency
             + 100;
         ensure!(
             fds.0 >= needed as u64,
@@ -273,6 +298,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         database.backend(),
         work.path().display()
     );
+    if let Some(baseline) = &args.baseline_bin {
+        println!(
+            "A/B: baseline {}, candidate {} (the chat server above), interleaved",
+            baseline.display(),
+            server_bin.display()
+        );
+    }
     for (key, value) in &args.server_env {
         println!("server environment: {key}={value}");
     }
@@ -303,19 +335,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let bench = Bench {
         args: &args,
+        side: None,
         server_bin,
         work: work.path().to_owned(),
         database_url: database.url.clone(),
         population: Arc::new(population),
     };
+    // The servers measured, in the order they run: the baseline first in A/B mode.
+    let benches: Vec<Bench> = match &args.baseline_bin {
+        None => vec![bench.clone()],
+        Some(baseline) => vec![
+            Bench {
+                side: Some(Side::Baseline),
+                server_bin: baseline.clone(),
+                ..bench.clone()
+            },
+            Bench {
+                side: Some(Side::Candidate),
+                ..bench.clone()
+            },
+        ],
+    };
 
-    let mut idle_rows = Vec::new();
+    // One list per server, in the order of `benches`.
+    let mut idle_rows: Vec<Vec<IdleRow>> = benches.iter().map(|_| Vec::new()).collect();
     if idle {
         for &n in &args.idle {
-            idle_rows.push(bench.idle(n).await?);
+            for (rows, side) in idle_rows.iter_mut().zip(&benches) {
+                rows.push(side.idle(n).await?);
+            }
         }
     }
-    let mut shape_results = Vec::new();
+    let mut shape_results: Vec<Vec<ShapeResult>> = benches.iter().map(|_| Vec::new()).collect();
     let mut floor_results = Vec::new();
     if fanout {
         let floor = Bench {
@@ -326,21 +377,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let users = &bench.population.shapes[i];
             if args.floor {
                 println!("\n--- the floor: {}", floor.server_bin.display());
-                floor_results.push(floor.fanout(shape, users, false).await?);
+                floor_results.extend(fanout_shape(&[floor.clone()], shape, users, false).await?);
             }
-            shape_results.push(bench.fanout(shape, users, args.non_readers > 0).await?);
+            let results = fanout_shape(&benches, shape, users, args.non_readers > 0).await?;
+            for (list, result) in shape_results.iter_mut().zip(results) {
+                list.push(result);
+            }
         }
     }
 
     println!("\n=== summary ===");
-    print_idle_summary(&idle_rows);
-    if !floor_results.is_empty() {
-        println!("the floor (examples/fanout_floor, readers only):");
-        print_fanout_summary(&floor_results, args.p99_limit_ms);
-        println!("the chat server:");
+    for ((side, idle_rows), shape_results) in benches.iter().zip(&idle_rows).zip(&shape_results) {
+        if let Some(which) = side.side {
+            println!("--- {which}: {}", side.server_bin.display());
+        }
+        print_idle_summary(idle_rows);
+        if !floor_results.is_empty() {
+            println!("the floor (examples/fanout_floor, readers only):");
+            print_fanout_summary(&floor_results, args.p99_limit_ms);
+            println!("the chat server:");
+        }
+        print_fanout_summary(shape_results, args.p99_limit_ms);
+        print_floor_ratios(shape_results, &floor_results, args.p99_limit_ms);
     }
-    print_fanout_summary(&shape_results, args.p99_limit_ms);
-    print_floor_ratios(&shape_results, &floor_results, args.p99_limit_ms);
+    if let [baseline, candidate] = &benches[..] {
+        print_ab_summary(
+            (baseline, candidate),
+            (&idle_rows[0], &idle_rows[1]),
+            (&shape_results[0], &shape_results[1]),
+            args.p99_limit_ms,
+        );
+    }
     database.drop_if_created().await;
     if args.keep {
         println!("kept {}", work.keep().display());
@@ -352,10 +419,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
 #[derive(Clone)]
 struct Bench<'a> {
     args: &'a Args,
+    /// Which side of an A/B run this server is (None outside one).
+    side: Option<Side>,
     server_bin: PathBuf,
     work: PathBuf,
     database_url: String,
     population: Arc<Population>,
+}
+
+/// The two servers of an A/B run (`--baseline-bin`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Baseline,
+    Candidate,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Baseline => "baseline",
+            Side::Candidate => "candidate",
+        })
+    }
+}
+
+impl Bench<'_> {
+    /// ` [baseline]` or ` [candidate]` in an A/B run, else nothing: for headings.
+    fn tag(&self) -> String {
+        self.side.map(|s| format!(" [{s}]")).unwrap_or_default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -382,7 +474,7 @@ fn per_connection_kib(rss: u64, baseline: u64, connections: usize) -> f64 {
 
 impl Bench<'_> {
     async fn idle(&self, asked: usize) -> anyhow::Result<IdleRow> {
-        println!("\n=== idle: {asked} connections ===");
+        println!("\n=== idle: {asked} connections{} ===", self.tag());
         let mut server = self.start_server(&format!("idle-{asked}")).await?;
         warm_up_connections(&server, &self.population.idle[..asked.min(100)]).await?;
         tokio::time::sleep(SETTLE).await;
@@ -1676,7 +1768,10 @@ impl Server {
 impl Bench<'_> {
     /// A fresh server process on the shared database, ready to serve.
     async fn start_server(&self, label: &str) -> anyhow::Result<Server> {
-        let dir = self.work.join(format!("server-{label}"));
+        let dir = match self.side {
+            Some(side) => self.work.join(format!("server-{side}-{label}")),
+            None => self.work.join(format!("server-{label}")),
+        };
         std::fs::create_dir_all(&dir)?;
         let port = free_ports(1)?[0];
         let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -1020,13 +1020,21 @@ struct RawWs {
 
 impl RawWs {
     async fn open(app: &TestApp, token: &str) -> RawWs {
+        RawWs::open_with(app, Some(token)).await
+    }
+
+    /// Opens a socket, authenticated by header when a token is given.
+    async fn open_with(app: &TestApp, token: Option<&str>) -> RawWs {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let address = app.address.trim_start_matches("http://");
         let mut tcp = TcpStream::connect(address).await.unwrap();
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "GET /api/ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\n{authorization}\r\n"
         );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut read = Vec::new();
@@ -1151,6 +1159,55 @@ async fn protocol_violations_close_with_1002_and_oversized_fragments_with_1009()
     );
 }
 
+/// A masked text frame header that declares `length` bytes of payload, and its mask.
+fn declared_header(length: u64) -> Vec<u8> {
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&length.to_be_bytes());
+    header.extend_from_slice(&[7, 1, 9, 3]);
+    header
+}
+
+#[tokio::test]
+async fn a_frame_declared_over_the_limit_closes_with_1009_before_its_payload() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    // Before authentication and after: the header alone is enough to refuse it, so the
+    // server never waits for (or buffers) a terabyte of payload.
+    for token in [None, Some(alice.token.as_str())] {
+        let mut raw = RawWs::open_with(&app, token).await;
+        raw.send(&declared_header(1 << 40)).await;
+        raw.send(&[b'x'; 4096]).await;
+        assert_eq!(
+            raw.close_code().await,
+            1009,
+            "authenticated: {}",
+            token.is_some()
+        );
+    }
+    // Just over the limit is refused the same way.
+    let mut over = RawWs::open(&app, &alice.token).await;
+    over.send(&declared_header(64 * 1024 + 1)).await;
+    assert_eq!(over.close_code().await, 1009);
+}
+
+#[tokio::test]
+async fn a_flood_of_empty_continuation_frames_is_cut_off() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut raw = RawWs::open(&app, &alice.token).await;
+    raw.send(&RawWs::frame(false, 0x1, b"{", true)).await;
+    let empty = RawWs::frame(false, 0x0, b"", true);
+    let flood: Vec<u8> = empty
+        .iter()
+        .copied()
+        .cycle()
+        .take(empty.len() * 5000)
+        .collect();
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut raw.tcp, &flood).await;
+    assert_eq!(raw.close_code().await, 1002);
+}
+
 #[tokio::test]
 async fn a_user_may_hold_a_limited_number_of_sockets() {
     let app = spawn_app_with(&[("WS_MAX_CONNECTIONS_PER_USER", "2")]).await;
@@ -1241,4 +1298,35 @@ async fn before_authentication_a_bad_header_or_frame_closes_at_once() {
     let mut polite = WsClient::connect(&app, None).await;
     polite.send_raw(Message::Close(None)).await;
     assert_eq!(polite.refused().await, 1000);
+}
+
+#[tokio::test]
+async fn upgrades_elsewhere_and_plain_requests_to_the_socket_get_json_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+
+    // An upgrade asked of another path: 404 in the API's format, and the connection ends.
+    let address = app.address.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /api/channels HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // The socket's path without the upgrade headers: 400, not a handshake.
+    let plain = reqwest::get(app.url("/api/ws")).await.unwrap();
+    assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
 }
