@@ -143,11 +143,8 @@ pub enum AppError {
     #[error("{0}")]
     BodyTooLarge(String),
     /// A known path asked with a method it does not take (405, with `Allow`).
-    #[error("{message}")]
-    MethodNotAllowed {
-        allow: &'static str,
-        message: String,
-    },
+    #[error("this path takes {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("{0}")]
     UnsupportedFileType(String),
     #[error("too many requests")]
@@ -183,6 +180,10 @@ impl AppError {
             code: ErrorCode::Forbidden,
             message: message.into(),
         }
+    }
+
+    pub fn method_not_allowed(allow: String) -> Self {
+        AppError::MethodNotAllowed { allow }
     }
 
     pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -260,7 +261,7 @@ impl ResponseError for AppError {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
         }
         if let AppError::MethodNotAllowed { allow, .. } = self {
-            response.insert_header((header::ALLOW, *allow));
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         if let AppError::Unauthorized { .. } = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -334,7 +335,79 @@ pub mod extractors {
 
     pub fn path_config() -> web::PathConfig {
         web::PathConfig::default().error_handler(|err: PathError, _req: &HttpRequest| {
-            AppError::bad_request(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
+            let message = match &err {
+                PathError::Deserialize(e) => plain_words(&e.to_string()),
+                other => plain_words(&other.to_string()),
+            };
+            AppError::bad_request(ErrorCode::BadRequest, format!("invalid path: {message}")).into()
         })
+    }
+
+    /// serde's messages name Rust types ("can not parse \"x\" to a i32"); clients are told
+    /// what was expected in plain words instead.
+    pub(crate) fn plain_words(message: &str) -> String {
+        const TYPES: &[(&str, &str)] = &[
+            ("a i32", "a whole number"),
+            ("a i64", "a whole number"),
+            ("a u32", "a whole number"),
+            ("a u64", "a whole number"),
+            ("a usize", "a whole number"),
+            ("i32", "a whole number"),
+            ("i64", "a whole number"),
+            ("u32", "a whole number"),
+            ("u64", "a whole number"),
+            ("usize", "a whole number"),
+            ("a bool", "true or false"),
+            ("a boolean", "true or false"),
+            ("a string", "text"),
+        ];
+        // actix's path errors: `can not parse "abc" to a i32`.
+        let mut plain = match message
+            .strip_prefix("can not parse ")
+            .and_then(|rest| rest.rsplit_once(" to "))
+        {
+            Some((value, target)) => format!("{value} is not {target}"),
+            None => message.to_owned(),
+        };
+        for (rust, words) in TYPES {
+            plain = replace_word(&plain, rust, words);
+        }
+        plain
+    }
+
+    /// Replaces `from` where it stands as whole words.
+    fn replace_word(text: &str, from: &str, to: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find(from) {
+            let before = rest[..i].chars().next_back();
+            let after = rest[i + from.len()..].chars().next();
+            let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric() && c != '_');
+            out.push_str(&rest[..i]);
+            out.push_str(if boundary(before) && boundary(after) {
+                to
+            } else {
+                from
+            });
+            rest = &rest[i + from.len()..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn rust_type_names_become_plain_words() {
+            assert_eq!(
+                super::plain_words("can not parse \"abc\" to a i32"),
+                "\"abc\" is not a whole number"
+            );
+            assert_eq!(
+                super::plain_words("invalid type: string \"x\", expected i64"),
+                "invalid type: string \"x\", expected a whole number"
+            );
+            assert_eq!(super::plain_words("expected usizes_x"), "expected usizes_x");
+        }
     }
 }

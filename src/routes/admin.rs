@@ -1,15 +1,24 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::endpoint;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(storage_status).service(realtime_status);
+    cfg.service(endpoint(
+        "/admin/storage-status",
+        vec![(Method::GET, web::to(storage_status))],
+    ))
+    .service(endpoint(
+        "/admin/realtime-status",
+        vec![(Method::GET, web::to(realtime_status))],
+    ));
 }
 
 /// Refuses users not named in `ADMIN_USERNAMES`.
@@ -25,7 +34,6 @@ async fn require_admin(state: &AppState, auth: AuthUser) -> Result<(), AppError>
 }
 
 /// The store in use, a live check of it, and what the database knows it holds.
-#[get("/admin/storage-status")]
 async fn storage_status(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -55,7 +63,6 @@ async fn storage_status(
 
 /// This instance's WebSockets: how many are open, and how many were closed for falling
 /// behind (4008) or for missing events (4009) since it started.
-#[get("/admin/realtime-status")]
 async fn realtime_status(
     state: web::Data<AppState>,
     auth: AuthUser,

@@ -1,8 +1,9 @@
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::is_unsafe_display_char;
+use super::{endpoint, is_unsafe_display_char};
 use crate::auth::{AuthUser, passwords};
 use crate::db::models::User;
 use crate::db::{self};
@@ -10,7 +11,15 @@ use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(register).service(login).service(me);
+    cfg.service(endpoint(
+        "/auth/register",
+        vec![(Method::POST, web::to(register))],
+    ))
+    .service(endpoint(
+        "/auth/login",
+        vec![(Method::POST, web::to(login))],
+    ))
+    .service(endpoint("/me", vec![(Method::GET, web::to(me))]));
 }
 
 #[derive(Deserialize)]
@@ -26,7 +35,6 @@ struct LoginBody {
     password: String,
 }
 
-#[post("/auth/register")]
 async fn register(
     state: web::Data<AppState>,
     body: web::Json<RegisterBody>,
@@ -61,7 +69,6 @@ async fn register(
     Ok(HttpResponse::Created().json(session(&state, user)?))
 }
 
-#[post("/auth/login")]
 async fn login(
     state: web::Data<AppState>,
     body: web::Json<LoginBody>,
@@ -95,7 +102,6 @@ async fn login(
     Ok(HttpResponse::Ok().json(session(&state, user)?))
 }
 
-#[get("/me")]
 async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<User>, AppError> {
     let user = state
         .db

@@ -1,7 +1,8 @@
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::is_unsafe_display_char;
+use super::{endpoint, is_unsafe_display_char};
 use crate::auth::AuthUser;
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
 use crate::error::{AppError, ErrorCode};
@@ -10,14 +11,36 @@ use crate::state::{Announcement, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // `/channels/public` before `/channels/{id}` so "public" is never read as an id.
-    cfg.service(create)
-        .service(list_mine)
-        .service(list_public)
-        .service(show)
-        .service(join)
-        .service(add_member)
-        .service(leave)
-        .service(members);
+    cfg.service(endpoint(
+        "/channels",
+        vec![
+            (Method::POST, web::to(create)),
+            (Method::GET, web::to(list_mine)),
+        ],
+    ))
+    .service(endpoint(
+        "/channels/public",
+        vec![(Method::GET, web::to(list_public))],
+    ))
+    .service(endpoint(
+        "/channels/{id}",
+        vec![(Method::GET, web::to(show))],
+    ))
+    .service(endpoint(
+        "/channels/{id}/join",
+        vec![(Method::POST, web::to(join))],
+    ))
+    .service(endpoint(
+        "/channels/{id}/members",
+        vec![
+            (Method::POST, web::to(add_member)),
+            (Method::GET, web::to(members)),
+        ],
+    ))
+    .service(endpoint(
+        "/channels/{id}/members/me",
+        vec![(Method::DELETE, web::to(leave))],
+    ));
 }
 
 const MAX_CHANNEL_NAME_CHARS: usize = 80;
@@ -34,7 +57,6 @@ struct AddMemberBody {
     username: String,
 }
 
-#[post("/channels")]
 async fn create(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -64,7 +86,6 @@ async fn create(
     Ok(HttpResponse::Created().json(channel))
 }
 
-#[get("/channels")]
 async fn list_mine(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -76,7 +97,6 @@ async fn list_mine(
     Ok(web::Json(channels))
 }
 
-#[get("/channels/public")]
 async fn list_public(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -88,7 +108,6 @@ async fn list_public(
     Ok(web::Json(channels))
 }
 
-#[get("/channels/{id}")]
 async fn show(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -103,7 +122,6 @@ async fn show(
 }
 
 /// Joining is for public channels; a private one answers 404 as if it did not exist.
-#[post("/channels/{id}/join")]
 async fn join(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -142,7 +160,6 @@ async fn join(
 }
 
 /// Any member may add another user.
-#[post("/channels/{id}/members")]
 async fn add_member(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -174,7 +191,6 @@ async fn add_member(
 }
 
 /// Leaving ends access to the channel's messages and files at once.
-#[delete("/channels/{id}/members/me")]
 async fn leave(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -196,7 +212,6 @@ async fn leave(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[get("/channels/{id}/members")]
 async fn members(
     state: web::Data<AppState>,
     auth: AuthUser,

@@ -1,12 +1,13 @@
 use actix_files::NamedFile;
+use actix_web::http::Method;
 use actix_web::http::header::{
     self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
 };
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::base_url;
+use super::{base_url, endpoint};
 use crate::auth::AuthUser;
 use crate::db::{self, models::FileUpload, models::rfc3339};
 use crate::error::{AppError, ErrorCode};
@@ -16,11 +17,25 @@ use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(upload)
-        .service(download_link)
-        .service(content)
-        .service(show)
-        .service(remove);
+    cfg.service(endpoint(
+        "/files/upload",
+        vec![(Method::POST, web::to(upload))],
+    ))
+    .service(endpoint(
+        "/files/{id}",
+        vec![
+            (Method::GET, web::to(show)),
+            (Method::DELETE, web::to(remove)),
+        ],
+    ))
+    .service(endpoint(
+        "/files/download/{id}",
+        vec![(Method::GET, web::to(download_link))],
+    ))
+    .service(endpoint(
+        "/files/{id}/content",
+        vec![(Method::GET, web::to(content))],
+    ));
 }
 
 /// A redirect to the store lives at most this long, so a link stops working within a
@@ -32,7 +47,6 @@ const SANDBOX_CSP: &str =
 
 /// `multipart/form-data`: a `message_id` part, then one or more `file` parts. Only the
 /// message's author may attach.
-#[post("/files/upload")]
 async fn upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -114,7 +128,6 @@ async fn upload(
     Ok(HttpResponse::Created().json(json!({ "files": views })))
 }
 
-#[get("/files/{id}")]
 async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -126,7 +139,6 @@ async fn show(
 }
 
 /// A fresh link; counts as a download.
-#[get("/files/download/{id}")]
 async fn download_link(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -158,7 +170,6 @@ struct LinkQuery {
 
 /// What a download link points at. Checks the link, then the row and the membership of the
 /// user it was issued to, on every request.
-#[get("/files/{id}/content")]
 async fn content(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -229,7 +240,6 @@ async fn content(
 }
 
 /// Soft delete, by the uploader only.
-#[delete("/files/{id}")]
 async fn remove(
     state: web::Data<AppState>,
     auth: AuthUser,

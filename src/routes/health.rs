@@ -1,16 +1,21 @@
-use actix_web::{HttpResponse, get, web};
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::endpoint;
 use crate::state::AppState;
 
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(endpoint("/healthz", vec![(Method::GET, web::to(healthz))]))
+        .service(endpoint("/readyz", vec![(Method::GET, web::to(readyz))]));
+}
+
 /// The process is up.
-#[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// The process can serve: the database and the file store answer.
-#[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (database, store) = tokio::join!(state.db.ping(), state.store.check());
     for (what, result) in [("database", &database), ("store", &store)] {

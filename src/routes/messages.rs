@@ -1,7 +1,8 @@
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::Deserialize;
 
-use super::base_url;
+use super::{base_url, endpoint};
 use crate::auth::AuthUser;
 use crate::chat::{MAX_CONTENT_CHARS, post_message, validate_content};
 use crate::db::{self, messages::PageRequest};
@@ -10,16 +11,17 @@ use crate::state::AppState;
 use crate::uploads::{self, UploadForm};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/channels/{id}/messages")
-            .route(
-                web::post()
-                    .guard(guard::fn_guard(is_multipart))
-                    .to(create_with_files),
-            )
-            .route(web::post().to(create_json))
-            .route(web::get().to(list)),
-    );
+    cfg.service(endpoint(
+        "/channels/{id}/messages",
+        vec![
+            (
+                Method::POST,
+                web::to(create_with_files).guard(guard::fn_guard(is_multipart)),
+            ),
+            (Method::POST, web::to(create_json)),
+            (Method::GET, web::to(list)),
+        ],
+    ));
 }
 
 /// The `content` part of a multipart message, in bytes (characters of up to 4 bytes).

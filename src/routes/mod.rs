@@ -8,23 +8,42 @@ mod health;
 mod messages;
 mod ws;
 
-use actix_web::{HttpRequest, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
 
 use crate::error::AppError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::healthz)
-        .service(health::readyz)
-        .service(
-            web::scope("/api")
-                .configure(auth::configure)
-                .configure(channels::configure)
-                .configure(messages::configure)
-                .configure(files::configure)
-                .configure(admin::configure)
-                .configure(ws::configure)
-                .default_service(web::to(not_found)),
-        );
+    cfg.configure(health::configure).service(
+        web::scope("/api")
+            .configure(auth::configure)
+            .configure(channels::configure)
+            .configure(messages::configure)
+            .configure(files::configure)
+            .configure(admin::configure)
+            .configure(ws::configure)
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// One path and the handler of each method it takes; any other method is answered
+/// `405 method_not_allowed` with `Allow`, instead of falling through to a 404.
+fn endpoint(path: &str, routes: Vec<(Method, Route)>) -> Resource {
+    let mut allow: Vec<&str> = Vec::new();
+    for (method, _) in &routes {
+        if !allow.contains(&method.as_str()) {
+            allow.push(method.as_str());
+        }
+    }
+    let allow = allow.join(", ");
+    let mut resource = web::resource(path).default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { Err::<HttpResponse, _>(AppError::method_not_allowed(allow)) }
+    }));
+    for (method, route) in routes {
+        resource = resource.route(route.method(method));
+    }
+    resource
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
