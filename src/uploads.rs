@@ -17,8 +17,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
+use crate::chat::is_unsafe_display_char;
+pub use crate::db::models::StoredFile;
 use crate::error::{AppError, ErrorCode};
-use crate::routes::is_unsafe_display_char;
 use crate::storage::Store;
 
 /// How many leading bytes decide the type.
@@ -27,16 +28,6 @@ const SNIFF_BYTES: usize = 8 * 1024;
 const PART_HEADER_BUDGET: usize = 256 * 1024;
 pub const MAX_FILE_PARTS: usize = 10;
 const MAX_FILE_NAME_CHARS: usize = 255;
-
-/// A file stored in the store, not yet recorded in the database.
-#[derive(Debug, Clone)]
-pub struct StoredFile {
-    pub key: String,
-    pub file_name: String,
-    pub content_type: String,
-    pub size: u64,
-    pub sha256: String,
-}
 
 /// What the settings allow.
 #[derive(Debug, Clone)]

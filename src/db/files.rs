@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::AnyConnection;
 use super::models::{FileUpload, now};
 use super::schema::{channel_members, file_uploads};
-use crate::uploads::StoredFile;
+use crate::db::models::StoredFile;
 
 /// Records stored objects as attachments of a message; call inside the transaction that
 /// makes the message visible (or attaches to it).

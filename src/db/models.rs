@@ -172,3 +172,13 @@ impl Message {
         }
     }
 }
+
+/// A file stored in the store, not yet recorded in the database.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub key: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+}

@@ -3,8 +3,9 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{endpoint, is_unsafe_display_char};
+use super::endpoint;
 use crate::auth::{AuthUser, passwords};
+use crate::chat::is_unsafe_display_char;
 use crate::db::models::User;
 use crate::db::{self};
 use crate::error::{AppError, ErrorCode};

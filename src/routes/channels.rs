@@ -2,8 +2,9 @@ use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::{endpoint, is_unsafe_display_char};
+use super::endpoint;
 use crate::auth::AuthUser;
+use crate::chat::is_unsafe_display_char;
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;

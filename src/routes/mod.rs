@@ -54,10 +54,3 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
 pub fn base_url(req: &HttpRequest) -> String {
     crate::links::base_url_of(req.headers(), req.app_config().host())
 }
-
-/// Characters that must not appear in names shown to other users: control characters and
-/// the bidirectional overrides that make text display differently from what it is.
-pub fn is_unsafe_display_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
-}

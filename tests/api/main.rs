@@ -8,6 +8,7 @@ mod files;
 mod fixtures;
 mod health;
 mod helpers;
+mod layout;
 mod messages;
 mod migrations;
 mod s3;
