@@ -1,11 +1,11 @@
 //! The chat core: what a message is allowed to be, and posting it. REST handlers and the
 //! WebSocket session both call this; it knows the database and the event bus, not HTTP.
 
+use crate::db::models::{FileUpload, StoredFile};
 use crate::db::{self, messages::MessageParts};
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
-use crate::uploads::StoredFile;
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
 
@@ -56,6 +56,68 @@ pub async fn post_message(
                 events,
             };
             Ok(((row, user.username, files), announcement))
+        })
+        .await
+}
+
+/// Records files already stored as attachments of the caller's message, announcing each.
+pub async fn attach_files(
+    state: &AppState,
+    user_id: i32,
+    message_id: i32,
+    channel_id: i32,
+    stored: Vec<StoredFile>,
+) -> Result<Vec<FileUpload>, AppError> {
+    state
+        .write_and_announce(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
+            db::channels::find_for_member(conn, channel_id, user_id)?;
+            let files = db::files::insert_all(conn, message_id, channel_id, user_id, &stored)?;
+            let events = files
+                .iter()
+                .map(|file| Event::FileUploadComplete { file: file.clone() })
+                .collect();
+            let announcement = Announcement {
+                channel_id,
+                first_seq: seq,
+                events,
+            };
+            Ok((files, announcement))
+        })
+        .await
+}
+
+/// A file the user may see (a member of its channel, not deleted), else `not_found`.
+pub async fn visible_file(
+    state: &AppState,
+    file_id: i32,
+    user_id: i32,
+) -> Result<FileUpload, AppError> {
+    state
+        .db
+        .run(move |conn| Ok(db::files::find_visible(conn, file_id, user_id)?))
+        .await
+}
+
+/// Deletes a file (its uploader only) and announces `file_deleted`; its object is purged
+/// by the sweeper.
+pub async fn delete_file(state: &AppState, user_id: i32, file_id: i32) -> Result<(), AppError> {
+    let file = visible_file(state, file_id, user_id).await?;
+    if file.uploaded_by != Some(user_id) {
+        return Err(AppError::forbidden("only the uploader may delete a file"));
+    }
+    let channel_id = file.channel_id;
+    let (id, message_id) = (file.id, file.message_id);
+    state
+        .write_and_announce(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            // Checked again under the channel's lock: the uploader may have just left.
+            db::files::find_visible(conn, file_id, user_id)?;
+            if !db::files::soft_delete(conn, file_id)? {
+                return Err(AppError::NotFound);
+            }
+            let deleted = Event::FileDeleted { id, message_id };
+            Ok(((), Announcement::one(channel_id, seq, deleted)))
         })
         .await
 }

@@ -274,8 +274,9 @@ impl Stream for CheckedBody<'_> {
 // ---------------------------------------------------------------------------------------
 // Objects stored for one request
 
-/// The objects a request has stored so far. Unless `commit` is called they are deleted:
-/// awaited by `discard` on the error path, or in the background if the request is dropped.
+/// The objects a request has stored so far, and their clean-up: `commit_with` records them
+/// and keeps them, or deletes them if recording fails; if the request is dropped first,
+/// they are deleted in the background. (What a crash leaves is the orphan sweep's.)
 pub struct PendingObjects {
     store: Store,
     pub files: Vec<StoredFile>,
@@ -289,13 +290,28 @@ impl PendingObjects {
         }
     }
 
-    /// The rows are committed: keep the objects.
-    pub fn commit(mut self) -> Vec<StoredFile> {
-        std::mem::take(&mut self.files)
+    /// Runs `record` (which checks the files and writes their rows) on the stored files:
+    /// on success the objects are kept, on failure they are deleted before the error
+    /// returns. No row without its object, no object without a row.
+    pub async fn commit_with<T, F, Fut>(mut self, record: F) -> Result<T, AppError>
+    where
+        F: FnOnce(Vec<StoredFile>) -> Fut,
+        Fut: Future<Output = Result<T, AppError>>,
+    {
+        match record(self.files.clone()).await {
+            Ok(value) => {
+                self.files.clear();
+                Ok(value)
+            }
+            Err(e) => {
+                self.discard().await;
+                Err(e)
+            }
+        }
     }
 
     /// Deletes every object stored so far, and waits for it.
-    pub async fn discard(mut self) {
+    async fn discard(mut self) {
         let files = std::mem::take(&mut self.files);
         delete_all(&self.store, files).await;
     }

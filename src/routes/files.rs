@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
+use crate::chat;
 use crate::db::{self, models::FileUpload, models::rfc3339};
 use crate::error::{AppError, ErrorCode};
-use crate::realtime::Event;
-use crate::state::{Announcement, AppState};
+use crate::state::AppState;
 use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
 
@@ -87,39 +87,17 @@ async fn upload(
     let channel_id = message.channel_id;
     let pending =
         uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
-    if pending.files.is_empty() {
-        pending.discard().await;
-        return Err(AppError::bad_request(
-            ErrorCode::BadRequest,
-            "no `file` part",
-        ));
-    }
-    let stored = pending.files.clone();
-    let inserted = state
-        .write_and_announce(move |conn| {
-            let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
-            db::channels::find_for_member(conn, channel_id, auth.id)?;
-            let files = db::files::insert_all(conn, message_id, channel_id, auth.id, &stored)?;
-            let events = files
-                .iter()
-                .map(|file| Event::FileUploadComplete { file: file.clone() })
-                .collect();
-            let announcement = Announcement {
-                channel_id,
-                first_seq: seq,
-                events,
-            };
-            Ok((files, announcement))
+    let files = pending
+        .commit_with(|stored| async {
+            if stored.is_empty() {
+                return Err(AppError::bad_request(
+                    ErrorCode::BadRequest,
+                    "no `file` part",
+                ));
+            }
+            chat::attach_files(&state, auth.id, message_id, channel_id, stored).await
         })
-        .await;
-    let files = match inserted {
-        Ok(files) => files,
-        Err(e) => {
-            pending.discard().await;
-            return Err(e);
-        }
-    };
-    pending.commit();
+        .await?;
     let base = base_url(&req);
     let views: Vec<_> = files
         .iter()
@@ -134,7 +112,7 @@ async fn show(
     auth: AuthUser,
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
-    let file = visible_file(&state, path.into_inner(), auth.id).await?;
+    let file = chat::visible_file(&state, path.into_inner(), auth.id).await?;
     Ok(HttpResponse::Ok().json(state.links.file_view(&base_url(&req), auth.id, &file)))
 }
 
@@ -185,7 +163,7 @@ async fn content(
             code: ErrorCode::InvalidLink,
             message: "this link is invalid or has expired; ask for a fresh one".into(),
         })?;
-    let file = visible_file(&state, file_id, grant.user_id).await?;
+    let file = chat::visible_file(&state, file_id, grant.user_id).await?;
     let presentation = presentation(&file);
     let remaining = grant.expires_at - chrono::Utc::now().timestamp();
     let lifetime = remaining.clamp(1, STORE_URL_MAX_SECONDS) as u64;
@@ -245,37 +223,8 @@ async fn remove(
     auth: AuthUser,
     path: web::Path<i32>,
 ) -> Result<HttpResponse, AppError> {
-    let file_id = path.into_inner();
-    let file = visible_file(&state, file_id, auth.id).await?;
-    if file.uploaded_by != Some(auth.id) {
-        return Err(AppError::forbidden("only the uploader may delete a file"));
-    }
-    let channel_id = file.channel_id;
-    let (id, message_id) = (file.id, file.message_id);
-    state
-        .write_and_announce(move |conn| {
-            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-            // Checked again under the channel's lock: the uploader may have just left.
-            db::files::find_visible(conn, file_id, auth.id)?;
-            if !db::files::soft_delete(conn, file_id)? {
-                return Err(AppError::NotFound);
-            }
-            let deleted = Event::FileDeleted { id, message_id };
-            Ok(((), Announcement::one(channel_id, seq, deleted)))
-        })
-        .await?;
+    chat::delete_file(&state, auth.id, path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-async fn visible_file(
-    state: &AppState,
-    file_id: i32,
-    user_id: i32,
-) -> Result<FileUpload, AppError> {
-    state
-        .db
-        .run(move |conn| Ok(db::files::find_visible(conn, file_id, user_id)?))
-        .await
 }
 
 fn mime_octet_stream() -> mime::Mime {

@@ -100,19 +100,12 @@ async fn create_with_files(
     validate_content(&content, true)?;
     let pending =
         uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
-    if let Err(e) = validate_content(&content, !pending.files.is_empty()) {
-        pending.discard().await;
-        return Err(e);
-    }
-    let stored = pending.files.clone();
-    let message = match post_message(&state, auth.id, channel_id, content, stored, None).await {
-        Ok(message) => message,
-        Err(e) => {
-            pending.discard().await;
-            return Err(e);
-        }
-    };
-    pending.commit();
+    let message = pending
+        .commit_with(|stored| async {
+            validate_content(&content, !stored.is_empty())?;
+            post_message(&state, auth.id, channel_id, content, stored, None).await
+        })
+        .await?;
     let view = state.links.message_view(&base_url(&req), auth.id, message);
     Ok(HttpResponse::Created().json(view))
 }
