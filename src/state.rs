@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::auth::TokenService;
 use crate::config::Settings;
@@ -61,7 +62,7 @@ impl AppState {
         T: Send + 'static,
     {
         let (db, events) = (self.db.clone(), self.events.clone());
-        tokio::spawn(async move {
+        let task = async move {
             let (value, announcement) = db.write(work).await?;
             let Announcement {
                 channel_id,
@@ -70,8 +71,10 @@ impl AppState {
             } = announcement;
             events.publish_all(channel_id, first_seq, announced).await;
             Ok(value)
-        })
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("write task failed: {e}")))?
+        };
+        // The request's span goes along, so the write's log lines carry its request id.
+        tokio::spawn(task.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("write task failed: {e}")))?
     }
 }

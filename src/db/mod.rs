@@ -79,8 +79,15 @@ impl ManageConnection for ConnectionManager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
-        false
+    /// A connection dropped mid-transaction (a panic) or whose server went away is not
+    /// handed out again; as diesel's own manager does.
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        std::thread::panicking()
+            || match conn {
+                AnyConnection::Postgresql(c) => c.is_broken(),
+                AnyConnection::Sqlite(c) => c.is_broken(),
+            }
     }
 }
 
@@ -141,7 +148,10 @@ impl Db {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
+        // The caller's span (its request id) follows the work onto the blocking thread.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let mut conn = pool.get()?;
             work(&mut conn)
         })
@@ -236,3 +246,59 @@ impl diesel::query_builder::Query for AdvanceEventSeq {
 }
 
 impl<C> RunQueryDsl<C> for AdvanceEventSeq {}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written on the blocking pool and on the SQLite writer's thread carry the
+    /// span (the request id) of the caller.
+    #[tokio::test]
+    async fn the_callers_span_follows_work_to_other_threads() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        // Global: the writer's thread does not see a thread-local default.
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseTarget::Sqlite(dir.path().join("t.db"))).unwrap();
+        let span = tracing::info_span!("request", request_id = "req-7");
+        let work = async {
+            db.run(|_| {
+                tracing::info!("read on the pool");
+                Ok(())
+            })
+            .await?;
+            db.write(|_| {
+                tracing::info!("written by the writer");
+                Ok(())
+            })
+            .await
+        };
+        tracing::Instrument::instrument(work, span).await.unwrap();
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        for message in ["read on the pool", "written by the writer"] {
+            let line = logs.lines().find(|l| l.contains(message)).expect(message);
+            assert!(line.contains("req-7"), "no request id in {line:?}");
+        }
+    }
+}

@@ -76,7 +76,10 @@ impl Writer {
         T: Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
+        // The caller's span (its request id) follows the work onto the writer's thread.
+        let span = tracing::Span::current();
         let job: Job = Box::new(move |conn| {
+            let _entered = span.enter();
             let result = match conn {
                 Ok(conn) => diesel::Connection::transaction(conn, work),
                 Err(e) => Err(unavailable(e)),
