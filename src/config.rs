@@ -194,8 +194,10 @@ impl Settings {
                     ),
                 ));
             }
-            Some(s) => Secret(s.into_bytes()),
-            None => Secret(load_or_create_secret(&data_dir)?),
+            Some(s) => Some(Secret(s.into_bytes())),
+            // Generated (or read) once everything else has been checked: a configuration
+            // that is refused leaves nothing behind.
+            None => None,
         };
         let s3 = get("AWS_S3_BUCKET_NAME").map(|bucket| S3Settings {
             bucket,
@@ -225,12 +227,12 @@ impl Settings {
                 format!("{bad:?} is not a MIME type or type/*"),
             ));
         }
-        Ok(Settings {
+        let mut settings = Settings {
             bind_addr: get("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             database,
             data_dir,
             static_dir,
-            jwt_secret,
+            jwt_secret: jwt_secret.clone().unwrap_or_else(|| Secret(Vec::new())),
             jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,
             s3,
             max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
@@ -292,7 +294,11 @@ impl Settings {
             )?,
             ws_close_timeout_seconds: parse_number(&get, "WS_CLOSE_TIMEOUT_SECONDS", 10, 1..=3600)?,
             ws_heartbeat_seconds: parse_number(&get, "WS_HEARTBEAT_SECONDS", 15, 1..=600)?,
-        })
+        };
+        if jwt_secret.is_none() {
+            settings.jwt_secret = Secret(load_or_create_secret(&settings.data_dir)?);
+        }
+        Ok(settings)
     }
 }
 

@@ -14,9 +14,11 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use serde::Serialize;
 
-use crate::db::{self, models::now};
+use crate::config::Settings;
+use crate::db::{self, Db, models::now};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::storage::Store;
 use crate::uploads::OBJECT_PREFIX;
 
 const PURGE_BATCH: i64 = 500;
@@ -29,7 +31,26 @@ pub struct SweepReport {
     pub missing_objects: Vec<i32>,
 }
 
-pub async fn sweep(state: &AppState) -> Result<SweepReport, AppError> {
+/// What the sweeper works on: the database, the store and the settings, nothing more (the
+/// `gc` command starts no hub, no Redis and no listener).
+#[derive(Clone)]
+pub struct Sweeper {
+    pub db: Db,
+    pub store: Store,
+    pub settings: std::sync::Arc<Settings>,
+}
+
+impl From<&AppState> for Sweeper {
+    fn from(state: &AppState) -> Self {
+        Sweeper {
+            db: state.db.clone(),
+            store: state.store.clone(),
+            settings: state.settings.clone(),
+        }
+    }
+}
+
+pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
     let mut report = SweepReport {
         purged: purge_deleted(state).await?,
         ..SweepReport::default()
@@ -72,7 +93,7 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, AppError> {
     Ok(report)
 }
 
-async fn purge_deleted(state: &AppState) -> Result<usize, AppError> {
+async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
     let cutoff = now() - TimeDelta::seconds(state.settings.file_purge_after_seconds);
     let due = state
         .db
@@ -100,7 +121,8 @@ async fn purge_deleted(state: &AppState) -> Result<usize, AppError> {
 }
 
 /// Runs the sweeper every `GC_INTERVAL_SECONDS` in the background.
-pub fn spawn_background(state: AppState) {
+pub fn spawn_background(state: &AppState) {
+    let state = Sweeper::from(state);
     let every = state.settings.gc_interval_seconds;
     if every == 0 {
         return;

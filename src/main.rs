@@ -57,8 +57,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Gc => {
-            let state = chatserver::startup::build_state(settings).await?;
-            let report = chatserver::gc::sweep(&state)
+            // The database and the store only: no hub, no Redis, no listener.
+            let (db, store) = chatserver::startup::connect_storage(&settings).await?;
+            let sweeper = chatserver::gc::Sweeper {
+                db,
+                store,
+                settings: std::sync::Arc::new(settings),
+            };
+            let report = chatserver::gc::sweep(&sweeper)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
             println!("{}", serde_json::to_string(&report)?);

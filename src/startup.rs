@@ -39,7 +39,7 @@ impl Application {
             .with_context(|| format!("binding {}", state.settings.bind_addr))?;
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
-        crate::gc::spawn_background(state.clone());
+        crate::gc::spawn_background(&state);
         tracing::info!(
             address = %listener_address(&state.settings.bind_addr, port),
             database = state.db.backend(),
@@ -65,9 +65,9 @@ impl Application {
     }
 }
 
-/// Connects the database, applies migrations and assembles the shared state.
-pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
-    let settings = Arc::new(settings);
+/// Connects the database (applying migrations) and the file store: all that the `gc`
+/// command needs.
+pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)> {
     let db = {
         let target = settings.database.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
@@ -80,7 +80,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         })
         .await??
     };
-    let store = Store::from_settings(&settings).await?;
+    let store = Store::from_settings(settings).await?;
     match store.check().await {
         Ok(()) => {
             tracing::info!(store = store.kind(), location = %store.location(), "file store ready")
@@ -90,6 +90,14 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             tracing::error!(store = store.kind(), location = %store.location(), error = ?e, "file store does not answer")
         }
     }
+    Ok((db, store))
+}
+
+/// Connects the database and the store, starts the hub (and the Redis bridge) and
+/// assembles the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let settings = Arc::new(settings);
+    let (db, store) = connect_storage(&settings).await?;
     let links = DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds);
     let hub = Hub::start(
         links.clone(),

@@ -84,3 +84,32 @@ fn invalid_configuration_is_refused_with_a_one_line_reason() {
     // A typo in the scheme never silently creates an SQLite file.
     assert!(!dir.path().join("data/chat.db").exists());
 }
+
+#[test]
+fn gc_sweeps_without_starting_the_hub_redis_or_a_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something already listens on the configured address, and Redis is set but dead:
+    // neither matters to a sweep, which touches only the database and the store.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let env = [
+        ("DATABASE_URL", "sqlite://data/chat.db"),
+        ("BIND_ADDR", bind.as_str()),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("RUST_LOG", "debug"),
+    ];
+    let output = chatserver(dir.path(), &["gc"], &env);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["purged"], 0, "{report}");
+    assert!(report["missing_objects"].is_array(), "{report}");
+    assert!(
+        !stderr.to_lowercase().contains("redis"),
+        "Redis was started: {stderr}"
+    );
+    assert!(
+        !stderr.contains("listening"),
+        "a listener was started: {stderr}"
+    );
+}

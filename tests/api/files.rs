@@ -893,7 +893,7 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     assert_eq!(objects(&app).await.len(), 3);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let report = chatserver::gc::sweep(&app.state).await.unwrap();
+    let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!(report.purged, 1);
     assert_eq!(report.orphans_removed, 1);
     assert!(report.missing_objects.is_empty());
@@ -909,11 +909,11 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     );
 
     // A second sweep (another instance, say) finds nothing to do.
-    let again = chatserver::gc::sweep(&app.state).await.unwrap();
+    let again = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!((again.purged, again.orphans_removed), (0, 0));
     // A row whose object vanished is reported.
     app.state.store.delete(&kept_row.s3_key).await.unwrap();
-    let report = chatserver::gc::sweep(&app.state).await.unwrap();
+    let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!(report.missing_objects, vec![kept_row.id]);
 }
 
