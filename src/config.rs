@@ -103,6 +103,9 @@ pub struct Settings {
     pub jwt_secret: Secret,
     pub jwt_ttl_seconds: i64,
     pub s3: Option<S3Settings>,
+    /// `STORE_KEY_PREFIX`: where this deployment's objects live in the store. Unset: a name
+    /// recorded in the database on first start.
+    pub store_key_prefix: Option<String>,
     pub max_file_size_mb: u64,
     pub allowed_file_types: Vec<String>,
     pub download_url_ttl_seconds: i64,
@@ -235,6 +238,7 @@ impl Settings {
             jwt_secret: jwt_secret.clone().unwrap_or_else(|| Secret(Vec::new())),
             jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,
             s3,
+            store_key_prefix: parse_key_prefix(get("STORE_KEY_PREFIX"))?,
             max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
             allowed_file_types,
             download_url_ttl_seconds: parse_number(
@@ -325,6 +329,27 @@ where
         ));
     }
     Ok(value)
+}
+
+/// 1 to 64 characters of `[a-z0-9._-]` in `/`-separated segments (no empty, `.` or `..`
+/// segment), so a prefix can never reach outside the store's key space.
+fn parse_key_prefix(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let prefix = raw.trim().trim_matches('/');
+    let valid_segment = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.split('/').all(valid_segment) {
+        return Err(ConfigError::new(
+            "STORE_KEY_PREFIX",
+            format!("{raw:?}: use 1 to 64 characters of a-z, 0-9, '.', '_', '-' and '/'"),
+        ));
+    }
+    Ok(Some(prefix.to_owned()))
 }
 
 fn parse_list(raw: &str) -> Vec<String> {

@@ -19,7 +19,6 @@ use crate::db::{self, Db, models::now};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::Store;
-use crate::uploads::OBJECT_PREFIX;
 
 const PURGE_BATCH: i64 = 500;
 
@@ -61,7 +60,9 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         .db
         .run(|conn| Ok(db::files::expected_objects(conn)?))
         .await?;
-    let objects = state.store.list(OBJECT_PREFIX).await?;
+    // Only this deployment's prefix: objects of another deployment sharing the bucket (or
+    // the data directory) are never taken for orphans.
+    let objects = state.store.list(&state.store.owned_prefix()).await?;
     let listed: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     report.missing_objects = expected
         .iter()

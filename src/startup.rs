@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use crate::auth::TokenService;
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::extractors;
 use crate::links::DownloadLinks;
 use crate::ratelimit::RateLimiter;
@@ -80,7 +80,18 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
         })
         .await??
     };
-    let store = Store::from_settings(settings).await?;
+    let key_prefix = match &settings.store_key_prefix {
+        Some(prefix) => prefix.clone(),
+        None => {
+            // Derived from the database: a random name recorded on first start, so two
+            // deployments (an SQLite and a PostgreSQL run, or two databases on one bucket)
+            // never share one.
+            let proposed = format!("d{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            db.write(move |conn| Ok(db::deployment::key_prefix(conn, &proposed)?))
+                .await?
+        }
+    };
+    let store = Store::from_settings(settings, &key_prefix).await?;
     match store.check().await {
         Ok(()) => {
             tracing::info!(store = store.kind(), location = %store.location(), "file store ready")

@@ -199,7 +199,7 @@ pub async fn store_file_part(
             sniffed.mime
         )));
     }
-    let key = object_key(channel_id, sniffed.extension);
+    let key = store.new_object_key(channel_id, sniffed.extension);
     let mut body = CheckedBody {
         head: Some(head),
         rest: field,
@@ -483,19 +483,6 @@ pub fn clean_file_name(raw: &str) -> String {
     }
 }
 
-/// A new object key: channel and date prefixes, a UUID, and the sniffed type's extension.
-/// Nothing in it comes from the client.
-pub fn object_key(channel_id: i32, extension: &str) -> String {
-    let today = chrono::Utc::now().format("%Y/%m/%d");
-    format!(
-        "channels/{channel_id}/{today}/{}.{extension}",
-        uuid::Uuid::new_v4()
-    )
-}
-
-/// The prefix under which every uploaded object lives.
-pub const OBJECT_PREFIX: &str = "channels/";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,13 +549,5 @@ mod tests {
             allowed_types: vec!["image/svg+xml".into()],
         };
         assert!(explicit.allows("image/svg+xml"));
-    }
-
-    #[test]
-    fn keys_carry_no_client_input() {
-        let key = object_key(7, "png");
-        assert!(key.starts_with("channels/7/"));
-        assert!(key.ends_with(".png"));
-        assert_eq!(key.split('/').count(), 6);
     }
 }

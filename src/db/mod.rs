@@ -4,6 +4,7 @@
 //! turn, so a typo in a PostgreSQL URL is an error instead of a new empty SQLite file.
 
 pub mod channels;
+pub mod deployment;
 pub mod files;
 pub mod messages;
 pub mod models;

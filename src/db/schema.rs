@@ -1,6 +1,13 @@
 // Table definitions shared by both backends (the migrations keep them in step).
 
 diesel::table! {
+    deployment (id) {
+        id -> Integer,
+        key_prefix -> Text,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Integer,
         username -> Text,

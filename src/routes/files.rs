@@ -182,12 +182,24 @@ async fn content(
         .store
         .local_path(&file.s3_key)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no local path for a local object")))?;
-    let named = NamedFile::open_async(&path).await.map_err(|e| {
-        AppError::Internal(anyhow::anyhow!(
-            "object of file {} unreadable: {e}",
-            file.id
-        ))
-    })?;
+    let named = match NamedFile::open_async(&path).await {
+        Ok(named) => named,
+        // A row whose object is gone: nothing to serve, which is not the client's fault nor
+        // a reason for a 500. Reported here and by the sweeper.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!(
+                file_id = file.id,
+                "the object of a file row is missing from the store"
+            );
+            return Err(AppError::NotFound);
+        }
+        Err(e) => {
+            return Err(AppError::StorageUnavailable(anyhow::anyhow!(
+                "object of file {} unreadable: {e}",
+                file.id
+            )));
+        }
+    };
     let mut response = named
         .set_content_type(
             presentation

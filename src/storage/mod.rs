@@ -8,6 +8,7 @@ mod local;
 mod s3;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::NaiveDateTime;
@@ -39,41 +40,77 @@ pub struct Presentation {
     pub content_disposition: String,
 }
 
+/// The store of one deployment: a backend, and the key prefix under which this
+/// deployment's objects live. Deployments sharing a bucket (or a data directory) have
+/// different prefixes, and everything that lists objects stays inside its own.
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    key_prefix: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
     S3(S3Store),
     Local(LocalStore),
 }
 
 impl Store {
-    /// The store named by the settings: S3 when a bucket is set, else the local directory.
-    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Store> {
-        Ok(match &settings.s3 {
-            Some(s3) => Store::S3(S3Store::connect(s3).await),
-            None => Store::Local(LocalStore::open(settings.data_dir.join("files"))?),
+    /// The store named by the settings (S3 when a bucket is set, else the local
+    /// directory), for the deployment whose objects live under `key_prefix`.
+    pub async fn from_settings(settings: &Settings, key_prefix: &str) -> anyhow::Result<Store> {
+        let backend = match &settings.s3 {
+            Some(s3) => Backend::S3(S3Store::connect(s3).await),
+            None => Backend::Local(LocalStore::open(settings.data_dir.join("files"))?),
+        };
+        Ok(Store {
+            backend,
+            key_prefix: Arc::from(key_prefix.trim_matches('/')),
         })
     }
 
+    /// This deployment's prefix, without a trailing `/`.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Every key this deployment writes starts with this; the orphan sweep lists nothing
+    /// else.
+    pub fn owned_prefix(&self) -> String {
+        format!("{}/", self.key_prefix)
+    }
+
+    /// A new object key: the deployment's prefix, channel and date, a UUID, and the sniffed
+    /// type's extension. Nothing in it comes from the client.
+    pub fn new_object_key(&self, channel_id: i32, extension: &str) -> String {
+        let today = chrono::Utc::now().format("%Y/%m/%d");
+        format!(
+            "{}/channels/{channel_id}/{today}/{}.{extension}",
+            self.key_prefix,
+            uuid::Uuid::new_v4()
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::S3(_) => "s3",
-            Store::Local(_) => "local",
+        match &self.backend {
+            Backend::S3(_) => "s3",
+            Backend::Local(_) => "local",
         }
     }
 
     /// The bucket (S3) or directory (local) in use.
     pub fn location(&self) -> String {
-        match self {
-            Store::S3(s) => s.bucket().to_owned(),
-            Store::Local(l) => l.root().display().to_string(),
+        match &self.backend {
+            Backend::S3(s) => s.bucket().to_owned(),
+            Backend::Local(l) => l.root().display().to_string(),
         }
     }
 
     /// A live round trip to the bucket or directory.
     pub async fn check(&self) -> Result<(), AppError> {
-        match self {
-            Store::S3(s) => s.check().await,
-            Store::Local(l) => l.check().await,
+        match &self.backend {
+            Backend::S3(s) => s.check().await,
+            Backend::Local(l) => l.check().await,
         }
     }
 
@@ -84,33 +121,33 @@ impl Store {
         content_type: &str,
         body: &mut dyn Body,
     ) -> Result<u64, AppError> {
-        match self {
-            Store::S3(s) => s.put_stream(key, content_type, body).await,
-            Store::Local(l) => l.put_stream(key, body).await,
+        match &self.backend {
+            Backend::S3(s) => s.put_stream(key, content_type, body).await,
+            Backend::Local(l) => l.put_stream(key, body).await,
         }
     }
 
     /// Deletes an object; deleting one that is not there is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), AppError> {
-        match self {
-            Store::S3(s) => s.delete(key).await,
-            Store::Local(l) => l.delete(key).await,
+        match &self.backend {
+            Backend::S3(s) => s.delete(key).await,
+            Backend::Local(l) => l.delete(key).await,
         }
     }
 
     /// The size of an object, or `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<u64>, AppError> {
-        match self {
-            Store::S3(s) => s.head(key).await,
-            Store::Local(l) => l.head(key).await,
+        match &self.backend {
+            Backend::S3(s) => s.head(key).await,
+            Backend::Local(l) => l.head(key).await,
         }
     }
 
     /// Every object whose key starts with `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {
-        match self {
-            Store::S3(s) => s.list(prefix).await,
-            Store::Local(l) => l.list(prefix).await,
+        match &self.backend {
+            Backend::S3(s) => s.list(prefix).await,
+            Backend::Local(l) => l.list(prefix).await,
         }
     }
 
@@ -122,20 +159,39 @@ impl Store {
         presentation: &Presentation,
         lifetime_seconds: u64,
     ) -> Result<Option<String>, AppError> {
-        match self {
-            Store::S3(s) => s
+        match &self.backend {
+            Backend::S3(s) => s
                 .presigned_get(key, presentation, lifetime_seconds)
                 .await
                 .map(Some),
-            Store::Local(_) => Ok(None),
+            Backend::Local(_) => Ok(None),
         }
     }
 
     /// Where a local object lives on disk.
     pub fn local_path(&self, key: &str) -> Option<PathBuf> {
-        match self {
-            Store::S3(_) => None,
-            Store::Local(l) => l.path_of(key).ok(),
+        match &self.backend {
+            Backend::S3(_) => None,
+            Backend::Local(l) => l.path_of(key).ok(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_live_under_the_deployments_prefix_and_carry_no_client_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            backend: Backend::Local(LocalStore::open(dir.path().to_owned()).unwrap()),
+            key_prefix: Arc::from("d0123456789ab"),
+        };
+        let key = store.new_object_key(7, "png");
+        assert!(key.starts_with("d0123456789ab/channels/7/"), "{key}");
+        assert!(key.starts_with(&store.owned_prefix()));
+        assert!(key.ends_with(".png"));
+        assert_eq!(key.split('/').count(), 7);
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
     StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, spawn_app_on,
+    spawn_app_with,
 };
 
 /// Runs each scenario once per store.
@@ -180,7 +181,11 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
             "key {} derived from the name",
             row.s3_key
         );
-        assert!(row.s3_key.starts_with(&format!("channels/{channel}/")));
+        let prefix = app.state.store.owned_prefix();
+        assert!(
+            row.s3_key
+                .starts_with(&format!("{prefix}channels/{channel}/"))
+        );
 
         // B, another member, downloads through their own fresh link.
         let link = expect_json(
@@ -499,7 +504,11 @@ async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: Store
             assert_eq!(file_name, shown);
         }
     }
+    let prefix = app.state.store.owned_prefix();
     let pattern = |key: &str| {
+        let Some(key) = key.strip_prefix(&prefix) else {
+            return false;
+        };
         let parts: Vec<&str> = key.split('/').collect();
         parts.len() == 6
             && parts[0] == "channels"
@@ -882,15 +891,21 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
             .status(),
         StatusCode::NO_CONTENT
     );
-    // An object left by a crash between storing and committing.
-    let orphan = "channels/1/2020/01/01/00000000-0000-0000-0000-000000000000.png";
-    let mut body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"orphan"))]);
-    app.state
-        .store
-        .put_stream(orphan, "image/png", &mut body)
-        .await
-        .unwrap();
-    assert_eq!(objects(&app).await.len(), 3);
+    // An object left by a crash between storing and committing; and objects this
+    // deployment never wrote: another deployment's sharing the store, and one from before
+    // deployments had prefixes.
+    let name = "channels/1/2020/01/01/00000000-0000-0000-0000-000000000000.png";
+    let orphan = format!("{}{name}", app.state.store.owned_prefix());
+    let foreign = [format!("another-deployment/{name}"), name.to_owned()];
+    for key in std::iter::once(&orphan).chain(&foreign) {
+        let mut body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"orphan"))]);
+        app.state
+            .store
+            .put_stream(key, "image/png", &mut body)
+            .await
+            .unwrap();
+    }
+    assert_eq!(objects(&app).await.len(), 5);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
@@ -902,7 +917,14 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
         .into_iter()
         .find(|r| r.id as i64 == kept["id"].as_i64().unwrap())
         .unwrap();
-    assert_eq!(objects(&app).await, vec![kept_row.s3_key.clone()]);
+    let mut left = vec![kept_row.s3_key.clone()];
+    left.extend(foreign.iter().cloned());
+    left.sort();
+    assert_eq!(
+        objects(&app).await,
+        left,
+        "only this deployment's objects are swept"
+    );
     assert_eq!(
         fetch(kept["url"].as_str().unwrap()).await.status(),
         StatusCode::OK
@@ -911,10 +933,14 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     // A second sweep (another instance, say) finds nothing to do.
     let again = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!((again.purged, again.orphans_removed), (0, 0));
-    // A row whose object vanished is reported.
+    // A row whose object vanished is reported, and its link answers 404, not 500.
     app.state.store.delete(&kept_row.s3_key).await.unwrap();
     let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!(report.missing_objects, vec![kept_row.id]);
+    assert_eq!(
+        fetch(kept["url"].as_str().unwrap()).await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn storage_status_is_for_admins(store: StoreKind) {
@@ -1054,4 +1080,43 @@ async fn the_store_being_down_is_503_storage_unavailable() {
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     let body = expect_json(ready, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["store"]["ok"], false);
+}
+
+/// Found by a newcomer: an SQLite run and a PostgreSQL run with default settings shared
+/// `data/files`, and `gc` on one deleted the other's file. Each deployment's objects now
+/// live under a prefix recorded in its own database.
+#[tokio::test]
+async fn deployments_sharing_a_store_keep_their_files_apart() {
+    let sweeping = [("ORPHAN_MIN_AGE_SECONDS", "0")];
+    let first = spawn_app_with(&sweeping).await;
+    let shared_dir = first.data_dir().display().to_string();
+    let second = spawn_app_with(&[sweeping[0], ("DATA_DIR", shared_dir.as_str())]).await;
+    let (first_prefix, second_prefix) = (
+        first.state.store.owned_prefix(),
+        second.state.store.owned_prefix(),
+    );
+    assert_ne!(first_prefix, second_prefix);
+    // Instances of one deployment agree on its prefix.
+    let peer = first.spawn_peer(&[]).await;
+    assert_eq!(peer.state.store.owned_prefix(), first_prefix);
+
+    let mut files = Vec::new();
+    for app in [&first, &second] {
+        let (alice, _, channel) = app.two_members().await;
+        files.push(upload_one(app, &alice, channel).await);
+    }
+    assert_eq!(
+        objects(&first).await.len(),
+        2,
+        "one store holds both deployments' files"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for app in [&first, &second] {
+        let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+        assert_eq!(report.orphans_removed, 0, "swept another deployment's file");
+    }
+    for file in &files {
+        let response = fetch(file["url"].as_str().unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

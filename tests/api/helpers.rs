@@ -209,6 +209,11 @@ impl TestApp {
         }
     }
 
+    /// The data directory (the local store lives in its `files/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
