@@ -78,6 +78,26 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A URL that may carry a password (`redis://:password@host`): `Debug` shows it without.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // scheme://[user[:password]@]host...: keep the scheme and what follows the `@`.
+        match (self.0.split_once("://"), self.0.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => write!(f, "{scheme}://<redacted>@{host}"),
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Settings {
     pub bucket: String,
@@ -110,7 +130,7 @@ pub struct Settings {
     pub allowed_file_types: Vec<String>,
     pub download_url_ttl_seconds: i64,
     pub admin_usernames: Vec<String>,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// The Redis pub/sub channel the instances of one deployment share.
     pub redis_channel: String,
     /// Events an instance holds for Redis while it cannot publish them.
@@ -248,7 +268,7 @@ impl Settings {
                 1..=604_800,
             )?,
             admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
-            redis_url: get("REDIS_URL"),
+            redis_url: get("REDIS_URL").map(SecretUrl),
             redis_channel: get("REDIS_CHANNEL").unwrap_or_else(|| "chatserver:events".into()),
             redis_publish_queue: parse_number(&get, "REDIS_PUBLISH_QUEUE", 8192, 1..=1_000_000)?,
             workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
@@ -452,6 +472,34 @@ mod tests {
         assert_eq!(err.variable, "MAX_FILE_SIZE_MB");
         let err = settings(&[KEY, ("JWT_TTL_SECONDS", "soon")]).unwrap_err();
         assert_eq!(err.variable, "JWT_TTL_SECONDS");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = settings(&[
+            ("JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-123"),
+            ("REDIS_URL", "redis://:redis-pass@cache:6379/0"),
+            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-key"),
+            ("AWS_SESSION_TOKEN", "aws-session-token"),
+            ("DATABASE_URL", "postgres://u:pg-pass@h/db"),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in [
+            "jwt-secret",
+            "redis-pass",
+            "aws-secret-key",
+            "aws-session-token",
+            "pg-pass",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("cache:6379"),
+            "the Redis host is still shown"
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     );
     let redis = match &settings.redis_url {
         Some(url) => {
-            let client = redis_bridge::client(url)?;
+            let client = redis_bridge::client(url.expose())?;
             let channel = settings.redis_channel.clone();
             tracing::info!(channel, "events fan out across instances through Redis");
             Some(redis_bridge::start(
