@@ -183,36 +183,35 @@ impl Outbox {
     }
 
     /// Writes everything still queued, waiting for the socket to drain for at most `timeout`.
-    /// False when it could not: the client does not read (or the socket failed).
-    pub async fn flush(&self, timeout: Duration) -> bool {
+    pub async fn flush(&self, timeout: Duration) -> Flushed {
         let flushed = tokio::time::timeout(timeout, async {
             loop {
                 let socket = {
                     let mut inner = self.lock();
                     if inner.failed {
-                        return false;
+                        return Flushed::SocketFailed;
                     }
                     if inner.frames.is_empty() {
-                        return true;
+                        return Flushed::Yes;
                     }
                     self.write_queued(&mut inner);
                     if inner.frames.is_empty() {
-                        return true;
+                        return Flushed::Yes;
                     }
                     inner.socket.clone()
                 };
                 match socket {
                     Some(socket) => {
                         if socket.writable().await.is_err() {
-                            return false;
+                            return Flushed::SocketFailed;
                         }
                     }
-                    None => return false,
+                    None => return Flushed::SocketFailed,
                 }
             }
         })
         .await;
-        flushed.unwrap_or(false)
+        flushed.unwrap_or(Flushed::TimedOut)
     }
 
     /// Lets go of the socket and refuses everything from now on: once the session's reader
@@ -236,6 +235,17 @@ impl Outbox {
             .for_each(|frame| all.extend_from_slice(&frame));
         all
     }
+}
+
+/// How `Outbox::flush` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued was written.
+    Yes,
+    /// The client did not read it in time.
+    TimedOut,
+    /// The socket failed (or there is none).
+    SocketFailed,
 }
 
 /// Sends `frames` without blocking; returns the bytes the socket took.
@@ -371,7 +381,7 @@ mod tests {
             client.read_exact(&mut received).unwrap();
             received
         });
-        assert!(outbox.flush(Duration::from_secs(10)).await, "flushed");
+        assert_eq!(outbox.flush(Duration::from_secs(10)).await, Flushed::Yes);
         let received = reader.join().unwrap();
         assert!(received == expected, "every byte once, in order");
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix_web::web::Data;
 
 use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW, TYPING_EVERY};
-use super::outbox::{Outbox, Refused};
+use super::outbox::{Flushed, Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::socket::{ClientMessage, FrameReader, ProtocolClose};
 use super::{Event, hub::ConnectError};
@@ -69,11 +69,13 @@ pub async fn run(
     // time is cut off.
     outbox.finish();
     let timeout = Duration::from_secs(state.settings.ws_close_timeout_seconds);
-    if Box::pin(outbox.flush(timeout)).await {
-        Box::pin(stream.linger(timeout)).await;
-    } else {
-        tracing::info!("closing the socket of a client that did not read its close frame");
-        stream.reset_on_close();
+    match Box::pin(outbox.flush(timeout)).await {
+        Flushed::Yes => Box::pin(stream.linger(timeout)).await,
+        Flushed::TimedOut => {
+            tracing::info!("closing the socket of a client that did not read its close frame");
+            stream.reset_on_close();
+        }
+        Flushed::SocketFailed => stream.reset_on_close(),
     }
 }
 
