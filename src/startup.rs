@@ -14,6 +14,7 @@ use actix_web::{App, web};
 use anyhow::Context;
 
 use crate::auth::TokenService;
+use crate::auth::passwords::PasswordHashing;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::error::extractors;
@@ -135,9 +136,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         links,
         download_limiter: RateLimiter::per_minute(settings.download_links_per_minute),
         login_limiter: RateLimiter::per_minute(settings.login_attempts_per_minute),
-        password_hashing: Arc::new(tokio::sync::Semaphore::new(
-            settings.password_hash_concurrency,
-        )),
+        passwords: PasswordHashing::start(settings.password_hash_concurrency)
+            .context("starting the password hashing threads")?,
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
         events: EventBus::new(hub, redis),
         store,

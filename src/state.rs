@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::TokenService;
+use crate::auth::passwords::PasswordHashing;
 use crate::config::Settings;
 use crate::db::{AnyConnection, Db};
 use crate::error::AppError;
@@ -25,8 +25,8 @@ pub struct AppState {
     pub download_limiter: RateLimiter,
     /// Keyed by username.
     pub login_limiter: RateLimiter<String>,
-    /// Permits to hash a password (`PASSWORD_HASH_CONCURRENCY`).
-    pub password_hashing: Arc<Semaphore>,
+    /// The threads that hash passwords (`PASSWORD_HASH_CONCURRENCY`).
+    pub passwords: PasswordHashing,
     pub events: EventBus,
 }
 

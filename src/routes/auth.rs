@@ -49,10 +49,7 @@ async fn register(
     validate_password(&password)?;
     let display_name = clean_display_name(display_name.as_deref().unwrap_or(&username))?;
 
-    let hash = hashing(&state, move || {
-        passwords::hash(&password).map_err(AppError::from)
-    })
-    .await?;
+    let hash = state.passwords.hash(password).await?;
     let user = state
         .db
         .write(move |conn| {
@@ -88,18 +85,9 @@ async fn login(
         .db
         .run(move |conn| Ok(db::users::find_credentials(conn, &username)?))
         .await?;
-    let user = hashing(&state, move || {
-        Ok(match found {
-            Some((user, hash)) if passwords::verify(&password, &hash) => Some(user),
-            Some(_) => None,
-            None => {
-                passwords::verify_against_dummy(&password);
-                None
-            }
-        })
-    })
-    .await?
-    .ok_or_else(invalid)?;
+    let (user, hash) = found.unzip();
+    let matches = state.passwords.verify(password, hash).await?;
+    let user = user.filter(|_| matches).ok_or_else(invalid)?;
     Ok(HttpResponse::Ok().json(session(&state, user)?))
 }
 
@@ -116,23 +104,6 @@ fn session(state: &AppState, user: User) -> Result<serde_json::Value, AppError> 
     let expires_at = chrono::DateTime::from_timestamp(issued.expires_at, 0)
         .map(|t| crate::db::models::rfc3339::format(&t.naive_utc()));
     Ok(json!({ "token": issued.token, "expires_at": expires_at, "user": user }))
-}
-
-/// Runs password hashing (Argon2, deliberately slow) on the blocking pool, at most
-/// `PASSWORD_HASH_CONCURRENCY` at a time: a flood of logins waits here instead of taking
-/// every core from the rest of the server.
-async fn hashing<T: Send + 'static>(
-    state: &AppState,
-    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    let _permit = state
-        .password_hashing
-        .acquire()
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("password hashing closed: {e}")))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
 }
 
 fn validate_username(username: &str) -> Result<(), AppError> {
