@@ -127,6 +127,10 @@ pub struct Settings {
     /// recorded in the database on first start.
     pub store_key_prefix: Option<String>,
     pub max_file_size_mb: u64,
+    /// An upload body that sends nothing for this long is cut off (408).
+    pub body_idle_timeout_seconds: u64,
+    /// Uploads one user may have in flight at once, per instance (429 beyond).
+    pub max_concurrent_uploads_per_user: usize,
     pub allowed_file_types: Vec<String>,
     pub download_url_ttl_seconds: i64,
     pub admin_usernames: Vec<String>,
@@ -260,6 +264,18 @@ impl Settings {
             s3,
             store_key_prefix: parse_key_prefix(get("STORE_KEY_PREFIX"))?,
             max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
+            body_idle_timeout_seconds: parse_number(
+                &get,
+                "BODY_IDLE_TIMEOUT_SECONDS",
+                30,
+                1..=3600,
+            )?,
+            max_concurrent_uploads_per_user: parse_number(
+                &get,
+                "MAX_CONCURRENT_UPLOADS_PER_USER",
+                4,
+                1..=1000,
+            )?,
             allowed_file_types,
             download_url_ttl_seconds: parse_number(
                 &get,

@@ -26,6 +26,7 @@ pub enum ErrorCode {
     InvalidLink,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     UsernameTaken,
     AlreadyMember,
     Conflict,
@@ -58,6 +59,7 @@ impl ErrorCode {
         ErrorCode::InvalidLink,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
         ErrorCode::UsernameTaken,
         ErrorCode::AlreadyMember,
         ErrorCode::Conflict,
@@ -90,6 +92,7 @@ impl ErrorCode {
             ErrorCode::InvalidLink => "invalid_link",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UsernameTaken => "username_taken",
             ErrorCode::AlreadyMember => "already_member",
             ErrorCode::Conflict => "conflict",
@@ -147,6 +150,9 @@ pub enum AppError {
     MethodNotAllowed { allow: String },
     #[error("{0}")]
     UnsupportedFileType(String),
+    /// A request body that stopped arriving (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("too many requests")]
     RateLimited { retry_after_seconds: u64 },
     /// The file store does not answer (503).
@@ -205,6 +211,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             AppError::UnsupportedFileType(_) => ErrorCode::UnsupportedFileType,
             AppError::RateLimited { .. } => ErrorCode::RateLimited,
+            AppError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             AppError::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             AppError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
             AppError::Internal(_) => ErrorCode::InternalError,
@@ -233,6 +240,7 @@ impl ResponseError for AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UnsupportedFileType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::StorageUnavailable(_) | AppError::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -24,7 +24,7 @@ use crate::realtime::hub::{Hub, HubConfig};
 use crate::realtime::{EventBus, redis_bridge};
 use crate::state::AppState;
 use crate::storage::Store;
-use crate::uploads::UploadRules;
+use crate::uploads::{UploadRules, UploadSlots};
 use crate::{realtime, routes, telemetry};
 
 pub struct Application {
@@ -139,6 +139,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         passwords: PasswordHashing::start(settings.password_hash_concurrency)
             .context("starting the password hashing threads")?,
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
+        upload_slots: UploadSlots::new(settings.max_concurrent_uploads_per_user),
         events: EventBus::new(hub, redis),
         store,
         db,

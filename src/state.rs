@@ -11,7 +11,7 @@ use crate::links::DownloadLinks;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::{Event, EventBus};
 use crate::storage::Store;
-use crate::uploads::UploadRules;
+use crate::uploads::{UploadRules, UploadSlots};
 
 /// What every handler can reach, shared as `web::Data<AppState>`.
 #[derive(Clone)]
@@ -20,6 +20,8 @@ pub struct AppState {
     pub db: Db,
     pub store: Store,
     pub upload_rules: Arc<UploadRules>,
+    /// Uploads in flight per user (`MAX_CONCURRENT_UPLOADS_PER_USER`).
+    pub upload_slots: UploadSlots,
     pub tokens: TokenService,
     pub links: DownloadLinks,
     pub download_limiter: RateLimiter,

@@ -6,9 +6,12 @@
 //! which deletes them unless the caller commits their rows.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::error::PayloadError;
@@ -34,6 +37,8 @@ const MAX_FILE_NAME_CHARS: usize = 255;
 pub struct UploadRules {
     pub max_file_bytes: u64,
     pub allowed_types: Vec<String>,
+    /// A body that sends nothing for this long is cut off with 408.
+    pub body_idle_timeout: Duration,
 }
 
 impl UploadRules {
@@ -41,6 +46,7 @@ impl UploadRules {
         UploadRules {
             max_file_bytes: settings.max_file_size_mb * 1024 * 1024,
             allowed_types: settings.allowed_file_types.clone(),
+            body_idle_timeout: Duration::from_secs(settings.body_idle_timeout_seconds),
         }
     }
 
@@ -65,16 +71,87 @@ fn is_active_content(mime: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// Uploads in flight
+
+/// How many uploads each user has in flight on this instance, capped: a client cannot tie
+/// up the server with dozens of slow bodies. Per instance, like the other rate limits: a
+/// user spread over N instances may have N times as many.
+#[derive(Clone)]
+pub struct UploadSlots {
+    per_user: usize,
+    held: Arc<Mutex<HashMap<i32, usize>>>,
+}
+
+/// One upload's place; given back when dropped.
+pub struct UploadSlot {
+    slots: UploadSlots,
+    user_id: i32,
+}
+
+impl UploadSlots {
+    pub fn new(per_user: usize) -> Self {
+        UploadSlots {
+            per_user: per_user.max(1),
+            held: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Uploads of `user_id` in flight on this instance.
+    pub fn held(&self, user_id: i32) -> usize {
+        self.lock().get(&user_id).copied().unwrap_or(0)
+    }
+
+    /// A place for one more upload of `user_id`, or `429 rate_limited`.
+    pub fn take(&self, user_id: i32) -> Result<UploadSlot, AppError> {
+        let mut held = self.lock();
+        let count = held.entry(user_id).or_default();
+        if *count >= self.per_user {
+            return Err(AppError::RateLimited {
+                retry_after_seconds: 1,
+            });
+        }
+        *count += 1;
+        Ok(UploadSlot {
+            slots: self.clone(),
+            user_id,
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if let Some(count) = held.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Reading a multipart body
 
-/// A multipart body read part by part, with bounded part headers.
+/// A multipart body read part by part, with bounded part headers and a body that must keep
+/// moving, holding one of the user's upload slots.
 pub struct UploadForm {
     multipart: Multipart,
     header_budget: Rc<Cell<Option<usize>>>,
+    _slot: UploadSlot,
 }
 
 impl UploadForm {
-    pub fn new(req: &HttpRequest, payload: web::Payload) -> Result<Self, AppError> {
+    pub fn new(
+        req: &HttpRequest,
+        payload: web::Payload,
+        rules: &UploadRules,
+        slot: UploadSlot,
+    ) -> Result<Self, AppError> {
         let is_form = req
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
@@ -88,12 +165,13 @@ impl UploadForm {
         }
         let header_budget = Rc::new(Cell::new(None));
         let metered = HeaderBudget {
-            inner: payload,
+            inner: IdleTimeout::new(payload, rules.body_idle_timeout),
             budget: header_budget.clone(),
         };
         Ok(UploadForm {
             multipart: Multipart::new(req.headers(), metered),
             header_budget,
+            _slot: slot,
         })
     }
 
@@ -138,6 +216,11 @@ fn multipart_error(e: MultipartError) -> AppError {
             ErrorCode::BadRequest,
             "multipart part headers are too large",
         ),
+        MultipartError::Payload(PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            AppError::RequestTimeout("the upload sent nothing for too long".into())
+        }
         MultipartError::Payload(PayloadError::Incomplete(_)) | MultipartError::Incomplete => {
             AppError::bad_request(ErrorCode::BadRequest, "the upload was interrupted")
         }
@@ -145,6 +228,58 @@ fn multipart_error(e: MultipartError) -> AppError {
             ErrorCode::BadRequest,
             format!("malformed multipart body: {other}"),
         ),
+    }
+}
+
+/// Fails a body that makes no progress for `idle` while the server waits for it (a body
+/// trickling a few bytes a minute would otherwise hold its buffers and slot for ever). Only
+/// time spent waiting for the client counts: not the time the server spends storing what
+/// it already has.
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The last poll found nothing: the client is being waited for.
+    waiting: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+        }
+    }
+}
+
+impl<S> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.waiting {
+            let next = tokio::time::Instant::now() + self.idle;
+            self.deadline.as_mut().reset(next);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => {
+                self.waiting = true;
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(PayloadError::Io(
+                        std::io::ErrorKind::TimedOut.into(),
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.waiting = false;
+                ready
+            }
+        }
     }
 }
 
@@ -540,6 +675,7 @@ mod tests {
         let rules = UploadRules {
             max_file_bytes: 1,
             allowed_types: vec!["image/*".into(), "text/*".into()],
+            body_idle_timeout: Duration::from_secs(1),
         };
         assert!(rules.allows("image/png"));
         assert!(!rules.allows("image/svg+xml"));
@@ -547,6 +683,7 @@ mod tests {
         let explicit = UploadRules {
             max_file_bytes: 1,
             allowed_types: vec!["image/svg+xml".into()],
+            body_idle_timeout: Duration::from_secs(1),
         };
         assert!(explicit.allows("image/svg+xml"));
     }

@@ -53,7 +53,8 @@ async fn upload(
     auth: AuthUser,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let mut form = UploadForm::new(&req, payload)?;
+    let slot = state.upload_slots.take(auth.id)?;
+    let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
     let message_id = match form.next_part().await? {
         Some(mut part) if uploads::part_name(&part) == "message_id" => {
             uploads::read_text_part(&mut part, 32)

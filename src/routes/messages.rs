@@ -85,7 +85,8 @@ async fn create_with_files(
         .db
         .run(move |conn| Ok(db::channels::find_for_member(conn, channel_id, auth.id)?))
         .await?;
-    let mut form = UploadForm::new(&req, payload)?;
+    let slot = state.upload_slots.take(auth.id)?;
+    let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
     let content = match form.next_part().await? {
         Some(mut part) if uploads::part_name(&part) == "content" => {
             uploads::read_text_part(&mut part, MAX_CONTENT_BYTES).await?

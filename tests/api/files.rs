@@ -35,6 +35,8 @@ for_each_store!(
     too_many_or_malformed_parts_are_400,
     hostile_names_are_stored_under_safe_keys_and_shown_cleaned,
     a_client_that_disconnects_leaves_nothing,
+    a_stalled_upload_times_out_with_408_and_leaves_nothing,
+    a_user_has_a_bounded_number_of_uploads_in_flight,
     a_refused_third_file_keeps_no_message_and_no_file,
     access_is_for_members_and_deletion_for_the_uploader,
     deleted_files_vanish_everywhere_and_their_links_stop,
@@ -558,6 +560,120 @@ async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
     drop(socket);
     assert_store_empties(&app).await;
     assert!(rows(&app).await.is_empty());
+}
+
+/// Opens a multipart message upload and sends `file_bytes` of a file part, then nothing
+/// more (the socket stays open).
+async fn stalled_upload(
+    app: &TestApp,
+    user: &TestUser,
+    channel: i64,
+    file_bytes: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let boundary = "slowslowslow";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nslow\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
+    );
+    let port = app.address.rsplit(':').next().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /api/channels/{channel}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        user.token,
+        64 * 1024 * 1024
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&fixtures::mp4(file_bytes)).await.unwrap();
+    socket
+}
+
+/// The status line of the answer on `socket`, read within `within`.
+async fn status_line(socket: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection ended without an answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("an answer in time");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.lines().next().unwrap().to_owned()
+}
+
+/// The local store's uploads in progress (`files/tmp`); none for S3.
+fn local_temp_files(app: &TestApp) -> usize {
+    std::fs::read_dir(app.data_dir().join("files/tmp"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+async fn a_stalled_upload_times_out_with_408_and_leaves_nothing(store: StoreKind) {
+    let app = spawn_app_on(store, &[("BODY_IDLE_TIMEOUT_SECONDS", "1")]).await;
+    let (alice, _, channel) = app.two_members().await;
+    // Past the sniffing window, so the object is being written when the body stalls.
+    let mut socket = stalled_upload(&app, &alice, channel, 64 * 1024).await;
+    let started = std::time::Instant::now();
+    let status = status_line(&mut socket, Duration::from_secs(15)).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off after the idle timeout"
+    );
+    assert_store_empties(&app).await;
+    assert!(
+        eventually(async || local_temp_files(&app) == 0).await,
+        "temporary files left behind"
+    );
+    assert!(rows(&app).await.is_empty());
+}
+
+async fn a_user_has_a_bounded_number_of_uploads_in_flight(store: StoreKind) {
+    let app = spawn_app_on(
+        store,
+        &[
+            ("MAX_CONCURRENT_UPLOADS_PER_USER", "2"),
+            ("BODY_IDLE_TIMEOUT_SECONDS", "3"),
+        ],
+    )
+    .await;
+    let (alice, bob, channel) = app.two_members().await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(stalled_upload(&app, &alice, channel, 1024).await);
+    }
+    let alice_id = alice.id as i32;
+    let both_held = async || app.state.upload_slots.held(alice_id) == 2;
+    assert!(
+        eventually(both_held).await,
+        "the stalled uploads were never in flight"
+    );
+    // A third is refused at once.
+    let files = [Upload::new("x.png", "image/png", fixtures::png(100))];
+    expect_error(
+        app.post_files(&alice, channel, "third", &files).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
+    // Another user is not affected.
+    upload_one(&app, &bob, channel).await;
+    // Once the stalled ones are cut off, alice may upload again.
+    for socket in &mut stalled {
+        let status = status_line(socket, Duration::from_secs(15)).await;
+        assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    }
+    upload_one(&app, &alice, channel).await;
 }
 
 async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
