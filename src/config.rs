@@ -105,6 +105,20 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// Explicit keys; when unset the standard AWS chain (profile, instance role...) is used.
     pub credentials: Option<S3Credentials>,
+    /// Limits on each call to the store, so that a store that stops answering fails the
+    /// request with 503 instead of holding it.
+    pub timeouts: S3Timeouts,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct S3Timeouts {
+    /// Opening a connection (`AWS_S3_CONNECT_TIMEOUT_SECONDS`).
+    pub connect: std::time::Duration,
+    /// Waiting for the next bytes of an answer (`AWS_S3_READ_TIMEOUT_SECONDS`).
+    pub read: std::time::Duration,
+    /// One call, retries included (`AWS_S3_OPERATION_TIMEOUT_SECONDS`); one part of a
+    /// multipart upload is one call.
+    pub operation: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +240,14 @@ impl Settings {
             // that is refused leaves nothing behind.
             None => None,
         };
+        let seconds = |key, default, range| {
+            parse_number(&get, key, default, range).map(std::time::Duration::from_secs)
+        };
+        let s3_timeouts = S3Timeouts {
+            connect: seconds("AWS_S3_CONNECT_TIMEOUT_SECONDS", 3, 1..=300)?,
+            read: seconds("AWS_S3_READ_TIMEOUT_SECONDS", 20, 1..=3600)?,
+            operation: seconds("AWS_S3_OPERATION_TIMEOUT_SECONDS", 60, 1..=3600)?,
+        };
         let s3 = get("AWS_S3_BUCKET_NAME").map(|bucket| S3Settings {
             bucket,
             region: get("AWS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
@@ -238,6 +260,7 @@ impl Settings {
                 }),
                 _ => None,
             },
+            timeouts: s3_timeouts,
         });
         let static_dir = get("STATIC_DIR")
             .map(PathBuf::from)

@@ -268,6 +268,10 @@ impl ResponseError for AppError {
         {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
         }
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            // A dependency is away: worth retrying soon, not at once.
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
         if let AppError::MethodNotAllowed { allow, .. } = self {
             response.insert_header((header::ALLOW, allow.as_str()));
         }

@@ -174,7 +174,10 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .timeout_config(
                 aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
+                    .connect_timeout(settings.timeouts.connect)
+                    .read_timeout(settings.timeouts.read)
+                    .operation_attempt_timeout(settings.timeouts.operation)
+                    .operation_timeout(settings.timeouts.operation)
                     .build(),
             );
         if let Some(endpoint) = &settings.endpoint {

@@ -1236,3 +1236,51 @@ async fn deployments_sharing_a_store_keep_their_files_apart() {
         assert_eq!(response.status(), StatusCode::OK);
     }
 }
+
+/// Found by attack: an S3 server that accepts connections and never answers held an upload
+/// for 40 s, which then committed after the client had given up.
+#[tokio::test]
+async fn a_store_that_never_answers_fails_uploads_with_503_in_time() {
+    use tokio::io::AsyncReadExt;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = silent.accept().await.unwrap();
+            // Reads everything, answers nothing.
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 64 * 1024];
+                while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let app = spawn_app_with(&[
+        ("AWS_S3_BUCKET_NAME", "chat"),
+        ("AWS_S3_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "key"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_S3_READ_TIMEOUT_SECONDS", "1"),
+        ("AWS_S3_OPERATION_TIMEOUT_SECONDS", "2"),
+    ])
+    .await;
+    let (alice, _, channel) = app.two_members().await;
+    let started = std::time::Instant::now();
+    let files = [Upload::new("pic.png", "image/png", fixtures::png(2000))];
+    let response = app.post_files(&alice, channel, "pic", &files).await;
+    expect_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+    assert!(rows(&app).await.is_empty(), "nothing committed");
+    let page = expect_json(
+        app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["messages"], json!([]), "no message without its file");
+}
