@@ -15,7 +15,7 @@ use actix_http::body::BodySize;
 use actix_http::h1::{Codec, Message};
 use actix_http::{HttpMessage, Request, Response, StatusCode, ws};
 use actix_web::web::Data;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -43,31 +43,47 @@ pub fn service(
     actix_service::fn_service(
         move |(request, framed): (Request, Framed<TcpStream, Codec>)| {
             let state = state.clone();
-            let (span, _) =
-                telemetry::request_span(request.headers(), request.method(), request.path());
             // Boxed: this future is the connection's for as long as it lives.
-            Box::pin(
-                async move {
-                    accept(state, request, framed).await;
-                    Ok::<_, Infallible>(())
+            Box::pin(async move {
+                let (span, _) =
+                    telemetry::request_span(request.headers(), request.method(), request.path());
+                let accepted = handshake(&state, request, framed).instrument(span).await;
+                // The session holds nothing of the upgrade request (its headers share the read
+                // buffer's allocation), nor a span: an idle connection costs a few KiB.
+                if let Some(accepted) = accepted {
+                    run_session(state, accepted).await;
                 }
-                .instrument(span),
-            )
+                Ok::<_, Infallible>(())
+            })
         },
     )
 }
 
-async fn accept(state: Data<AppState>, request: Request, mut framed: Framed<TcpStream, Codec>) {
+/// What the session takes from its upgrade request.
+struct Accepted {
+    socket: TcpStream,
+    /// What the client sent right after its request head.
+    leftover: BytesMut,
+    header_auth: Option<Result<AuthUser, AppError>>,
+    base_url: String,
+}
+
+/// Checks and answers the handshake; `None` when the request was refused (and answered).
+async fn handshake(
+    state: &AppState,
+    request: Request,
+    mut framed: Framed<TcpStream, Codec>,
+) -> Option<Accepted> {
     if request.path() != PATH {
         let _ = refuse(&mut framed, &AppError::NotFound).await;
-        return;
+        return None;
     }
     let mut handshake = match ws::handshake(request.head()) {
         Ok(handshake) => handshake,
         Err(e) => {
             let error = AppError::bad_request(ErrorCode::BadRequest, e.to_string());
             let _ = refuse(&mut framed, &error).await;
-            return;
+            return None;
         }
     };
     // A header that is there but not a bearer token fails at once, like a bad token.
@@ -83,16 +99,23 @@ async fn accept(state: Data<AppState>, request: Request, mut framed: Framed<TcpS
     let base_url = crate::links::base_url_of(headers, "localhost");
     let mut response = handshake.finish().drop_body();
     response.head_mut().set_camel_case_headers(false);
-    if framed
+    framed
         .send(Message::Item((response, BodySize::None)))
         .await
-        .is_err()
-    {
-        return;
-    }
+        .ok()?;
     tracing::info!(status = 101, "request");
     let parts = framed.into_parts();
-    let socket = Arc::new(parts.io);
+    Some(Accepted {
+        socket: parts.io,
+        // Copied: the read buffer's allocation is shared with the request's headers.
+        leftover: BytesMut::from(&parts.read_buf[..]),
+        header_auth,
+        base_url,
+    })
+}
+
+async fn run_session(state: Data<AppState>, accepted: Accepted) {
+    let socket = Arc::new(accepted.socket);
     // With the kernel's autotuning, a client that stops reading parks megabytes there before
     // its outbox fills and it is closed with 4008; capped (64 KiB), it is found out after
     // about a thousand events. Downloads (other connections) keep autotuning.
@@ -103,8 +126,15 @@ async fn accept(state: Data<AppState>, request: Request, mut framed: Framed<TcpS
         tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
     }
     let outbox = Outbox::new(state.settings.ws_queue_capacity, Some(socket.clone()));
-    let reader = FrameReader::new(socket, parts.read_buf, MAX_FRAME_BYTES);
-    session::run(state, outbox, reader, header_auth, base_url).await;
+    let reader = FrameReader::new(socket, accepted.leftover, MAX_FRAME_BYTES);
+    session::run(
+        state,
+        outbox,
+        reader,
+        accepted.header_auth,
+        accepted.base_url,
+    )
+    .await;
 }
 
 /// Answers the upgrade request with an error, in the API's format, and ends the connection.
