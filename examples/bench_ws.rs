@@ -23,13 +23,17 @@
 //! `--baseline-bin PATH` compares two builds in one run (A/B): PATH is the baseline, the
 //! usual binary (`--server-bin` or the default) the candidate. Each idle size runs against
 //! the baseline, then the candidate, each a fresh server. Each fan-out shape starts one
-//! fresh server of each (both hold their readers throughout the shape) and alternates per
+//! fresh server of each, on channels and users of its own (two servers posting to the same
+//! channels of one database would see each other's events as gaps), and alternates per
 //! step: at every rate the baseline's step, then the candidate's at the same offered rate
 //! (with non-readers: both sides' steps with them, then both sides' readers-only steps, and
-//! so on), so a drift of the machine touches both. A side stops rising after two missed
-//! rates in a row, as alone; the other goes on. The summary gives each side's figures, then
-//! both side by side with the candidate/baseline ratio: idle KiB per connection, the highest
-//! held delivered/s per shape, and the p99 at each rate either side held.
+//! so on), so a drift of the machine touches both. Both sides' readers stay connected when
+//! this process has the descriptors for both; otherwise (100x100 under a 20,000 limit) each
+//! side's readers are connected around each of its steps only: reconnected, warmed up as at
+//! the start, measured, closed. A side stops rising after two missed rates in a row, as
+//! alone; the other goes on. The summary gives each side's figures, then both side by side
+//! with the candidate/baseline ratio: idle KiB per connection, the highest held
+//! delivered/s per shape, and the p99 at each rate (marked where it did not hold).
 //!
 //! Run it with `scripts/bench-ws.sh [ARGS]` (raises the file-descriptor limit), or by hand:
 //!
@@ -271,16 +275,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let fds = fd_limits("self")?;
     if fanout {
-        let needed = sides
-            * (args
-                .shapes
-                .iter()
-                .map(Shape::connections)
-                .max()
-                .unwrap_or(0)
-                + args.publish_concurrency)
-            + args.non_readers
-            + 100;
+        // One side at a time at least (see `fanout_shape`).
+        let largest = args.shapes.iter().map(Shape::connections).max();
+        let needed = fanout_descriptors(&args, largest.unwrap_or(0), 1);
         ensure!(
             fds.0 >= needed as u64,
             "the fan-out needs about {needed} descriptors in this process and the limit is \
@@ -325,6 +322,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         shapes: if fanout { args.shapes.clone() } else { vec![] },
         non_readers: args.non_readers,
+        sides,
     };
     let started = Instant::now();
     let population = seed(&database.url, &plan).await?;
@@ -374,12 +372,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..bench.clone()
         };
         for (i, &shape) in args.shapes.iter().enumerate() {
-            let users = &bench.population.shapes[i];
+            // Each side's own channels and users (see `Plan::sides`).
+            let users: Vec<&ShapeUsers> = bench
+                .population
+                .shapes
+                .iter()
+                .map(|side| &side[i])
+                .collect();
             if args.floor {
                 println!("\n--- the floor: {}", floor.server_bin.display());
-                floor_results.extend(fanout_shape(&[floor.clone()], shape, users, false).await?);
+                floor_results.extend(
+                    fanout_shape(std::slice::from_ref(&floor), shape, &users[..1], false).await?,
+                );
             }
-            let results = fanout_shape(&benches, shape, users, args.non_readers > 0).await?;
+            let results = fanout_shape(&benches, shape, &users, args.non_readers > 0).await?;
             for (list, result) in shape_results.iter_mut().zip(results) {
                 list.push(result);
             }
@@ -436,7 +442,8 @@ enum Side {
 
 impl std::fmt::Display for Side {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, not `write_str`: row labels are padded to a width.
+        f.pad(match self {
             Side::Baseline => "baseline",
             Side::Candidate => "candidate",
         })
@@ -796,21 +803,36 @@ struct ShapeUsers {
     non_readers: Vec<String>,
 }
 
+/// One server's part of a fan-out shape: the process, its readers, what its steps gave.
+struct FanoutSide<'a> {
+    bench: &'a Bench<'a>,
+    shape: Shape,
+    /// Its channels and users: each side has its own (see `Plan::sides`).
+    users: &'a ShapeUsers,
+    server: Server,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    stats: Arc<Stats>,
+    publisher: Publisher,
+    rss_empty: u64,
+    rounds: Vec<Round>,
+    /// Rates missed in a row; the side stops rising at two.
+    misses: usize,
+    /// The index of its next step in `stats` (0 is the warm-up).
+    next_step: usize,
+    /// Readers connected only around each step: an A/B run without the descriptors for
+    /// both sides' readers at once.
+    rotate: bool,
+}
+
 impl Bench<'_> {
-    async fn fanout(
-        &self,
+    /// A fresh server with every member of `shape` connected and reading, warmed up.
+    async fn fanout_side<'s>(
+        &'s self,
         shape: Shape,
-        users: &ShapeUsers,
-        with_non_readers: bool,
-    ) -> anyhow::Result<ShapeResult> {
+        users: &'s ShapeUsers,
+    ) -> anyhow::Result<FanoutSide<'s>> {
         let args = self.args;
-        println!(
-            "\n=== fan-out {shape}: {} channels x {} members = {} reading connections ===",
-            shape.channels,
-            shape.members,
-            shape.connections()
-        );
-        let mut server = self.start_server(&format!("fanout-{shape}")).await?;
+        let server = self.start_server(&format!("fanout-{shape}")).await?;
         let max_steps = 1 + (1 + 2 * args.non_reader_rounds) * args.deliveries.len();
         let stats = Arc::new(Stats::new(max_steps));
         let rss_empty = server.rss()?;
@@ -827,8 +849,9 @@ impl Bench<'_> {
         }
         let rss_connected = server.rss()?;
         println!(
-            "{} readers ready in {:.1} s; server VmRSS {:.1} MiB, {:.1} MiB with them \
+            "{}{} readers ready in {:.1} s; server VmRSS {:.1} MiB, {:.1} MiB with them \
              ({:.1} KiB per connection); load average {}",
+            self.side.map(|s| format!("{s}: ")).unwrap_or_default(),
             readers.len(),
             started.elapsed().as_secs_f64(),
             mib(rss_empty),
@@ -836,70 +859,214 @@ impl Bench<'_> {
             per_connection_kib(rss_connected, rss_empty, readers.len()),
             load_average()
         );
-
-        let runner = StepRunner {
-            server: &server,
-            non_reader_recv_buffer: (args.non_reader_recv_buffer > 0)
-                .then_some(args.non_reader_recv_buffer),
-            stats: &stats,
-            users,
+        let publisher = Publisher::new(
+            &server.base_url,
+            &self.population.publisher,
+            args.publish_concurrency,
+        )?;
+        let side = FanoutSide {
+            bench: self,
             shape,
-            publisher: Publisher::new(
-                &server.base_url,
-                &self.population.publisher,
-                args.publish_concurrency,
-            )?,
-            duration: Duration::from_secs_f64(args.step_seconds),
+            users,
+            server,
+            readers,
+            stats,
+            publisher,
+            rss_empty,
+            rounds: Vec::new(),
+            misses: 0,
+            next_step: 1,
+            rotate: false,
         };
         // Step 0: warm-up, not reported.
-        runner.warm_up(args.deliveries[0]).await?;
+        side.runner().warm_up(args.deliveries[0]).await?;
+        Ok(side)
+    }
+}
 
+impl FanoutSide<'_> {
+    fn runner(&self) -> StepRunner<'_> {
+        let args = self.bench.args;
+        StepRunner {
+            server: &self.server,
+            non_reader_recv_buffer: (args.non_reader_recv_buffer > 0)
+                .then_some(args.non_reader_recv_buffer),
+            stats: &self.stats,
+            users: self.users,
+            shape: self.shape,
+            publisher: &self.publisher,
+            duration: Duration::from_secs_f64(args.step_seconds),
+        }
+    }
+
+    /// Runs and prints the next step at `offered`.
+    async fn step(&mut self, offered: u64, clients: Clients) -> anyhow::Result<StepResult> {
+        if self.rotate {
+            self.reconnect().await?;
+        }
+        let index = self.next_step;
+        self.next_step += 1;
+        let step = self.runner().step(index, offered, clients).await?;
+        print_step(&step, self.bench.args.p99_limit_ms, self.bench.side);
+        if self.rotate {
+            self.disconnect().await;
+        }
+        Ok(step)
+    }
+
+    /// Closes the readers' connections (their descriptors are free on return).
+    async fn disconnect(&mut self) {
+        for reader in self.readers.drain(..) {
+            reader.abort();
+            // Cancelled: the task, and its socket, are gone.
+            let _ = reader.await;
+        }
+    }
+
+    /// Connects the readers again, then publishes untimed, as when the side started.
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        let stats = &self.stats;
+        let (readers, errors) = connect_all(self.server.addr, &self.users.members, 0, None, |ws| {
+            tokio::spawn(read_events(ws, stats.clone()))
+        })
+        .await;
+        self.readers = readers;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e.context(format!(
+                "reconnecting the readers (server log: {})",
+                self.server.process.log.display()
+            )));
+        }
+        self.runner().warm_up(self.bench.args.deliveries[0]).await
+    }
+
+    /// Still rising: fewer than two rates missed in a row.
+    fn rising(&self) -> bool {
+        self.misses < 2
+    }
+}
+
+/// Descriptors this process needs for a fan-out with `connections` readers per server and
+/// `sides` servers' readers connected at once.
+fn fanout_descriptors(args: &Args, connections: usize, sides: usize) -> usize {
+    sides * (connections + args.publish_concurrency) + args.non_readers + 100
+}
+
+/// The fan-out steps of `shape` against each of `benches` (one server, or the baseline and
+/// the candidate of an A/B run, whose steps alternate): one result per bench, in order.
+///
+/// In an A/B run both sides keep their readers connected throughout when this process has
+/// the descriptors for both; otherwise each side's readers are connected only around its
+/// own steps (reconnected, warmed up, measured, closed), so that the steps still alternate.
+async fn fanout_shape(
+    benches: &[Bench<'_>],
+    shape: Shape,
+    users: &[&ShapeUsers],
+    with_non_readers: bool,
+) -> anyhow::Result<Vec<ShapeResult>> {
+    let args = benches.first().context("no server to measure")?.args;
+    println!(
+        "\n=== fan-out {shape}: {} channels x {} members = {} reading connections ===",
+        shape.channels,
+        shape.members,
+        shape.connections()
+    );
+    ensure!(users.len() == benches.len(), "one set of users per server");
+    let limit = fd_limits("self")?.0;
+    let needed = fanout_descriptors(args, shape.connections(), benches.len());
+    let rotate = benches.len() > 1 && limit < needed as u64;
+    if rotate {
         println!(
-            "posting over REST, up to {} in flight; {} s per step; latency = read time - due \
-             time of the post; srv/bench/other = cores used by the server, this client and every \
-             other process; {} non-readers, members of \
-             every channel, receive buffer {}",
-            args.publish_concurrency,
-            args.step_seconds,
-            if with_non_readers {
-                args.non_readers
+            "A/B: both sides' readers would need about {needed} descriptors here and the limit \
+             is {limit}: each side's readers are connected only around its own steps \
+             (reconnected, {} s of untimed posts at {} deliveries/s, the step, closed)",
+            WARM_UP.as_secs(),
+            args.deliveries[0]
+        );
+    }
+    let mut sides = Vec::new();
+    for (bench, &users) in benches.iter().zip(users) {
+        let mut side = bench.fanout_side(shape, users).await?;
+        if rotate {
+            side.rotate = true;
+            side.disconnect().await;
+        }
+        sides.push(side);
+    }
+
+    println!(
+        "posting over REST, up to {} in flight; {} s per step; latency = read time - due \
+         time of the post; srv/bench/other = cores used by the server, this client and every \
+         other process; {} non-readers, members of \
+         every channel, receive buffer {}",
+        args.publish_concurrency,
+        args.step_seconds,
+        if with_non_readers {
+            args.non_readers
+        } else {
+            0
+        },
+        match args.non_reader_recv_buffer {
+            0 => "the system's default".to_owned(),
+            n => format!("{n} bytes"),
+        }
+    );
+    if sides.len() > 1 {
+        println!(
+            "A/B: at each rate, each step runs against the baseline then the candidate (both \
+             servers up, {}; only one is published to at a time)",
+            if rotate {
+                "each side's readers connected around its steps only"
             } else {
-                0
-            },
-            match args.non_reader_recv_buffer {
-                0 => "the system's default".to_owned(),
-                n => format!("{n} bytes"),
+                "both sets of readers connected"
             }
         );
-        print_step_header();
-        let mut rounds = Vec::new();
-        let mut misses = 0;
-        let mut indexes = 1..;
-        let mut next = || indexes.next().unwrap_or_default();
-        for &offered in &args.deliveries {
-            let readers = runner.step(next(), offered, Clients::Readers).await?;
-            print_step(&readers, args.p99_limit_ms);
-            let mut round = Round {
+    }
+    let ab = sides.len() > 1;
+    print_step_header(ab);
+    let non_reader_rounds = if with_non_readers {
+        args.non_reader_rounds
+    } else {
+        0
+    };
+    for &offered in &args.deliveries {
+        // Two misses in a row end a side: one alone may be a stall caused elsewhere.
+        let mut active: Vec<&mut FanoutSide> = sides.iter_mut().filter(|s| s.rising()).collect();
+        if active.is_empty() {
+            break;
+        }
+        for side in &mut active {
+            let readers = side.step(offered, Clients::Readers).await?;
+            side.rounds.push(Round {
                 readers: vec![readers],
                 non_readers: Vec::new(),
-            };
-            // Interleaved, so that a drift of the machine touches both kinds of step.
-            for _ in 0..if with_non_readers {
-                args.non_reader_rounds
-            } else {
-                0
-            } {
-                let with = runner.step(next(), offered, Clients::NonReaders).await?;
-                print_step(&with, args.p99_limit_ms);
-                round.non_readers.push(with);
-                let again = runner.step(next(), offered, Clients::Readers).await?;
-                print_step(&again, args.p99_limit_ms);
-                round.readers.push(again);
+            });
+        }
+        // Interleaved, so that a drift of the machine touches both kinds of step.
+        for _ in 0..non_reader_rounds {
+            for side in &mut active {
+                let with = side.step(offered, Clients::NonReaders).await?;
+                side.rounds
+                    .last_mut()
+                    .expect("pushed")
+                    .non_readers
+                    .push(with);
             }
+            for side in &mut active {
+                let again = side.step(offered, Clients::Readers).await?;
+                side.rounds.last_mut().expect("pushed").readers.push(again);
+            }
+        }
+        for side in &mut active {
+            let round = side.rounds.last().expect("pushed");
             if let (Some(delta), Some(noise)) = (round.non_reader_change(), round.noise()) {
                 println!(
-                    "{:>9} readers' p99 median {:.2} ms alone ({} steps, spread {:.0}%), {:.2} ms \
-                     with the non-readers ({} steps): {:+.1}%",
+                    "{}{:>9} readers' p99 median {:.2} ms alone ({} steps, spread {:.0}%), \
+                     {:.2} ms with the non-readers ({} steps): {:+.1}%",
+                    side.bench
+                        .side
+                        .map(|s| format!("{s:<9} "))
+                        .unwrap_or_default(),
                     offered,
                     round.readers_p99(),
                     round.readers.len(),
@@ -909,31 +1076,36 @@ impl Bench<'_> {
                     delta * 100.0
                 );
             }
-            misses = if round.held(args.p99_limit_ms) {
+            side.misses = if round.held(args.p99_limit_ms) {
                 0
             } else {
-                misses + 1
+                side.misses + 1
             };
-            rounds.push(round);
-            // Two misses in a row: one alone may be a stall caused elsewhere on the machine.
-            if misses == 2 {
-                break;
-            }
         }
-        stats.print_anomalies();
-        server.process.check_running()?;
-        for reader in &readers {
+    }
+    let mut results = Vec::new();
+    for mut side in sides {
+        if let Some(which) = side.bench.side {
+            println!("{which}:");
+        }
+        side.stats.print_anomalies();
+        side.server.process.check_running()?;
+        for reader in &side.readers {
             reader.abort();
         }
         // Traffic touches every page of the per-connection buffers, idle connections not.
-        let rss_after = server.rss()?;
+        let rss_after = side.server.rss()?;
         println!(
             "server VmRSS after the steps: {:.1} MiB ({:.1} KiB per reading connection)",
             mib(rss_after),
-            per_connection_kib(rss_after, rss_empty, shape.connections())
+            per_connection_kib(rss_after, side.rss_empty, shape.connections())
         );
-        Ok(ShapeResult { shape, rounds })
+        results.push(ShapeResult {
+            shape,
+            rounds: side.rounds,
+        });
     }
+    Ok(results)
 }
 
 struct StepRunner<'a> {
@@ -942,13 +1114,16 @@ struct StepRunner<'a> {
     stats: &'a Arc<Stats>,
     users: &'a ShapeUsers,
     shape: Shape,
-    publisher: Publisher,
+    publisher: &'a Publisher,
     duration: Duration,
 }
 
 impl StepRunner<'_> {
     async fn warm_up(&self, offered: u64) -> anyhow::Result<()> {
         let rate = offered as f64 / self.shape.members as f64;
+        // Step 0 counts every warm-up (a side whose readers reconnect warms up each time).
+        let warm_up = &self.stats.steps[0];
+        let before = warm_up.received.load(Ordering::Relaxed);
         let published = self
             .publisher
             .publish(0, rate, WARM_UP, &self.users.channel_ids)
@@ -957,7 +1132,7 @@ impl StepRunner<'_> {
             bail!("warm-up posts failed: {e}");
         }
         let expected = published.ok * self.shape.members as u64;
-        wait_for_deliveries(&self.stats.steps[0], expected).await;
+        wait_for_deliveries(warm_up, before + expected).await;
         Ok(())
     }
 
@@ -1617,6 +1792,10 @@ struct Plan {
     idle_users: usize,
     shapes: Vec<Shape>,
     non_readers: usize,
+    /// Servers measured (2 in an A/B run): each has channels and users of its own for every
+    /// shape. Two servers on one database must not post to the same channels: each hub
+    /// would see the other's event numbers as a gap and close its connections with 4009.
+    sides: usize,
 }
 
 /// Tokens of the seeded users.
@@ -1625,15 +1804,20 @@ struct Population {
     /// Posts every message: a member of every channel that never opens a socket.
     publisher: String,
     idle: Vec<String>,
-    shapes: Vec<ShapeUsers>,
+    /// Per side (server), then per shape.
+    shapes: Vec<Vec<ShapeUsers>>,
 }
 
 /// User ids and channel ids as created; turned into tokens afterwards.
 struct Seeded {
     publisher: i32,
     idle: Vec<i32>,
-    shapes: Vec<(Vec<i32>, Vec<i32>, Vec<i32>)>,
+    /// Per side, then per shape.
+    shapes: Vec<Vec<SeededShape>>,
 }
+
+/// One shape's (channel ids, members, non-readers).
+type SeededShape = (Vec<i32>, Vec<i32>, Vec<i32>);
 
 async fn seed(database_url: &str, plan: &Plan) -> anyhow::Result<Population> {
     let dir = tempfile::tempdir()?;
@@ -1646,10 +1830,14 @@ async fn seed(database_url: &str, plan: &Plan) -> anyhow::Result<Population> {
         Ok(db)
     })
     .await??;
-    let (idle_users, shapes, non_readers) =
-        (plan.idle_users, plan.shapes.clone(), plan.non_readers);
+    let (idle_users, shapes, non_readers, sides) = (
+        plan.idle_users,
+        plan.shapes.clone(),
+        plan.non_readers,
+        plan.sides,
+    );
     let seeded = db
-        .write(move |conn| Ok(seed_rows(conn, idle_users, &shapes, non_readers)?))
+        .write(move |conn| Ok(seed_rows(conn, idle_users, &shapes, non_readers, sides)?))
         .await
         .map_err(|e| anyhow!("seeding the database: {e}"))?;
 
@@ -1660,13 +1848,17 @@ async fn seed(database_url: &str, plan: &Plan) -> anyhow::Result<Population> {
     };
     let mut user_count = 1 + seeded.idle.len();
     let mut shapes = Vec::new();
-    for (channel_ids, members, non_readers) in &seeded.shapes {
-        user_count += members.len() + non_readers.len();
-        shapes.push(ShapeUsers {
-            channel_ids: channel_ids.clone(),
-            members: mint(members)?,
-            non_readers: mint(non_readers)?,
-        });
+    for side in &seeded.shapes {
+        let mut side_shapes = Vec::new();
+        for (channel_ids, members, non_readers) in side {
+            user_count += members.len() + non_readers.len();
+            side_shapes.push(ShapeUsers {
+                channel_ids: channel_ids.clone(),
+                members: mint(members)?,
+                non_readers: mint(non_readers)?,
+            });
+        }
+        shapes.push(side_shapes);
     }
     Ok(Population {
         user_count,
@@ -1681,32 +1873,43 @@ fn seed_rows(
     idle_users: usize,
     shapes: &[Shape],
     non_readers: usize,
+    sides: usize,
 ) -> diesel::QueryResult<Seeded> {
     let publisher = users(conn, "publisher", 1)?[0];
     let idle = users(conn, "idle", idle_users)?;
     channels_of(conn, "idle", &idle, IDLE_CHANNEL_MEMBERS, publisher)?;
     let mut seeded_shapes = Vec::new();
-    for (s, shape) in shapes.iter().enumerate() {
-        let members = users(conn, &format!("s{s}m"), shape.connections())?;
-        let channel_ids = channels_of(
-            conn,
-            &format!("shape{s}"),
-            &members,
-            shape.members,
-            publisher,
-        )?;
-        let laggards = users(conn, &format!("s{s}slow"), non_readers)?;
-        for &channel_id in &channel_ids {
-            for &id in &laggards {
-                chatserver::db::channels::add_member(
-                    conn,
-                    channel_id,
-                    id,
-                    chatserver::db::channels::ROLE_MEMBER,
-                )?;
+    for side in 0..sides {
+        // The first side's names are those of a run with one server.
+        let p = if side == 0 {
+            String::new()
+        } else {
+            format!("side{side}-")
+        };
+        let mut side_shapes = Vec::new();
+        for (s, shape) in shapes.iter().enumerate() {
+            let members = users(conn, &format!("{p}s{s}m"), shape.connections())?;
+            let channel_ids = channels_of(
+                conn,
+                &format!("{p}shape{s}"),
+                &members,
+                shape.members,
+                publisher,
+            )?;
+            let laggards = users(conn, &format!("{p}s{s}slow"), non_readers)?;
+            for &channel_id in &channel_ids {
+                for &id in &laggards {
+                    chatserver::db::channels::add_member(
+                        conn,
+                        channel_id,
+                        id,
+                        chatserver::db::channels::ROLE_MEMBER,
+                    )?;
+                }
             }
+            side_shapes.push((channel_ids, members, laggards));
         }
-        seeded_shapes.push((channel_ids, members, laggards));
+        seeded_shapes.push(side_shapes);
     }
     Ok(Seeded {
         publisher,
@@ -1929,9 +2132,11 @@ fn server_bin_beside(server_bin: &Path, name: &str) -> anyhow::Result<PathBuf> {
 // ---------------------------------------------------------------------------------------
 // Output
 
-fn print_step_header() {
+/// The steps' column headings; an A/B run's rows start with the server's side.
+fn print_step_header(ab: bool) {
     println!(
-        "{:>9} {:<12} {:>7} {:>7} {:>11} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>5}  note",
+        "{}{:>9} {:<12} {:>7} {:>7} {:>11} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>5}  note",
+        if ab { "server    " } else { "" },
         "offered/s",
         "clients",
         "msg/s",
@@ -1949,7 +2154,7 @@ fn print_step_header() {
 }
 
 /// One row; the steps of a round also show the non-readers' effect and the noise.
-fn print_step(step: &StepResult, p99_limit_ms: f64) {
+fn print_step(step: &StepResult, p99_limit_ms: f64, side: Option<Side>) {
     let clients = match step.clients {
         Clients::Readers => "readers",
         Clients::NonReaders => "+non-readers",
@@ -1976,7 +2181,8 @@ fn print_step(step: &StepResult, p99_limit_ms: f64) {
         });
     }
     println!(
-        "{:>9} {:<12} {:>7.1} {:>7.1} {:>11.0} {:>7.2} {:>7.2} {:>7.1} {:>7.2} {:>6} {:>5.2} {:>5.2} {:>5.2}  {}",
+        "{}{:>9} {:<12} {:>7.1} {:>7.1} {:>11.0} {:>7.2} {:>7.2} {:>7.1} {:>7.2} {:>6} {:>5.2} {:>5.2} {:>5.2}  {}",
+        side.map(|s| format!("{s:<9} ")).unwrap_or_default(),
         step.offered,
         clients,
         step.target_msgs_per_s,
@@ -2048,11 +2254,7 @@ fn print_idle_summary(rows: &[IdleRow]) {
 
 fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
     for result in results {
-        let best = result
-            .rounds
-            .iter()
-            .filter(|r| r.held(p99_limit_ms))
-            .max_by_key(|r| r.readers[0].offered);
+        let best = highest_held(result, p99_limit_ms);
         // With no step holding, the lowest rate shows how far off it is.
         let (round, which) = match best {
             Some(round) => (
@@ -2124,6 +2326,116 @@ fn print_fanout_summary(results: &[ShapeResult], p99_limit_ms: f64) {
             println!(
                 "  non-readers' p99 change per rate (offered/s): {}",
                 changes.join(", ")
+            );
+        }
+    }
+}
+
+/// The round at the highest rate that held, if any.
+fn highest_held(result: &ShapeResult, p99_limit_ms: f64) -> Option<&Round> {
+    result
+        .rounds
+        .iter()
+        .filter(|r| r.held(p99_limit_ms))
+        .max_by_key(|r| r.readers[0].offered)
+}
+
+/// `candidate / baseline`, or `-` when the baseline is zero.
+fn ratio(baseline: f64, candidate: f64) -> String {
+    if baseline > 0.0 {
+        format!("{:.2}", candidate / baseline)
+    } else {
+        "-".into()
+    }
+}
+
+/// An A/B run's figures side by side, with the candidate/baseline ratio.
+fn print_ab_summary(
+    (baseline, candidate): (&Bench, &Bench),
+    (base_idle, cand_idle): (&[IdleRow], &[IdleRow]),
+    (base_shapes, cand_shapes): (&[ShapeResult], &[ShapeResult]),
+    p99_limit_ms: f64,
+) {
+    println!(
+        "\n=== A/B: baseline {} vs candidate {} (ratio = candidate / baseline) ===",
+        baseline.server_bin.display(),
+        candidate.server_bin.display()
+    );
+    if !base_idle.is_empty() {
+        println!(
+            "{:>11} {:>12} {:>12} {:>6}   (server RSS per idle connection, KiB; connections \
+             made: baseline / candidate)",
+            "idle", "baseline", "candidate", "ratio"
+        );
+    }
+    for (b, c) in base_idle.iter().zip(cand_idle) {
+        let (bk, ck) = (b.kib_per_connection(), c.kib_per_connection());
+        println!(
+            "{:>11} {bk:>12.2} {ck:>12.2} {:>6}   ({} / {})",
+            b.asked,
+            ratio(bk, ck),
+            b.connections,
+            c.connections
+        );
+    }
+    for (b, c) in base_shapes.iter().zip(cand_shapes) {
+        println!("fan-out {}:", b.shape);
+        // The highest held rate: its best readers-only step's delivered/s and p99.
+        fn best(r: &ShapeResult, p99_limit_ms: f64) -> Option<&StepResult> {
+            highest_held(r, p99_limit_ms).map(|round| round.best_readers(p99_limit_ms))
+        }
+        fn at(r: &ShapeResult, rate: u64) -> Option<&Round> {
+            r.rounds
+                .iter()
+                .find(|round| round.readers[0].offered == rate)
+        }
+        let describe = |step: Option<&StepResult>| match step {
+            Some(s) => format!(
+                "{:.0} delivered/s at {} offered, p99 {:.2} ms",
+                s.delivered_per_s, s.offered, s.p99_ms
+            ),
+            None => "no rate held".into(),
+        };
+        let (bb, cb) = (best(b, p99_limit_ms), best(c, p99_limit_ms));
+        let delivered = |s: Option<&StepResult>| s.map_or(0.0, |s| s.delivered_per_s);
+        println!(
+            "  highest held: baseline {}; candidate {}; ratio {}",
+            describe(bb),
+            describe(cb),
+            ratio(delivered(bb), delivered(cb))
+        );
+        println!(
+            "  {:>9} {:>16} {:>16} {:>6}   (p99 ms: median of the readers-only steps at the \
+             rate; * = the rate did not hold)",
+            "offered/s", "baseline p99", "candidate p99", "ratio"
+        );
+        let mut rates: Vec<u64> = b
+            .rounds
+            .iter()
+            .chain(&c.rounds)
+            .map(|r| r.readers[0].offered)
+            .collect();
+        rates.sort_unstable();
+        rates.dedup();
+        for rate in rates {
+            let (br, cr) = (at(b, rate), at(c, rate));
+            let cell = |round: Option<&Round>| match round {
+                Some(r) => format!(
+                    "{:.2}{}",
+                    r.readers_p99(),
+                    if r.held(p99_limit_ms) { " " } else { "*" }
+                ),
+                None => "not run ".into(),
+            };
+            let p99 = |round: Option<&Round>| round.map_or(0.0, Round::readers_p99);
+            println!(
+                "  {rate:>9} {:>16} {:>16} {:>6}",
+                cell(br),
+                cell(cr),
+                match (br, cr) {
+                    (Some(_), Some(_)) => ratio(p99(br), p99(cr)),
+                    _ => "-".into(),
+                }
             );
         }
     }

@@ -5,6 +5,12 @@
 # the open-files limit (the server inherits it), then runs the benchmark; arguments go to the
 # benchmark, e.g. `scripts/bench-ws.sh --scenario idle --idle 1000` for a quick run, or
 # `--database-url postgres://postgres@127.0.0.1:5432/postgres` to run on PostgreSQL.
+# A/B: `--baseline-bin PATH` runs every measurement against that binary too (built from the
+# baseline commit in a clone of its own), interleaved with this tree's, and the summary gives
+# both with the candidate/baseline ratio, e.g.
+#   git clone -q . ../ab-base && git -C ../ab-base checkout -q REV &&
+#   (cd ../ab-base && cargo build --release --bin chatserver) &&
+#   scripts/bench-ws.sh --baseline-bin ../ab-base/target/release/chatserver
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
