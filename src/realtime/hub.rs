@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::outbox::{Outbox, Refused, text_frame};
+use super::outbox::{Outbox, Refused, WorkerBatches, text_frame};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
 
@@ -45,6 +45,10 @@ pub const CLOSE_TOO_SLOW: u16 = 4008;
 /// Events of a followed channel were lost: reconnect and catch up with `?after=`.
 pub const CLOSE_RESYNC: u16 = 4009;
 pub const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
+/// Events for at most this many connections are written straight from the hub's thread;
+/// beyond, the workers write them (one hand-off per worker instead of one syscall after
+/// another on one thread).
+const INLINE_FAN_OUT: usize = 32;
 const RESYNC: &str = "events were missed: reconnect and catch up with GET messages?after=";
 
 #[derive(Debug, Clone, Copy)]
@@ -571,6 +575,10 @@ impl State {
             };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
+            // Few recipients: written from here, no hand-off. Many: each worker thread
+            // writes its share, in parallel (see `outbox`).
+            let fan_out_to_workers = channel.subscribers.len() > INLINE_FAN_OUT;
+            let mut batches = WorkerBatches::default();
             for id in &channel.subscribers {
                 let Some(connection) = self.connections.get(id) else {
                     continue;
@@ -582,7 +590,12 @@ impl State {
                     Some(frame) => frame.clone(),
                     None => self.render(event, connection.user_id, &connection.base_url),
                 };
-                match connection.outbox.push(frame) {
+                let pushed = if fan_out_to_workers {
+                    connection.outbox.push_deferred(frame, &mut batches)
+                } else {
+                    connection.outbox.push(frame)
+                };
+                match pushed {
                     Ok(()) => {
                         self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
                     }
@@ -591,6 +604,7 @@ impl State {
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
+            batches.ring();
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }
@@ -771,7 +785,7 @@ mod tests {
 
     /// Connects with `snapshot`; returns the connection and a reader of its frames.
     async fn connect(hub: &Hub, snapshot: Vec<(i32, i64)>) -> (Connection, Frames) {
-        let outbox = Outbox::new(64, None);
+        let outbox = Outbox::new(64, None, None);
         let connection = hub
             .connect(USER, snapshot, Arc::from("http://x"), outbox.clone())
             .await
@@ -877,7 +891,7 @@ mod tests {
         for _ in 0..4 {
             held.push(connect(&hub, vec![]).await);
         }
-        let outbox = Outbox::new(4, None);
+        let outbox = Outbox::new(4, None, None);
         let refused = hub
             .connect(USER, vec![], Arc::from("http://x"), outbox.clone())
             .await;

@@ -12,6 +12,12 @@
 //! The socket is a `tokio::net::TcpStream` the session owns (see `realtime::upgrade`), held
 //! in an `Arc` by the outbox and the session's reader: it closes when the last of them goes,
 //! so no one can write into a descriptor that has since been reused.
+//!
+//! Large fan-outs. One thread writing to thousands of sockets serialises every send (each
+//! also pays the receiver's TCP processing on loopback), so for an event with many
+//! recipients the hub only queues the frame (`push_deferred`) and hands each HTTP worker
+//! thread the outboxes it serves in one message (`WorkerBatches`, `Doorbell`): the workers
+//! write in parallel, one hand-off per worker and event rather than per connection.
 
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +27,7 @@ use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub enum Refused {
 
 pub struct Outbox {
     capacity: usize,
+    /// The worker thread serving the connection, for large fan-outs. None in unit tests.
+    doorbell: Option<Arc<Doorbell>>,
     inner: Mutex<Inner>,
     /// Tells the session that frames wait for the socket to drain, or that it failed.
     backlog: Notify,
@@ -48,6 +56,8 @@ struct Inner {
     closing: bool,
     /// The socket failed or was let go: nothing more can be written.
     failed: bool,
+    /// A worker has been handed this outbox to write what is queued (once until it has).
+    write_scheduled: bool,
     /// The connection's socket, until the session lets it go (`release`). None in unit
     /// tests: frames stay queued for the test to read.
     socket: Option<Arc<TcpStream>>,
@@ -55,9 +65,14 @@ struct Inner {
 
 impl Outbox {
     /// An outbox that holds at most `capacity` frames besides a final close frame.
-    pub fn new(capacity: usize, socket: Option<Arc<TcpStream>>) -> Arc<Outbox> {
+    pub fn new(
+        capacity: usize,
+        socket: Option<Arc<TcpStream>>,
+        doorbell: Option<Arc<Doorbell>>,
+    ) -> Arc<Outbox> {
         Arc::new(Outbox {
             capacity: capacity.max(1),
+            doorbell,
             inner: Mutex::new(Inner {
                 socket,
                 ..Inner::default()
@@ -94,10 +109,45 @@ impl Outbox {
             return Err(Refused::Full);
         }
         inner.frames.push(frame);
-        if inner.frames.len() == 1 {
+        if inner.frames.len() == 1 && !inner.write_scheduled {
             self.write_queued(&mut inner);
         }
         Ok(())
+    }
+
+    /// Queues a frame for this connection's worker thread to write: with a doorbell, the
+    /// outbox goes into `batches` when nothing else has it written yet. Without one, writes
+    /// at once like `push`.
+    pub fn push_deferred(
+        self: &Arc<Self>,
+        frame: Bytes,
+        batches: &mut WorkerBatches,
+    ) -> Result<(), Refused> {
+        let Some(doorbell) = &self.doorbell else {
+            return self.push(frame);
+        };
+        let mut inner = self.lock();
+        if inner.closing || inner.failed {
+            return Err(Refused::Closed);
+        }
+        if inner.frames.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        inner.frames.push(frame);
+        if inner.frames.len() == 1 && !inner.write_scheduled {
+            inner.write_scheduled = true;
+            batches.batch(doorbell).push(self.clone());
+        }
+        Ok(())
+    }
+
+    /// A worker's share of a fan-out: writes what is queued.
+    fn write_scheduled(&self) {
+        let mut inner = self.lock();
+        inner.write_scheduled = false;
+        if !inner.frames.is_empty() {
+            self.write_queued(&mut inner);
+        }
     }
 
     /// Writes what is queued without blocking, as far as the socket takes it; wakes the
@@ -151,7 +201,7 @@ impl Outbox {
     /// false when the socket has failed.
     pub fn write_backlog(&self) -> bool {
         let mut inner = self.lock();
-        if !inner.frames.is_empty() {
+        if !inner.frames.is_empty() && !inner.write_scheduled {
             self.write_queued(&mut inner);
         }
         !inner.failed
@@ -171,7 +221,7 @@ impl Outbox {
         };
         Parser::write_close(&mut close, Some(reason), false);
         inner.frames.push(close.freeze());
-        if inner.frames.len() == 1 {
+        if inner.frames.len() == 1 && !inner.write_scheduled {
             self.write_queued(&mut inner);
         }
     }
@@ -234,6 +284,74 @@ impl Outbox {
             .drain(..)
             .for_each(|frame| all.extend_from_slice(&frame));
         all
+    }
+}
+
+/// Runs one HTTP worker thread's share of fan-outs on that thread.
+pub struct Doorbell {
+    /// Unbounded, yet bounded in effect: an outbox is handed over at most once until its
+    /// worker has written it, so no more are in flight than the worker's connections.
+    batches: mpsc::UnboundedSender<Vec<Arc<Outbox>>>,
+}
+
+thread_local! {
+    static DOORBELL: std::cell::OnceCell<Arc<Doorbell>> = const { std::cell::OnceCell::new() };
+}
+
+impl Doorbell {
+    /// The doorbell of the current worker thread (its task started on first use, on the
+    /// thread's runtime).
+    pub fn current() -> Arc<Doorbell> {
+        DOORBELL.with(|cell| {
+            cell.get_or_init(|| {
+                let (batches, mut received) = mpsc::unbounded_channel::<Vec<Arc<Outbox>>>();
+                tokio::task::spawn_local(async move {
+                    while let Some(batch) = received.recv().await {
+                        batch.iter().for_each(|outbox| outbox.write_scheduled());
+                    }
+                });
+                Arc::new(Doorbell { batches })
+            })
+            .clone()
+        })
+    }
+
+    fn ring(&self, batch: Vec<Arc<Outbox>>) {
+        // The worker has stopped: write from here instead.
+        if let Err(unsent) = self.batches.send(batch) {
+            unsent.0.iter().for_each(|outbox| outbox.write_scheduled());
+        }
+    }
+}
+
+/// What a fan-out leaves for the workers to write, by worker.
+#[derive(Default)]
+pub struct WorkerBatches {
+    by_worker: Vec<(Arc<Doorbell>, Vec<Arc<Outbox>>)>,
+}
+
+impl WorkerBatches {
+    fn batch(&mut self, doorbell: &Arc<Doorbell>) -> &mut Vec<Arc<Outbox>> {
+        // A handful of workers: a linear search beats hashing.
+        let index = match self
+            .by_worker
+            .iter()
+            .position(|(d, _)| Arc::ptr_eq(d, doorbell))
+        {
+            Some(index) => index,
+            None => {
+                self.by_worker.push((doorbell.clone(), Vec::new()));
+                self.by_worker.len() - 1
+            }
+        };
+        &mut self.by_worker[index].1
+    }
+
+    /// Rings each worker's doorbell once with its share.
+    pub fn ring(self) {
+        for (doorbell, batch) in self.by_worker {
+            doorbell.ring(batch);
+        }
     }
 }
 
@@ -304,7 +422,7 @@ mod tests {
 
     #[test]
     fn frames_queue_in_order_and_close_refuses_later_ones() {
-        let outbox = Outbox::new(4, None);
+        let outbox = Outbox::new(4, None, None);
         outbox.text("a").unwrap();
         outbox.text("bc").unwrap();
         // Two unmasked text frames: 0x81, length, payload.
@@ -330,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_full_outbox_refuses_and_a_finished_one_refuses_everything() {
-        let outbox = Outbox::new(2, None);
+        let outbox = Outbox::new(2, None, None);
         outbox.text("1").unwrap();
         outbox.ping().unwrap();
         assert_eq!(outbox.text("3"), Err(Refused::Full));
@@ -357,7 +475,7 @@ mod tests {
             .unwrap();
         // As after the handshake: tokio has seen the socket writable.
         server.writable().await.unwrap();
-        let outbox = Outbox::new(10_000, Some(Arc::new(server)));
+        let outbox = Outbox::new(10_000, Some(Arc::new(server)), None);
 
         outbox.text("first").unwrap();
         assert!(outbox.lock().frames.is_empty(), "written at once");

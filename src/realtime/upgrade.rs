@@ -20,7 +20,7 @@ use futures_util::SinkExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::outbox::Outbox;
+use super::outbox::{Doorbell, Outbox};
 use super::session::{self, MAX_FRAME_BYTES};
 use super::socket::FrameReader;
 use crate::auth::{AuthUser, bearer_token_of};
@@ -125,7 +125,11 @@ async fn run_session(state: Data<AppState>, accepted: Accepted) {
     {
         tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
     }
-    let outbox = Outbox::new(state.settings.ws_queue_capacity, Some(socket.clone()));
+    let outbox = Outbox::new(
+        state.settings.ws_queue_capacity,
+        Some(socket.clone()),
+        Some(Doorbell::current()),
+    );
     let reader = FrameReader::new(socket, accepted.leftover, MAX_FRAME_BYTES);
     session::run(
         state,

@@ -1330,3 +1330,27 @@ async fn upgrades_elsewhere_and_plain_requests_to_the_socket_get_json_errors() {
     let body: Value = plain.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
 }
+
+/// An event for many sockets is written by the worker threads that serve them (one
+/// hand-off per worker): every socket still gets every event, once, in order.
+#[tokio::test]
+async fn a_large_fan_out_reaches_every_socket_in_order() {
+    let app = spawn_app_with(&[("WS_MAX_CONNECTIONS_PER_USER", "64")]).await;
+    let alice = app.register("alice").await;
+    let channel = app.create_channel(&alice, "general", false).await;
+    let mut sockets = Vec::new();
+    // More than the hub writes inline (32).
+    for _ in 0..40 {
+        sockets.push(WsClient::login(&app, &alice).await.0);
+    }
+    for n in 0..20 {
+        app.post_message(&alice, channel, &format!("m{n}")).await;
+    }
+    for socket in &mut sockets {
+        for n in 0..20 {
+            let event = socket.next_of("message_created").await;
+            assert_eq!(event["data"]["content"], format!("m{n}"));
+        }
+        socket.assert_quiet().await;
+    }
+}
