@@ -201,7 +201,9 @@ impl Outbox {
     /// false when the socket has failed.
     pub fn write_backlog(&self) -> bool {
         let mut inner = self.lock();
-        if !inner.frames.is_empty() && !inner.write_scheduled {
+        // Even if a worker has been handed this outbox: writing now, under the lock, keeps
+        // the order, and the worker then finds nothing left (waiting for it would spin).
+        if !inner.frames.is_empty() {
             self.write_queued(&mut inner);
         }
         !inner.failed
