@@ -1822,7 +1822,7 @@ type SeededShape = (Vec<i32>, Vec<i32>, Vec<i32>);
 async fn seed(database_url: &str, plan: &Plan) -> anyhow::Result<Population> {
     let dir = tempfile::tempdir()?;
     let settings = settings(database_url, dir.path())?;
-    let tokens = TokenService::new(&settings.jwt_secret, TOKEN_TTL_SECONDS);
+    let tokens = TokenService::new(&settings.auth.jwt_secret, TOKEN_TTL_SECONDS);
     let target = settings.database.clone();
     let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
         let db = Db::connect(&target)?;

@@ -53,12 +53,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .await??;
     let floor = Arc::new(Floor {
         db,
-        tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
+        tokens: TokenService::new(&settings.auth.jwt_secret, settings.auth.jwt_ttl_seconds),
         followers: RwLock::default(),
     });
-    let listener = TcpListener::bind(&settings.bind_addr)
+    let listener = TcpListener::bind(&settings.server.bind_addr)
         .await
-        .with_context(|| format!("binding {}", settings.bind_addr))?;
+        .with_context(|| format!("binding {}", settings.server.bind_addr))?;
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;

@@ -130,43 +130,73 @@ pub struct S3Credentials {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub bind_addr: String,
+    pub server: ServerSettings,
     pub database: DatabaseTarget,
-    pub data_dir: PathBuf,
+    pub auth: AuthSettings,
+    pub store: StoreSettings,
+    pub limits: LimitSettings,
+    pub realtime: RealtimeSettings,
+}
+
+/// Where and how the HTTP server runs.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub bind_addr: String,
+    pub workers: usize,
     pub static_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+/// Tokens, links and passwords.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
     pub jwt_secret: Secret,
     pub jwt_ttl_seconds: i64,
-    pub s3: Option<S3Settings>,
-    /// `STORE_KEY_PREFIX`: where this deployment's objects live in the store. Unset: a name
-    /// recorded in the database on first start.
-    pub store_key_prefix: Option<String>,
-    pub max_file_size_mb: u64,
-    /// An upload body that sends nothing for this long is cut off (408).
-    pub body_idle_timeout_seconds: u64,
-    /// Uploads one user may have in flight at once, per instance (429 beyond).
-    pub max_concurrent_uploads_per_user: usize,
-    pub allowed_file_types: Vec<String>,
     pub download_url_ttl_seconds: i64,
     pub admin_usernames: Vec<String>,
-    pub redis_url: Option<SecretUrl>,
-    /// The Redis pub/sub channel the instances of one deployment share.
-    pub redis_channel: String,
-    /// Events an instance holds for Redis while it cannot publish them.
-    pub redis_publish_queue: usize,
-    pub workers: usize,
-    /// Download-link requests a user may make per minute.
-    pub download_links_per_minute: u32,
-    /// Login attempts per username per minute (each costs an Argon2 hash).
-    pub login_attempts_per_minute: u32,
     /// Password hashes computed at once; more wait, so a flood of logins cannot take every
     /// core from everything else.
     pub password_hash_concurrency: usize,
+}
+
+/// The file store and its sweeper.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub s3: Option<S3Settings>,
+    /// `STORE_KEY_PREFIX`: where this deployment's objects live in the store. Unset: a name
+    /// recorded in the database on first start.
+    pub key_prefix: Option<String>,
     /// How long a deleted file's object is kept before the sweeper removes it.
     pub file_purge_after_seconds: i64,
     /// Objects with no row are removed once older than this (a crash between put and commit).
     pub orphan_min_age_seconds: i64,
     /// How often the background sweeper runs; 0 turns it off.
     pub gc_interval_seconds: u64,
+}
+
+/// What one user or request may do.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub max_file_size_mb: u64,
+    /// An upload body that sends nothing for this long is cut off (408).
+    pub body_idle_timeout_seconds: u64,
+    /// Uploads one user may have in flight at once, per instance (429 beyond).
+    pub max_concurrent_uploads_per_user: usize,
+    pub allowed_file_types: Vec<String>,
+    /// Download-link requests a user may make per minute.
+    pub download_links_per_minute: u32,
+    /// Login attempts per username per minute (each costs an Argon2 hash).
+    pub login_attempts_per_minute: u32,
+}
+
+/// WebSockets and the Redis bridge between instances.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    pub redis_url: Option<SecretUrl>,
+    /// The Redis pub/sub channel the instances of one deployment share.
+    pub redis_channel: String,
+    /// Events an instance holds for Redis while it cannot publish them.
+    pub redis_publish_queue: usize,
     /// Events a WebSocket may have waiting before it is closed as too slow (4008).
     pub ws_queue_capacity: usize,
     pub ws_max_connections_per_user: usize,
@@ -278,88 +308,108 @@ impl Settings {
             ));
         }
         let mut settings = Settings {
-            bind_addr: get("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            server: ServerSettings {
+                bind_addr: get("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+                workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
+                static_dir,
+                data_dir,
+            },
             database,
-            data_dir,
-            static_dir,
-            jwt_secret: jwt_secret.clone().unwrap_or_else(|| Secret(Vec::new())),
-            jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,
-            s3,
-            store_key_prefix: parse_key_prefix(get("STORE_KEY_PREFIX"))?,
-            max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
-            body_idle_timeout_seconds: parse_number(
-                &get,
-                "BODY_IDLE_TIMEOUT_SECONDS",
-                30,
-                1..=3600,
-            )?,
-            max_concurrent_uploads_per_user: parse_number(
-                &get,
-                "MAX_CONCURRENT_UPLOADS_PER_USER",
-                4,
-                1..=1000,
-            )?,
-            allowed_file_types,
-            download_url_ttl_seconds: parse_number(
-                &get,
-                "DOWNLOAD_URL_TTL_SECONDS",
-                900,
-                1..=604_800,
-            )?,
-            admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
-            redis_url: get("REDIS_URL").map(SecretUrl),
-            redis_channel: get("REDIS_CHANNEL").unwrap_or_else(|| "chatserver:events".into()),
-            redis_publish_queue: parse_number(&get, "REDIS_PUBLISH_QUEUE", 8192, 1..=1_000_000)?,
-            workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
-            download_links_per_minute: parse_number(
-                &get,
-                "DOWNLOAD_LINKS_PER_MINUTE",
-                60,
-                1..=100_000,
-            )?,
-            login_attempts_per_minute: parse_number(
-                &get,
-                "LOGIN_ATTEMPTS_PER_MINUTE",
-                10,
-                1..=100_000,
-            )?,
-            password_hash_concurrency: parse_number(
-                &get,
-                "PASSWORD_HASH_CONCURRENCY",
-                (default_workers() / 2).max(1),
-                1..=1024,
-            )?,
-            file_purge_after_seconds: parse_number(
-                &get,
-                "FILE_PURGE_AFTER_SECONDS",
-                3600,
-                0..=31_536_000,
-            )?,
-            orphan_min_age_seconds: parse_number(
-                &get,
-                "ORPHAN_MIN_AGE_SECONDS",
-                86_400,
-                0..=31_536_000,
-            )?,
-            gc_interval_seconds: parse_number(&get, "GC_INTERVAL_SECONDS", 600, 0..=86_400)?,
-            ws_queue_capacity: parse_number(&get, "WS_QUEUE_CAPACITY", 256, 1..=65_536)?,
-            ws_max_connections_per_user: parse_number(
-                &get,
-                "WS_MAX_CONNECTIONS_PER_USER",
-                20,
-                1..=10_000,
-            )?,
-            ws_send_buffer_bytes: parse_number(
-                &get,
-                "WS_SEND_BUFFER_BYTES",
-                64 * 1024,
-                0..=16 * 1024 * 1024,
-            )?,
-            ws_close_timeout_seconds: parse_number(&get, "WS_CLOSE_TIMEOUT_SECONDS", 10, 1..=3600)?,
-            ws_heartbeat_seconds: parse_number(&get, "WS_HEARTBEAT_SECONDS", 15, 1..=600)?,
+            auth: AuthSettings {
+                jwt_secret: jwt_secret.clone().unwrap_or_else(|| Secret(Vec::new())),
+                jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,
+                download_url_ttl_seconds: parse_number(
+                    &get,
+                    "DOWNLOAD_URL_TTL_SECONDS",
+                    900,
+                    1..=604_800,
+                )?,
+                admin_usernames: parse_list(&get("ADMIN_USERNAMES").unwrap_or_default()),
+                password_hash_concurrency: parse_number(
+                    &get,
+                    "PASSWORD_HASH_CONCURRENCY",
+                    (default_workers() / 2).max(1),
+                    1..=1024,
+                )?,
+            },
+            store: StoreSettings {
+                s3,
+                key_prefix: parse_key_prefix(get("STORE_KEY_PREFIX"))?,
+                file_purge_after_seconds: parse_number(
+                    &get,
+                    "FILE_PURGE_AFTER_SECONDS",
+                    3600,
+                    0..=31_536_000,
+                )?,
+                orphan_min_age_seconds: parse_number(
+                    &get,
+                    "ORPHAN_MIN_AGE_SECONDS",
+                    86_400,
+                    0..=31_536_000,
+                )?,
+                gc_interval_seconds: parse_number(&get, "GC_INTERVAL_SECONDS", 600, 0..=86_400)?,
+            },
+            limits: LimitSettings {
+                max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
+                body_idle_timeout_seconds: parse_number(
+                    &get,
+                    "BODY_IDLE_TIMEOUT_SECONDS",
+                    30,
+                    1..=3600,
+                )?,
+                max_concurrent_uploads_per_user: parse_number(
+                    &get,
+                    "MAX_CONCURRENT_UPLOADS_PER_USER",
+                    4,
+                    1..=1000,
+                )?,
+                allowed_file_types,
+                download_links_per_minute: parse_number(
+                    &get,
+                    "DOWNLOAD_LINKS_PER_MINUTE",
+                    60,
+                    1..=100_000,
+                )?,
+                login_attempts_per_minute: parse_number(
+                    &get,
+                    "LOGIN_ATTEMPTS_PER_MINUTE",
+                    10,
+                    1..=100_000,
+                )?,
+            },
+            realtime: RealtimeSettings {
+                redis_url: get("REDIS_URL").map(SecretUrl),
+                redis_channel: get("REDIS_CHANNEL").unwrap_or_else(|| "chatserver:events".into()),
+                redis_publish_queue: parse_number(
+                    &get,
+                    "REDIS_PUBLISH_QUEUE",
+                    8192,
+                    1..=1_000_000,
+                )?,
+                ws_queue_capacity: parse_number(&get, "WS_QUEUE_CAPACITY", 256, 1..=65_536)?,
+                ws_max_connections_per_user: parse_number(
+                    &get,
+                    "WS_MAX_CONNECTIONS_PER_USER",
+                    20,
+                    1..=10_000,
+                )?,
+                ws_send_buffer_bytes: parse_number(
+                    &get,
+                    "WS_SEND_BUFFER_BYTES",
+                    64 * 1024,
+                    0..=16 * 1024 * 1024,
+                )?,
+                ws_close_timeout_seconds: parse_number(
+                    &get,
+                    "WS_CLOSE_TIMEOUT_SECONDS",
+                    10,
+                    1..=3600,
+                )?,
+                ws_heartbeat_seconds: parse_number(&get, "WS_HEARTBEAT_SECONDS", 15, 1..=600)?,
+            },
         };
         if jwt_secret.is_none() {
-            settings.jwt_secret = Secret(load_or_create_secret(&settings.data_dir)?);
+            settings.auth.jwt_secret = Secret(load_or_create_secret(&settings.server.data_dir)?);
         }
         Ok(settings)
     }
@@ -497,12 +547,12 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let s = settings(&[KEY]).unwrap();
-        assert_eq!(s.bind_addr, "127.0.0.1:8080");
+        assert_eq!(s.server.bind_addr, "127.0.0.1:8080");
         assert_eq!(s.database, DatabaseTarget::Sqlite("data/chat.db".into()));
-        assert_eq!(s.max_file_size_mb, 50);
-        assert_eq!(s.download_url_ttl_seconds, 900);
-        assert_eq!(s.jwt_ttl_seconds, 86_400);
-        assert!(s.s3.is_none());
+        assert_eq!(s.limits.max_file_size_mb, 50);
+        assert_eq!(s.auth.download_url_ttl_seconds, 900);
+        assert_eq!(s.auth.jwt_ttl_seconds, 86_400);
+        assert!(s.store.s3.is_none());
     }
 
     #[test]

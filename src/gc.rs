@@ -73,7 +73,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         tracing::error!(rows = ?report.missing_objects, "file rows whose object is missing from the store");
     }
 
-    let cutoff = now() - TimeDelta::seconds(state.settings.orphan_min_age_seconds);
+    let cutoff = now() - TimeDelta::seconds(state.settings.store.orphan_min_age_seconds);
     let old: Vec<String> = objects
         .iter()
         .filter(|o| o.last_modified.is_some_and(|t| t <= cutoff))
@@ -95,7 +95,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
 }
 
 async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
-    let cutoff = now() - TimeDelta::seconds(state.settings.file_purge_after_seconds);
+    let cutoff = now() - TimeDelta::seconds(state.settings.store.file_purge_after_seconds);
     let due = state
         .db
         .run(move |conn| Ok(db::files::due_for_purge(conn, cutoff, PURGE_BATCH)?))
@@ -124,7 +124,7 @@ async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
 /// Runs the sweeper every `GC_INTERVAL_SECONDS` in the background.
 pub fn spawn_background(state: &AppState) {
     let state = Sweeper::from(state);
-    let every = state.settings.gc_interval_seconds;
+    let every = state.settings.store.gc_interval_seconds;
     if every == 0 {
         return;
     }

@@ -138,6 +138,7 @@ mod tests {
         let secret =
             crate::config::Settings::from_lookup(|k| (k == "JWT_SECRET").then(|| "s".repeat(40)))
                 .unwrap()
+                .auth
                 .jwt_secret;
         DownloadLinks::new(&secret, ttl)
     }

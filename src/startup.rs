@@ -36,13 +36,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let state = build_state(settings).await?;
-        let listener = TcpListener::bind(&state.settings.bind_addr)
-            .with_context(|| format!("binding {}", state.settings.bind_addr))?;
+        let listener = TcpListener::bind(&state.settings.server.bind_addr)
+            .with_context(|| format!("binding {}", state.settings.server.bind_addr))?;
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
         crate::gc::spawn_background(&state);
         tracing::info!(
-            address = %listener_address(&state.settings.bind_addr, port),
+            address = %listener_address(&state.settings.server.bind_addr, port),
             database = state.db.backend(),
             "listening"
         );
@@ -81,7 +81,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
         })
         .await??
     };
-    let key_prefix = match &settings.store_key_prefix {
+    let key_prefix = match &settings.store.key_prefix {
         Some(prefix) => prefix.clone(),
         None => {
             // Derived from the database: a random name recorded on first start, so two
@@ -110,36 +110,39 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
     let (db, store) = connect_storage(&settings).await?;
-    let links = DownloadLinks::new(&settings.jwt_secret, settings.download_url_ttl_seconds);
+    let links = DownloadLinks::new(
+        &settings.auth.jwt_secret,
+        settings.auth.download_url_ttl_seconds,
+    );
     let hub = Hub::start(
         links.clone(),
         HubConfig {
-            max_connections_per_user: settings.ws_max_connections_per_user,
+            max_connections_per_user: settings.realtime.ws_max_connections_per_user,
         },
     );
-    let redis = match &settings.redis_url {
+    let redis = match &settings.realtime.redis_url {
         Some(url) => {
             let client = redis_bridge::client(url.expose())?;
-            let channel = settings.redis_channel.clone();
+            let channel = settings.realtime.redis_channel.clone();
             tracing::info!(channel, "events fan out across instances through Redis");
             Some(redis_bridge::start(
                 client,
                 channel,
                 hub.clone(),
-                settings.redis_publish_queue,
+                settings.realtime.redis_publish_queue,
             ))
         }
         None => None,
     };
     Ok(AppState {
-        tokens: TokenService::new(&settings.jwt_secret, settings.jwt_ttl_seconds),
+        tokens: TokenService::new(&settings.auth.jwt_secret, settings.auth.jwt_ttl_seconds),
         links,
-        download_limiter: RateLimiter::per_minute(settings.download_links_per_minute),
-        login_limiter: RateLimiter::per_minute(settings.login_attempts_per_minute),
-        passwords: PasswordHashing::start(settings.password_hash_concurrency)
+        download_limiter: RateLimiter::per_minute(settings.limits.download_links_per_minute),
+        login_limiter: RateLimiter::per_minute(settings.limits.login_attempts_per_minute),
+        passwords: PasswordHashing::start(settings.auth.password_hash_concurrency)
             .context("starting the password hashing threads")?,
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
-        upload_slots: UploadSlots::new(settings.max_concurrent_uploads_per_user),
+        upload_slots: UploadSlots::new(settings.limits.max_concurrent_uploads_per_user),
         events: EventBus::new(hub, redis),
         store,
         db,
@@ -151,8 +154,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 /// WebSocket upgrades, which then own their sockets. (This is what `HttpServer` builds,
 /// plus the upgrade service it does not expose.)
 fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
-    let workers = state.settings.workers;
-    let static_dir = state.settings.static_dir.clone();
+    let workers = state.settings.server.workers;
+    let static_dir = state.settings.server.static_dir.clone();
     let data = web::Data::new(state);
     let address = listener.local_addr()?;
     let server = actix_server::Server::build()

@@ -44,9 +44,9 @@ pub struct UploadRules {
 impl UploadRules {
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
         UploadRules {
-            max_file_bytes: settings.max_file_size_mb * 1024 * 1024,
-            allowed_types: settings.allowed_file_types.clone(),
-            body_idle_timeout: Duration::from_secs(settings.body_idle_timeout_seconds),
+            max_file_bytes: settings.limits.max_file_size_mb * 1024 * 1024,
+            allowed_types: settings.limits.allowed_file_types.clone(),
+            body_idle_timeout: Duration::from_secs(settings.limits.body_idle_timeout_seconds),
         }
     }
 

@@ -98,6 +98,7 @@ mod tests {
     fn test_secret() -> Secret {
         crate::config::Settings::from_lookup(|k| (k == "JWT_SECRET").then(|| "k".repeat(32)))
             .unwrap()
+            .auth
             .jwt_secret
     }
 

@@ -68,7 +68,7 @@ pub async fn run(
     // What is queued (a close frame, if any) goes out; a client that does not read it in
     // time is cut off.
     outbox.finish();
-    let timeout = Duration::from_secs(state.settings.ws_close_timeout_seconds);
+    let timeout = Duration::from_secs(state.settings.realtime.ws_close_timeout_seconds);
     match Box::pin(outbox.flush(timeout)).await {
         Flushed::Yes => Box::pin(stream.linger(timeout)).await,
         Flushed::TimedOut => {
@@ -223,7 +223,7 @@ impl<'a> Live<'a> {
         let now_unix = chrono::Utc::now().timestamp();
         let expires_at = TokioInstant::now()
             + Duration::from_secs((self.user.expires_at - now_unix).max(0) as u64);
-        let heartbeat = Duration::from_secs(self.state.settings.ws_heartbeat_seconds);
+        let heartbeat = Duration::from_secs(self.state.settings.realtime.ws_heartbeat_seconds);
         let silence_limit = heartbeat * SILENT_HEARTBEATS;
         let mut next_ping = TokioInstant::now() + heartbeat.mul_f64(rand::random::<f64>());
         let timer = tokio::time::sleep_until(next_ping.min(expires_at));

@@ -119,14 +119,14 @@ async fn run_session(state: Data<AppState>, accepted: Accepted) {
     // With the kernel's autotuning, a client that stops reading parks megabytes there before
     // its outbox fills and it is closed with 4008; capped (64 KiB), it is found out after
     // about a thousand events. Downloads (other connections) keep autotuning.
-    if state.settings.ws_send_buffer_bytes > 0
+    if state.settings.realtime.ws_send_buffer_bytes > 0
         && let Err(e) = socket2::SockRef::from(&*socket)
-            .set_send_buffer_size(state.settings.ws_send_buffer_bytes)
+            .set_send_buffer_size(state.settings.realtime.ws_send_buffer_bytes)
     {
         tracing::warn!(error = %e, "could not cap a WebSocket's send buffer");
     }
     let outbox = Outbox::new(
-        state.settings.ws_queue_capacity,
+        state.settings.realtime.ws_queue_capacity,
         Some(socket.clone()),
         Some(Doorbell::current()),
     );

@@ -27,7 +27,7 @@ async fn require_admin(state: &AppState, auth: AuthUser) -> Result<(), AppError>
         .db
         .run(move |conn| Ok(db::users::find(conn, auth.id)?))
         .await?;
-    if !state.settings.admin_usernames.contains(&user.username) {
+    if !state.settings.auth.admin_usernames.contains(&user.username) {
         return Err(AppError::forbidden("administrators only"));
     }
     Ok(())
@@ -75,6 +75,6 @@ async fn realtime_status(
         "frames_queued": read(&stats.frames_queued),
         "slow_disconnects": read(&stats.slow_disconnects),
         "resync_disconnects": read(&stats.resync_disconnects),
-        "redis": state.settings.redis_url.is_some(),
+        "redis": state.settings.realtime.redis_url.is_some(),
     })))
 }

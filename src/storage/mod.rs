@@ -59,9 +59,9 @@ impl Store {
     /// The store named by the settings (S3 when a bucket is set, else the local
     /// directory), for the deployment whose objects live under `key_prefix`.
     pub async fn from_settings(settings: &Settings, key_prefix: &str) -> anyhow::Result<Store> {
-        let backend = match &settings.s3 {
+        let backend = match &settings.store.s3 {
             Some(s3) => Backend::S3(S3Store::connect(s3).await),
-            None => Backend::Local(LocalStore::open(settings.data_dir.join("files"))?),
+            None => Backend::Local(LocalStore::open(settings.server.data_dir.join("files"))?),
         };
         Ok(Store {
             backend,
