@@ -51,7 +51,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use common::{Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, work_dir};
+use common::{
+    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, parse_stamp,
+    server_frame, stamp, work_dir,
+};
 
 /// Set in the environment of the copy of this process that runs under `taskset`.
 const PINNED_ENV: &str = "BENCH_PEER_PINNED";
@@ -798,25 +801,6 @@ async fn drive(mut ws: Ws, mut outgoing: mpsc::UnboundedReceiver<String>, stats:
     stats.record_close(None);
 }
 
-/// One complete unmasked (server) frame at the start of `bytes`: (opcode, payload, length
-/// in all). Fragmented messages do not occur here: both servers send whole frames.
-fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
-    let (len, header) = match second & 0x7F {
-        126 => (
-            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = bytes.get(header..header + len)?;
-    Some((first & 0x0F, payload, header + len))
-}
-
 /// A client frame into `out`. Clients must mask; the key is zero, which leaves the payload
 /// as it is (both servers still unmask it).
 fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
@@ -1019,21 +1003,6 @@ async fn wait_for_deliveries(step: &StepStats, expected: u64) {
     }
 }
 
-/// Message content: `b<step>.<due time in µs since the client started>`.
-fn stamp(step: usize, due_us: u64) -> String {
-    format!("b{step}.{due_us}")
-}
-
-/// The stamp in an event frame, found by substring search: cheaper than parsing the JSON.
-/// Both servers serialise `"content":"..."` without spaces.
-fn parse_stamp(frame: &str) -> Option<(usize, u64)> {
-    const KEY: &str = "\"content\":\"b";
-    let rest = &frame[frame.find(KEY)? + KEY.len()..];
-    let (step, rest) = rest.split_once('.')?;
-    let end = rest.find('"')?;
-    Some((step.parse().ok()?, rest[..end].parse().ok()?))
-}
-
 // ---------------------------------------------------------------------------------------
 // What the sockets read
 
@@ -1138,70 +1107,6 @@ impl Stats {
         if !closes.is_empty() {
             println!("{name}: SOCKETS CLOSED (code: count, 0 = no close frame): {closes:?}");
         }
-    }
-}
-
-/// Latencies in µs, log-linear buckets (as in bench_ws): exact below 64 µs, then 64
-/// buckets per power of two (under 1.6 % error).
-struct Histogram {
-    buckets: Box<[AtomicU64]>,
-}
-
-const SUB_BITS: u32 = 6;
-const SUB: usize = 1 << SUB_BITS;
-const BUCKETS: usize = SUB + 31 * SUB;
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn bucket(value: u64) -> usize {
-        if value < SUB as u64 {
-            return value as usize;
-        }
-        let exp = 63 - value.leading_zeros();
-        let shift = exp - SUB_BITS;
-        let mantissa = (value >> shift) as usize;
-        (SUB + shift as usize * SUB + mantissa - SUB).min(BUCKETS - 1)
-    }
-
-    /// The largest value that falls in bucket `i`.
-    fn upper_bound(i: usize) -> u64 {
-        if i < SUB {
-            return i as u64;
-        }
-        let shift = (i - SUB) / SUB;
-        let mantissa = ((i - SUB) % SUB + SUB) as u64;
-        ((mantissa + 1) << shift) - 1
-    }
-
-    fn record(&self, value: u64) {
-        self.buckets[Self::bucket(value)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The value at quantile `q` (0..=1), as its bucket's upper bound; 0 when empty.
-    fn percentile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::upper_bound(i);
-            }
-        }
-        Self::upper_bound(BUCKETS - 1)
     }
 }
 

@@ -80,8 +80,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use common::{
-    Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, proc_status_bytes,
-    server_bin_to_measure, work_dir,
+    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, parse_stamp,
+    proc_status_bytes, server_bin_to_measure, server_frame, stamp, work_dir,
 };
 
 const JWT_SECRET: &str = "bench-ws-secret-0123456789abcdef-0123456789";
@@ -1315,39 +1315,6 @@ async fn read_events(mut ws: Ws, stats: Arc<Stats>) {
     stats.record_close(None);
 }
 
-/// One complete unmasked frame at the start of `bytes`: (opcode, payload, length in all).
-fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
-    let (len, header) = match second & 0x7F {
-        126 => (
-            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = bytes.get(header..header + len)?;
-    Some((first & 0x0F, payload, header + len))
-}
-
-/// Message content: `b<step>.<due time in µs since the bench started>`.
-fn stamp(step: usize, due_us: u64) -> String {
-    format!("b{step}.{due_us}")
-}
-
-/// Finds the stamp in an event frame by substring search: cheaper than parsing the JSON,
-/// and the client shares the CPUs with the server.
-fn parse_stamp(frame: &str) -> Option<(usize, u64)> {
-    const KEY: &str = "\"content\":\"b";
-    let rest = &frame[frame.find(KEY)? + KEY.len()..];
-    let (step, rest) = rest.split_once('.')?;
-    let end = rest.find('"')?;
-    Some((step.parse().ok()?, rest[..end].parse().ok()?))
-}
-
 // ---------------------------------------------------------------------------------------
 // Publishing
 
@@ -1537,70 +1504,6 @@ impl Stats {
         if !closes.is_empty() {
             println!("READERS CLOSED by the server (code: count, 0 = no close frame): {closes:?}");
         }
-    }
-}
-
-/// Latencies in µs, log-linear buckets: exact below 64 µs, then 64 buckets per power of
-/// two (under 1.6 % error). Lock-free, so thousands of reader tasks can share it.
-struct Histogram {
-    buckets: Box<[AtomicU64]>,
-}
-
-const SUB_BITS: u32 = 6;
-const SUB: usize = 1 << SUB_BITS;
-const BUCKETS: usize = SUB + 31 * SUB;
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn bucket(value: u64) -> usize {
-        if value < SUB as u64 {
-            return value as usize;
-        }
-        let exp = 63 - value.leading_zeros(); // at least SUB_BITS
-        let shift = exp - SUB_BITS;
-        let mantissa = (value >> shift) as usize; // in SUB..2 * SUB
-        (SUB + shift as usize * SUB + mantissa - SUB).min(BUCKETS - 1)
-    }
-
-    /// The largest value that falls in bucket `i`.
-    fn upper_bound(i: usize) -> u64 {
-        if i < SUB {
-            return i as u64;
-        }
-        let shift = (i - SUB) / SUB;
-        let mantissa = ((i - SUB) % SUB + SUB) as u64;
-        ((mantissa + 1) << shift) - 1
-    }
-
-    fn record(&self, value: u64) {
-        self.buckets[Self::bucket(value)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The value at quantile `q` (0..=1), as its bucket's upper bound; 0 when empty.
-    fn percentile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::upper_bound(i);
-            }
-        }
-        Self::upper_bound(BUCKETS - 1)
     }
 }
 

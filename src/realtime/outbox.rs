@@ -102,6 +102,15 @@ impl Outbox {
     /// behind what waits.
     pub fn push(&self, frame: Bytes) -> Result<(), Refused> {
         let mut inner = self.lock();
+        if self.enqueue(&mut inner, frame)? {
+            self.write_queued(&mut inner);
+        }
+        Ok(())
+    }
+
+    /// Queues a frame; true when nothing was waiting before it and no worker has been
+    /// handed the outbox, so that the caller must see it written.
+    fn enqueue(&self, inner: &mut Inner, frame: Bytes) -> Result<bool, Refused> {
         if inner.closing || inner.failed {
             return Err(Refused::Closed);
         }
@@ -109,10 +118,7 @@ impl Outbox {
             return Err(Refused::Full);
         }
         inner.frames.push(frame);
-        if inner.frames.len() == 1 && !inner.write_scheduled {
-            self.write_queued(&mut inner);
-        }
-        Ok(())
+        Ok(inner.frames.len() == 1 && !inner.write_scheduled)
     }
 
     /// Queues a frame for this connection's worker thread to write: with a doorbell, the
@@ -127,14 +133,7 @@ impl Outbox {
             return self.push(frame);
         };
         let mut inner = self.lock();
-        if inner.closing || inner.failed {
-            return Err(Refused::Closed);
-        }
-        if inner.frames.len() >= self.capacity {
-            return Err(Refused::Full);
-        }
-        inner.frames.push(frame);
-        if inner.frames.len() == 1 && !inner.write_scheduled {
+        if self.enqueue(&mut inner, frame)? {
             inner.write_scheduled = true;
             batches.batch(doorbell).push(self.clone());
         }

@@ -531,24 +531,7 @@ async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
     use tokio::io::AsyncWriteExt;
     let app = app_on(store).await;
     let (alice, _, channel) = app.two_members().await;
-    let boundary = "cutcutcut";
-    let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\nbye\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
-    );
-    let port = app.address.rsplit(':').next().unwrap();
-    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    let request = format!(
-        "POST /api/channels/{channel}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
-        alice.token,
-        64 * 1024 * 1024
-    );
-    socket.write_all(request.as_bytes()).await.unwrap();
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(&fixtures::mp4(1024)).await.unwrap();
+    let mut socket = stalled_upload(&app, &alice, channel, 1024).await;
     // Past the first 8 MiB part, so S3 has a multipart upload open.
     for i in 0..(10 * 16) {
         socket
