@@ -79,6 +79,13 @@ impl TokenService {
                 tracing::debug!(reason = %e, "token refused");
                 invalid()
             })?;
+        // A token issued in the future (beyond the clock-skew leeway) was not issued by us
+        // at the time it says: refused (jsonwebtoken checks `exp` and `nbf`, not `iat`).
+        let now = chrono::Utc::now().timestamp();
+        if data.claims.iat > now + LEEWAY_SECONDS as i64 {
+            tracing::debug!("token refused: issued in the future");
+            return Err(invalid());
+        }
         let id = data.claims.sub.parse::<i32>().map_err(|_| invalid())?;
         Ok(AuthUser {
             id,

@@ -65,6 +65,41 @@ async fn expired_tokens_are_401() {
 }
 
 #[tokio::test]
+async fn tokens_issued_in_the_future_are_401() {
+    let app = spawn_app().await;
+    let user = app.register("alice").await;
+    let mut c = claims(user.id);
+    c["iat"] = json!(now() + 3600);
+    c["exp"] = json!(now() + 7200);
+    assert_refused(&app, &sign(&c, Algorithm::HS256, JWT_SECRET.as_bytes())).await;
+    // Within the clock-skew leeway it is fine.
+    c["iat"] = json!(now() + 2);
+    let token = sign(&c, Algorithm::HS256, JWT_SECRET.as_bytes());
+    let response = me_status(&app, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Found by attack: connections that never send a request head are closed after the
+/// client request timeout instead of being held.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://");
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(15), silent.read(&mut buf))
+        .await
+        .expect("closed by the server within its request timeout");
+    // Closed: EOF, a 408 (actix answers one), or a reset.
+    if let Ok(n) = read
+        && n > 0
+    {
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+    }
+}
+
+#[tokio::test]
 async fn tokens_signed_with_another_key_are_401() {
     let app = spawn_app().await;
     let user = app.register("alice").await;
