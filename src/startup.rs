@@ -9,7 +9,8 @@ use std::time::Duration;
 use actix_http::HttpService;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
 use actix_web::dev::{AppConfig, Server};
-use actix_web::middleware::from_fn;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, web};
 use anyhow::Context;
 
@@ -156,6 +157,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
     let static_dir = state.settings.server.static_dir.clone();
+    let policy = content_security_policy(&state.settings);
     let data = web::Data::new(state);
     let address = listener.local_addr()?;
     let server = actix_server::Server::build()
@@ -164,8 +166,16 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
             let upgrades = realtime::upgrade::service(data.clone());
             let data = data.clone();
             let static_dir = static_dir.clone();
+            let policy = policy.clone();
             let app = move || {
                 App::new()
+                    // Defaults: a response that sets its own (a served file's sandbox) keeps it.
+                    .wrap(
+                        DefaultHeaders::new()
+                            .add((header::CONTENT_SECURITY_POLICY, policy.clone()))
+                            .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                            .add((header::REFERRER_POLICY, "no-referrer")),
+                    )
                     .wrap(from_fn(telemetry::log_requests))
                     .app_data(data.clone())
                     .app_data(extractors::json_config())
@@ -198,9 +208,74 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     Ok(server)
 }
 
+/// The browser client's policy: its own scripts and styles only, never framed. Images and
+/// media may also come from the S3 store, where file links redirect.
+fn content_security_policy(settings: &Settings) -> String {
+    let store = settings.store.s3.as_ref().map(|s3| match &s3.endpoint {
+        // Path-style addressing: presigned URLs point at the endpoint itself.
+        Some(endpoint) => origin_of(endpoint),
+        None => "https://*.amazonaws.com".to_owned(),
+    });
+    let media = match &store {
+        Some(store) => format!("'self' blob: data: {store}"),
+        None => "'self' blob: data:".to_owned(),
+    };
+    format!(
+        "default-src 'self'; img-src {media}; media-src {media}; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn listener_address(bind_addr: &str, port: u16) -> String {
     match bind_addr.rsplit_once(':') {
         Some((host, _)) => format!("{host}:{port}"),
         None => bind_addr.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(pairs: &[(&str, &str)]) -> String {
+        let settings = Settings::from_lookup(|key| {
+            (key == "JWT_SECRET").then(|| "k".repeat(32)).or_else(|| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            })
+        })
+        .unwrap();
+        content_security_policy(&settings)
+    }
+
+    #[test]
+    fn images_may_come_from_the_s3_store_that_links_redirect_to() {
+        assert!(policy(&[]).contains("img-src 'self' blob: data:;"));
+        let minio = policy(&[
+            ("AWS_S3_BUCKET_NAME", "chat"),
+            ("AWS_S3_ENDPOINT", "http://127.0.0.1:9000/"),
+        ]);
+        assert!(
+            minio.contains("img-src 'self' blob: data: http://127.0.0.1:9000;"),
+            "{minio}"
+        );
+        let aws = policy(&[("AWS_S3_BUCKET_NAME", "chat")]);
+        assert!(
+            aws.contains("media-src 'self' blob: data: https://*.amazonaws.com;"),
+            "{aws}"
+        );
     }
 }

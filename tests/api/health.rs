@@ -44,9 +44,30 @@ async fn the_static_client_is_served_at_the_root() {
     assert!(response.text().await.unwrap().contains("<html"));
 }
 
-/// The HTTP/1 dispatcher is patched (vendor/README.md) to hold no buffers while a
-/// connection waits: requests that trickle in, headers near the 8 KiB read size and
-/// keep-alive reuse must all still parse.
+/// The client's pages may run only their own scripts and are never framed; no response is
+/// sniffed or leaks its URL as a referrer.
+#[tokio::test]
+async fn the_static_client_carries_a_content_security_policy() {
+    let app = spawn_app().await;
+    for path in ["/", "/js/app.js", "/api/nothing"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let headers = response.headers();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(policy.contains(directive), "{path}: {policy}");
+        }
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    }
+}
+
+/// Requests that trickle in, headers near the 8 KiB read size and keep-alive reuse all
+/// parse (kept from when the HTTP/1 dispatcher was a patched fork).
 #[tokio::test]
 async fn requests_trickling_in_and_kept_alive_still_parse() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
