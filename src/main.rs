@@ -23,6 +23,19 @@ enum Command {
     /// Sweep the file store once: purge deleted files' objects, remove orphans, report
     /// missing objects. Prints the report as JSON.
     Gc,
+    /// Grant or revoke administration (recorded in the database).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make an existing user an administrator.
+    Grant { username: String },
+    /// Take administration away from a user.
+    Revoke { username: String },
 }
 
 #[tokio::main]
@@ -55,6 +68,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{applied} migration(s) applied to the {} database",
                 settings.database.backend_name()
             );
+        }
+        Command::Admin { action } => {
+            let (username, admin) = match action {
+                AdminAction::Grant { username } => (username, true),
+                AdminAction::Revoke { username } => (username, false),
+            };
+            let target = settings.database.clone();
+            let name = username.clone();
+            let found = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+                let db = Db::connect(&target)?;
+                db.migrate()?;
+                let mut conn = db.connection()?;
+                Ok(chatserver::db::users::set_admin(&mut conn, &name, admin)?)
+            })
+            .await??;
+            anyhow::ensure!(found, "no user named {username:?}");
+            let verb = if admin { "is now" } else { "is no longer" };
+            println!("{username} {verb} an administrator");
         }
         Command::Gc => {
             // The database and the store only: no hub, no Redis, no listener.

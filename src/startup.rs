@@ -70,6 +70,7 @@ impl Application {
 /// Connects the database (applying migrations) and the file store: all that the `gc`
 /// command needs.
 pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)> {
+    let admin_usernames = settings.auth.admin_usernames.clone();
     let db = {
         let target = settings.database.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
@@ -82,6 +83,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
         })
         .await??
     };
+    grant_configured_admins(&db, &admin_usernames).await?;
     let key_prefix = match &settings.store.key_prefix {
         Some(prefix) => prefix.clone(),
         None => {
@@ -206,6 +208,31 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
         })?
         .run();
     Ok(server)
+}
+
+/// `ADMIN_USERNAMES` grants administration to accounts that exist when the server starts,
+/// never to one registered later under that name (whoever registered `admin` first would be
+/// an administrator). The grant is recorded; `chatserver admin grant|revoke` is the tool.
+async fn grant_configured_admins(db: &Db, usernames: &[String]) -> anyhow::Result<()> {
+    for username in usernames {
+        let name = username.clone();
+        let granted = db
+            .write(move |conn| Ok(db::users::set_admin(conn, &name, true)?))
+            .await
+            .map_err(|e| anyhow::anyhow!("granting ADMIN_USERNAMES: {e}"))?;
+        if granted {
+            tracing::warn!(
+                username,
+                "ADMIN_USERNAMES: administration granted (and recorded); prefer `chatserver admin grant`"
+            );
+        } else {
+            tracing::warn!(
+                username,
+                "ADMIN_USERNAMES names no existing account: nothing granted, and registering it later grants nothing"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The browser client's policy: its own scripts and styles only, never framed. Images and

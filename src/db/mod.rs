@@ -174,6 +174,12 @@ impl Db {
         }
     }
 
+    /// A pooled connection, for commands that run outside the server (no writer thread
+    /// involved: nothing else writes then).
+    pub fn connection(&self) -> anyhow::Result<r2d2::PooledConnection<ConnectionManager>> {
+        self.pool.get().context("getting a database connection")
+    }
+
     /// Applies pending migrations; returns how many ran.
     pub fn migrate(&self) -> anyhow::Result<usize> {
         let mut conn = self.pool.get().context("getting a connection to migrate")?;

@@ -14,6 +14,7 @@ diesel::table! {
         display_name -> Text,
         password_hash -> Text,
         created_at -> Timestamp,
+        is_admin -> Bool,
     }
 }
 

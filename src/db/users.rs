@@ -45,3 +45,15 @@ pub fn find_credentials(
         .first(conn)
         .optional()
 }
+
+/// Grants or revokes administration; false when there is no such user.
+pub fn set_admin(conn: &mut AnyConnection, username: &str, admin: bool) -> QueryResult<bool> {
+    let updated = diesel::update(users::table.filter(users::username.eq(username)))
+        .set(users::is_admin.eq(admin))
+        .execute(conn)?;
+    Ok(updated > 0)
+}
+
+pub fn is_admin(conn: &mut AnyConnection, id: i32) -> QueryResult<bool> {
+    users::table.find(id).select(users::is_admin).first(conn)
+}

@@ -21,13 +21,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-/// Refuses users not named in `ADMIN_USERNAMES`.
+/// Refuses users who were not granted administration (`chatserver admin grant`).
 async fn require_admin(state: &AppState, auth: AuthUser) -> Result<(), AppError> {
-    let user = state
+    let admin = state
         .db
-        .run(move |conn| Ok(db::users::find(conn, auth.id)?))
+        .run(move |conn| Ok(db::users::is_admin(conn, auth.id)?))
         .await?;
-    if !state.settings.auth.admin_usernames.contains(&user.username) {
+    if !admin {
         return Err(AppError::forbidden("administrators only"));
     }
     Ok(())

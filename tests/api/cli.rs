@@ -113,3 +113,53 @@ fn gc_sweeps_without_starting_the_hub_redis_or_a_listener() {
         "a listener was started: {stderr}"
     );
 }
+
+/// Found by attack: admins were named by username, so whoever registered `admin` first was
+/// one. `ADMIN_USERNAMES` now grants only accounts that exist at start; the CLI records
+/// grants.
+#[tokio::test]
+async fn administration_is_granted_not_claimed_by_registering_a_name() {
+    use crate::helpers::{expect_error, spawn_app_with};
+    use reqwest::StatusCode;
+    let app = spawn_app_with(&[("ADMIN_USERNAMES", "root")]).await;
+    let root = app.register("root").await;
+    let status = app.get("/api/admin/realtime-status", &root.token).await;
+    expect_error(status, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = app.database_url().to_owned();
+    let grant = chatserver(
+        dir.path(),
+        &["admin", "grant", "root"],
+        &[("DATABASE_URL", &url)],
+    );
+    assert!(
+        grant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grant.stderr)
+    );
+    let status = app.get("/api/admin/realtime-status", &root.token).await;
+    assert_eq!(status.status(), StatusCode::OK);
+
+    let revoke = chatserver(
+        dir.path(),
+        &["admin", "revoke", "root"],
+        &[("DATABASE_URL", &url)],
+    );
+    assert!(revoke.status.success());
+    let status = app.get("/api/admin/realtime-status", &root.token).await;
+    assert_eq!(status.status(), StatusCode::FORBIDDEN);
+
+    let nobody = chatserver(
+        dir.path(),
+        &["admin", "grant", "nobody"],
+        &[("DATABASE_URL", &url)],
+    );
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no user named"));
+
+    // An account that exists when an instance starts is granted by ADMIN_USERNAMES.
+    let peer = app.spawn_peer(&[]).await;
+    let status = peer.get("/api/admin/realtime-status", &root.token).await;
+    assert_eq!(status.status(), StatusCode::OK);
+}

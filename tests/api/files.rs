@@ -1043,8 +1043,9 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
 }
 
 async fn storage_status_is_for_admins(store: StoreKind) {
-    let app = spawn_app_on(store, &[("ADMIN_USERNAMES", "root,alice")]).await;
+    let app = spawn_app_on(store, &[]).await;
     let (alice, bob, channel) = app.two_members().await;
+    app.grant_admin("alice").await;
     let file = upload_one(&app, &alice, channel).await;
     let status = expect_json(
         app.get("/api/admin/storage-status", &alice.token).await,

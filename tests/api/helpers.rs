@@ -209,6 +209,23 @@ impl TestApp {
         }
     }
 
+    /// The database this app uses (for the CLI).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// Makes `username` an administrator, as `chatserver admin grant` does.
+    pub async fn grant_admin(&self, username: &str) {
+        let name = username.to_owned();
+        let granted = self
+            .state
+            .db
+            .write(move |conn| Ok(chatserver::db::users::set_admin(conn, &name, true)?))
+            .await
+            .unwrap();
+        assert!(granted, "no user {username}");
+    }
+
     /// The data directory (the local store lives in its `files/`).
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()

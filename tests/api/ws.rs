@@ -484,10 +484,10 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     let app = spawn_app_with(&[
         ("WS_QUEUE_CAPACITY", "64"),
         ("WS_CLOSE_TIMEOUT_SECONDS", "300"),
-        ("ADMIN_USERNAMES", "alice"),
     ])
     .await;
     let (alice, slow_user, channel) = app.two_members().await;
+    app.grant_admin("alice").await;
     let (mut reader, _) = WsClient::login(&app, &alice).await;
     let mut slow = WsClient::non_reader(&app, &slow_user).await;
 
