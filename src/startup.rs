@@ -45,6 +45,11 @@ impl Application {
         tracing::info!(
             address = %listener_address(&state.settings.server.bind_addr, port),
             database = state.db.backend(),
+            // The SQLite file (a PostgreSQL URL may carry a password: never logged).
+            sqlite_file = match &state.settings.database {
+                crate::config::DatabaseTarget::Sqlite(path) => path.display().to_string(),
+                crate::config::DatabaseTarget::Postgres(_) => String::new(),
+            },
             "listening"
         );
         Ok(Application {
@@ -63,7 +68,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let stopped = self.server.await;
+        tracing::info!("stopped");
+        stopped
     }
 }
 
