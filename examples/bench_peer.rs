@@ -36,7 +36,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
@@ -52,8 +52,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use common::{
-    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, parse_stamp,
-    server_frame, stamp, work_dir,
+    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, now_us,
+    parse_stamp, server_frame, stamp, work_dir,
 };
 
 /// Set in the environment of the copy of this process that runs under `taskset`.
@@ -1005,11 +1005,6 @@ async fn wait_for_deliveries(step: &StepStats, expected: u64) {
 
 // ---------------------------------------------------------------------------------------
 // What the sockets read
-
-fn now_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
 
 /// One server's readings, shared by its socket tasks.
 struct Stats {

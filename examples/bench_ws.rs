@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -80,8 +80,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use common::{
-    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, parse_stamp,
-    proc_status_bytes, server_bin_to_measure, server_frame, stamp, work_dir,
+    Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, now_us,
+    parse_stamp, proc_status_bytes, server_bin_to_measure, server_frame, stamp, work_dir,
 };
 
 const JWT_SECRET: &str = "bench-ws-secret-0123456789abcdef-0123456789";
@@ -1440,11 +1440,6 @@ async fn post(request: reqwest::RequestBuilder) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------
 // Latency statistics, shared by every reader task
-
-fn now_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
 
 struct Stats {
     steps: Vec<StepStats>,

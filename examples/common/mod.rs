@@ -330,3 +330,12 @@ pub fn parse_stamp(frame: &str) -> Option<(usize, u64)> {
     let end = rest.find('"')?;
     Some((step.parse().ok()?, rest[..end].parse().ok()?))
 }
+
+/// Microseconds since this process first asked: the clock stamps and latencies share.
+pub fn now_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}

@@ -239,13 +239,12 @@ impl Outbox {
             loop {
                 let socket = {
                     let mut inner = self.lock();
+                    if !inner.frames.is_empty() {
+                        self.write_queued(&mut inner);
+                    }
                     if inner.failed {
                         return Flushed::SocketFailed;
                     }
-                    if inner.frames.is_empty() {
-                        return Flushed::Yes;
-                    }
-                    self.write_queued(&mut inner);
                     if inner.frames.is_empty() {
                         return Flushed::Yes;
                     }
