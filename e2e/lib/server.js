@@ -22,7 +22,11 @@ export function serverBinary() {
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     if (result.status !== 0) throw new Error(`cargo build failed (exit ${result.status})`);
-    built = join(REPO, 'target', 'debug', 'chatserver');
+    // Where cargo put it: CARGO_TARGET_DIR (relative to the repository) when set.
+    const targetDir = process.env.CARGO_TARGET_DIR
+      ? resolve(REPO, process.env.CARGO_TARGET_DIR)
+      : join(REPO, 'target');
+    built = join(targetDir, 'debug', 'chatserver');
   }
   return built;
 }
