@@ -123,6 +123,9 @@ async fn measure(label: &str, bin: &Path, args: &Args) -> anyhow::Result<Reading
         .env("GC_INTERVAL_SECONDS", "0")
         // The per-username limit would refuse a spray on few accounts: not what is measured.
         .env("LOGIN_ATTEMPTS_PER_MINUTE", "100000")
+        // Every benchmark user comes from 127.0.0.1.
+        .env("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", "100000")
+        .env("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", "100000")
         .env("RUST_LOG", "warn");
     let mut server = Spawned::start("chatserver", command, &dir.path().join("server.log"), false)?;
     let base = format!("http://127.0.0.1:{port}");

@@ -145,6 +145,9 @@ pub struct ServerSettings {
     pub workers: usize,
     pub static_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client (for per-address
+    /// limits); nobody else's is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Tokens, links and passwords.
@@ -185,8 +188,13 @@ pub struct LimitSettings {
     pub allowed_file_types: Vec<String>,
     /// Download-link requests a user may make per minute.
     pub download_links_per_minute: u32,
-    /// Login attempts per username per minute (each costs an Argon2 hash).
+    /// Failed logins per username per client address per minute (each costs an Argon2
+    /// hash). Per address too, so a stranger cannot lock the owner out.
     pub login_attempts_per_minute: u32,
+    /// Failed logins per client address per minute, whatever the usernames (a spray).
+    pub login_attempts_per_minute_per_address: u32,
+    /// Registrations per client address per minute.
+    pub registrations_per_minute_per_address: u32,
 }
 
 /// WebSockets and the Redis bridge between instances.
@@ -313,6 +321,10 @@ impl Settings {
                 workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
                 static_dir,
                 data_dir,
+                trusted_proxies: crate::client_addr::parse_trusted_proxies(
+                    &get("TRUSTED_PROXIES").unwrap_or_default(),
+                )
+                .map_err(|reason| ConfigError::new("TRUSTED_PROXIES", reason))?,
             },
             database,
             auth: AuthSettings {
@@ -373,6 +385,18 @@ impl Settings {
                 login_attempts_per_minute: parse_number(
                     &get,
                     "LOGIN_ATTEMPTS_PER_MINUTE",
+                    10,
+                    1..=100_000,
+                )?,
+                login_attempts_per_minute_per_address: parse_number(
+                    &get,
+                    "LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS",
+                    30,
+                    1..=100_000,
+                )?,
+                registrations_per_minute_per_address: parse_number(
+                    &get,
+                    "REGISTRATIONS_PER_MINUTE_PER_ADDRESS",
                     10,
                     1..=100_000,
                 )?,

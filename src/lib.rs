@@ -2,7 +2,7 @@
 //!
 //! Layout: `config` (settings), `startup` (building the app), `telemetry` (logs), `error`
 //! (the one error type and its codes), `db` (diesel over PostgreSQL or SQLite), `auth`
-//! (passwords, JWTs), `links` (signed download links), `storage` (the file store),
+//! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed download links), `storage` (the file store),
 //! `uploads` (receiving files), `chat` (the chat core: what REST and the socket both call),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
 //! (thin HTTP handlers), `state` (what handlers share).
@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod error;

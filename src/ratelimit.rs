@@ -7,6 +7,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::client_addr::ClientAddr;
+use crate::config::LimitSettings;
 use crate::error::AppError;
 
 /// Keyed by user id unless said otherwise.
@@ -47,6 +49,16 @@ impl<K: Hash + Eq> RateLimiter<K> {
             .entry(key)
             .or_insert_with(|| TokenBucket::per_minute(self.per_minute))
             .take(now)
+    }
+
+    /// Gives back the token `check` took: for limits that count failures only, the
+    /// attempt takes a token up front (so concurrent attempts cannot all slip through) and
+    /// a success returns it.
+    pub fn refund(&self, key: &K) {
+        let mut buckets = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
     }
 
     /// `check` as a handler needs it: a refusal is `429 rate_limited` with `Retry-After`.
@@ -103,6 +115,74 @@ impl TokenBucket {
     }
 }
 
+/// The limits on signing in and signing up. Failed logins count per username *and client
+/// address* (so a stranger hammering one account locks out only themselves, not the owner
+/// signing in from elsewhere) and per address (so one client cannot spray many usernames);
+/// registrations per address. A success gives its login tokens back.
+#[derive(Clone)]
+pub struct AuthLimits {
+    pub login_per_account: RateLimiter<(String, ClientAddr)>,
+    pub login_per_address: RateLimiter<ClientAddr>,
+    pub registration_per_address: RateLimiter<ClientAddr>,
+}
+
+impl AuthLimits {
+    pub fn new(limits: &LimitSettings) -> Self {
+        AuthLimits {
+            login_per_account: RateLimiter::per_minute(limits.login_attempts_per_minute),
+            login_per_address: RateLimiter::per_minute(
+                limits.login_attempts_per_minute_per_address,
+            ),
+            registration_per_address: RateLimiter::per_minute(
+                limits.registrations_per_minute_per_address,
+            ),
+        }
+    }
+
+    /// Takes a login attempt's tokens, or refuses with `429` and the longer wait.
+    pub fn admit_login(
+        &self,
+        username: &str,
+        from: ClientAddr,
+    ) -> Result<LoginAttempt<'_>, AppError> {
+        // Usernames are at most 32 bytes: a longer key is no account, and bounds what the
+        // limiter holds.
+        let account = (username.chars().take(33).collect::<String>(), from);
+        let by_address = self.login_per_address.check(from);
+        let by_account = self.login_per_account.check(account.clone());
+        match (by_address, by_account) {
+            (Ok(()), Ok(())) => Ok(LoginAttempt {
+                limits: self,
+                account,
+            }),
+            (address, account_result) => {
+                // Whichever bucket did admit keeps its token: the attempt was made.
+                let wait = [address.err(), account_result.err()]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(1);
+                Err(AppError::RateLimited {
+                    retry_after_seconds: wait,
+                })
+            }
+        }
+    }
+}
+
+/// An admitted login: `succeeded` gives its tokens back; dropped, it counts as a failure.
+pub struct LoginAttempt<'a> {
+    limits: &'a AuthLimits,
+    account: (String, ClientAddr),
+}
+
+impl LoginAttempt<'_> {
+    pub fn succeeded(self) {
+        self.limits.login_per_address.refund(&self.account.1);
+        self.limits.login_per_account.refund(&self.account);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +207,21 @@ mod tests {
                 .take(start + std::time::Duration::from_secs(2))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back_and_never_more_than_the_capacity() {
+        let limiter = RateLimiter::per_minute(2);
+        assert!(limiter.check(7).is_ok());
+        assert!(limiter.check(7).is_ok());
+        assert!(limiter.check(7).is_err());
+        limiter.refund(&7);
+        assert!(limiter.check(7).is_ok());
+        limiter.refund(&7);
+        limiter.refund(&7);
+        limiter.refund(&7);
+        assert!(limiter.check(7).is_ok());
+        assert!(limiter.check(7).is_ok());
+        assert!(limiter.check(7).is_err(), "refunds stop at the capacity");
     }
 }

@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::error::extractors;
 use crate::links::DownloadLinks;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AuthLimits, RateLimiter};
 use crate::realtime::hub::{Hub, HubConfig};
 use crate::realtime::{EventBus, redis_bridge};
 use crate::state::AppState;
@@ -148,7 +148,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         tokens: TokenService::new(&settings.auth.jwt_secret, settings.auth.jwt_ttl_seconds),
         links,
         download_limiter: RateLimiter::per_minute(settings.limits.download_links_per_minute),
-        login_limiter: RateLimiter::per_minute(settings.limits.login_attempts_per_minute),
+        auth_limits: AuthLimits::new(&settings.limits),
         passwords: PasswordHashing::start(settings.auth.password_hash_concurrency)
             .context("starting the password hashing threads")?,
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),

@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::db::{AnyConnection, Db};
 use crate::error::AppError;
 use crate::links::DownloadLinks;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AuthLimits, RateLimiter};
 use crate::realtime::{Event, EventBus};
 use crate::storage::Store;
 use crate::uploads::{UploadRules, UploadSlots};
@@ -25,8 +25,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub links: DownloadLinks,
     pub download_limiter: RateLimiter,
-    /// Keyed by username.
-    pub login_limiter: RateLimiter<String>,
+    /// Logins and registrations, per client address (and account).
+    pub auth_limits: AuthLimits,
     /// The threads that hash passwords (`PASSWORD_HASH_CONCURRENCY`).
     pub passwords: PasswordHashing,
     pub events: EventBus,

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::endpoint;
 use crate::auth::{AuthUser, passwords};
 use crate::chat::is_unsafe_display_char;
+use crate::client_addr::ClientAddr;
 use crate::db::models::User;
 use crate::db::{self};
 use crate::error::{AppError, ErrorCode};
@@ -38,6 +39,7 @@ struct LoginBody {
 
 async fn register(
     state: web::Data<AppState>,
+    from: ClientAddr,
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, AppError> {
     let RegisterBody {
@@ -48,6 +50,8 @@ async fn register(
     validate_username(&username)?;
     validate_password(&password)?;
     let display_name = clean_display_name(display_name.as_deref().unwrap_or(&username))?;
+    // Counted once the body is valid: a typo in a form costs nobody a registration.
+    state.auth_limits.registration_per_address.admit(from)?;
 
     let hash = state.passwords.hash(password).await?;
     let user = state
@@ -69,6 +73,7 @@ async fn register(
 
 async fn login(
     state: web::Data<AppState>,
+    from: ClientAddr,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, AppError> {
     let LoginBody { username, password } = body.into_inner();
@@ -77,10 +82,7 @@ async fn login(
     if password.len() > passwords::MAX_PASSWORD_BYTES {
         return Err(invalid());
     }
-    // Guessing one account's password is slowed per username (usernames are at most 32
-    // bytes: a longer key is no account, and bounds what the limiter holds).
-    let key: String = username.chars().take(33).collect();
-    state.login_limiter.admit(key)?;
+    let attempt = state.auth_limits.admit_login(&username, from)?;
     let found = state
         .db
         .run(move |conn| Ok(db::users::find_credentials(conn, &username)?))
@@ -88,6 +90,7 @@ async fn login(
     let (user, hash) = found.unzip();
     let matches = state.passwords.verify(password, hash).await?;
     let user = user.filter(|_| matches).ok_or_else(invalid)?;
+    attempt.succeeded();
     Ok(HttpResponse::Ok().json(session(&state, user)?))
 }
 

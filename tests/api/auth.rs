@@ -161,22 +161,42 @@ async fn malformed_json_and_wrong_content_type_are_400_with_the_error_body() {
     expect_error(wrong_shape, StatusCode::BAD_REQUEST, "bad_request").await;
 }
 
+/// A client whose connections come from `source` (any 127.x address reaches the server's
+/// 127.0.0.1 on Linux): a second, real client address for the per-address limits.
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn login_as(
+    client: &reqwest::Client,
+    app: &crate::helpers::TestApp,
+    username: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client
+        .post(app.url("/api/auth/login"))
+        .json(&json!({ "username": username, "password": password }));
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
-async fn repeated_logins_for_one_username_are_rate_limited() {
+async fn failed_logins_lock_out_the_guesser_but_not_the_owner_elsewhere() {
     let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await;
     app.register("alice").await;
-    let login = |username: &str, password: &str| {
-        app.client
-            .post(app.url("/api/auth/login"))
-            .json(&json!({ "username": username, "password": password }))
-            .send()
-    };
+    let attacker = client_from("127.0.0.1");
     for _ in 0..3 {
-        let response = login("alice", "wrong password").await.unwrap();
+        let response = login_as(&attacker, &app, "alice", "wrong password", None).await;
         expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    // The right password too: the limit is on attempts, not on failures.
-    let limited = login("alice", PASSWORD).await.unwrap();
+    // From the guesser's address even the right password waits.
+    let limited = login_as(&attacker, &app, "alice", PASSWORD, None).await;
     let retry_after: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -184,7 +204,99 @@ async fn repeated_logins_for_one_username_are_rate_limited() {
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-    // Other usernames are not affected.
-    let other = login("bob", PASSWORD).await.unwrap();
+    // The owner, from another address, gets in.
+    let owner = client_from("127.0.0.2");
+    let response = login_as(&owner, &app, "alice", PASSWORD, None).await;
+    expect_json(response, StatusCode::OK).await;
+    // Other usernames from the guesser's address are not affected.
+    let other = login_as(&attacker, &app, "bob", PASSWORD, None).await;
     expect_error(other, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_use_up_the_limit() {
+    let app = spawn_app_with(&[
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "2"),
+        ("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", "2"),
+    ])
+    .await;
+    app.register("alice").await;
+    for _ in 0..5 {
+        let response = login_as(&app.client, &app, "alice", PASSWORD, None).await;
+        expect_json(response, StatusCode::OK).await;
+    }
+}
+
+#[tokio::test]
+async fn one_address_spraying_many_usernames_is_limited() {
+    let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", "4")]).await;
+    app.register("alice").await;
+    let sprayer = client_from("127.0.0.1");
+    for name in ["ann", "ben", "cat", "dan"] {
+        let response = login_as(&sprayer, &app, name, "password123", None).await;
+        expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    let limited = login_as(&sprayer, &app, "eve", "password123", None).await;
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let elsewhere = client_from("127.0.0.3");
+    let response = login_as(&elsewhere, &app, "alice", PASSWORD, None).await;
+    expect_json(response, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    // Not trusted: a made-up X-Forwarded-For per attempt does not escape the limit.
+    let app = spawn_app_with(&[("LOGIN_ATTEMPTS_PER_MINUTE", "2")]).await;
+    app.register("alice").await;
+    for fake in ["203.0.113.1", "203.0.113.2"] {
+        let response = login_as(&app.client, &app, "alice", "wrong password", Some(fake)).await;
+        expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    let response = login_as(&app.client, &app, "alice", PASSWORD, Some("203.0.113.3")).await;
+    expect_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    // Behind a trusted proxy the forwarded address is the client.
+    let app = spawn_app_with(&[
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    app.register("alice").await;
+    let guesser = Some("203.0.113.5");
+    for _ in 0..2 {
+        let response = login_as(&app.client, &app, "alice", "wrong password", guesser).await;
+        expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    let response = login_as(&app.client, &app, "alice", PASSWORD, guesser).await;
+    expect_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let owner = Some("198.51.100.7");
+    let response = login_as(&app.client, &app, "alice", PASSWORD, owner).await;
+    expect_json(response, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_address() {
+    let app = spawn_app_with(&[("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", "2")]).await;
+    let register = |client: reqwest::Client, username: &'static str| {
+        let url = app.url("/api/auth/register");
+        async move {
+            client
+                .post(url)
+                .json(&json!({ "username": username, "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let here = client_from("127.0.0.1");
+    // A refused body is not counted.
+    let invalid = register(here.clone(), "x").await;
+    expect_error(invalid, StatusCode::BAD_REQUEST, "invalid_username").await;
+    for name in ["ann", "ben"] {
+        expect_json(register(here.clone(), name).await, StatusCode::CREATED).await;
+    }
+    let limited = register(here.clone(), "cat").await;
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let elsewhere = register(client_from("127.0.0.2"), "cat").await;
+    expect_json(elsewhere, StatusCode::CREATED).await;
 }

@@ -109,6 +109,8 @@ pub fn test_settings(
         ("BIND_ADDR", "127.0.0.1:0"),
         ("JWT_SECRET", JWT_SECRET),
         ("WORKERS", "2"),
+        // Every test user registers from 127.0.0.1; tests of the limit set their own.
+        ("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", "10000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
