@@ -122,9 +122,64 @@ pub async fn delete_file(state: &AppState, user_id: i32, file_id: i32) -> Result
         .await
 }
 
+/// A name as people will see and compare it: NFC, so "é" typed as one code point or as
+/// "e" plus a combining accent is one name (macOS file names arrive decomposed).
+pub fn normalize_name(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.nfc().collect()
+}
+
+/// True for a name that shows nothing at all: only whitespace, zero-width, joiner, filler
+/// or other default-ignorable characters (a "blank" display name impersonates nobody and
+/// everybody; a blank file name is unclickable).
+pub fn is_invisible_name(name: &str) -> bool {
+    name.chars().all(is_invisible_char)
+}
+
+/// Whitespace, controls and Unicode's default-ignorable code points, plus the blank
+/// fillers (Hangul, Braille) that render as nothing and are used as invisible names.
+fn is_invisible_char(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' | '\u{FFA0}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
+}
+
 /// Characters that must not appear in names shown to other users: control characters and
 /// the bidirectional overrides that make text display differently from what it is.
 pub fn is_unsafe_display_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_to_nfc() {
+        let decomposed = "Rene\u{301}e.pdf";
+        assert_eq!(normalize_name(decomposed), "Ren\u{e9}e.pdf");
+        assert_eq!(normalize_name("plain"), "plain");
+    }
+
+    #[test]
+    fn blank_names_are_recognised() {
+        for blank in [
+            "\u{200B}",
+            "\u{3164}\u{3164}",
+            " \u{2800} ",
+            "\u{FEFF}\u{200D}",
+            "\u{E0041}",
+        ] {
+            assert!(is_invisible_name(blank), "{blank:?}");
+        }
+        for visible in ["a", "\u{200B}b", "\u{1F600}", "\u{4E2D}"] {
+            assert!(!is_invisible_name(visible), "{visible:?}");
+        }
+    }
 }

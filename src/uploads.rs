@@ -20,10 +20,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::chat::is_unsafe_display_char;
+use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 pub use crate::db::models::StoredFile;
 use crate::error::{AppError, ErrorCode};
-use crate::storage::Store;
+use crate::storage::{Presentation, Store};
 
 /// How many leading bytes decide the type.
 const SNIFF_BYTES: usize = 8 * 1024;
@@ -325,7 +325,7 @@ pub async fn store_file_part(
             .content_disposition()
             .and_then(|cd| cd.get_filename())
             .unwrap_or_default(),
-    );
+    )?;
     let (head, complete) = read_head(field).await?;
     let sniffed = sniff(&head, complete, &file_name);
     if !rules.allows(&sniffed.mime) {
@@ -343,7 +343,8 @@ pub async fn store_file_part(
         limit: rules.max_file_bytes,
         hasher: Sha256::new(),
     };
-    let stored = store.put_stream(&key, &sniffed.mime, &mut body).await?;
+    let presentation = Presentation::of(&file_name, &sniffed.mime);
+    let stored = store.put_stream(&key, &presentation, &mut body).await?;
     debug_assert_eq!(stored, body.size);
     Ok(StoredFile {
         key,
@@ -589,20 +590,28 @@ fn looks_like_text(head: &[u8], complete: bool) -> bool {
         .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
 }
 
-/// The original name for display: its last path component, without control or
-/// bidirectional-override characters, at most 255 characters (keeping the extension).
-pub fn clean_file_name(raw: &str) -> String {
+/// The original name for display: its last path component in NFC, without control or
+/// bidirectional-override characters, at most 255 characters (keeping the extension). No
+/// name at all is "file"; a name of only invisible characters is refused
+/// (`400 invalid_file_name`): it would show as a blank, unclickable card.
+pub fn clean_file_name(raw: &str) -> Result<String, AppError> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base
+    let cleaned: String = normalize_name(base)
         .chars()
         .filter(|c| !is_unsafe_display_char(*c))
         .collect();
+    if !base.is_empty() && is_invisible_name(&cleaned) {
+        return Err(AppError::bad_request(
+            ErrorCode::InvalidFileName,
+            "a file name made only of invisible characters is not accepted",
+        ));
+    }
     let cleaned = cleaned.trim();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
-        return "file".to_owned();
+        return Ok("file".to_owned());
     }
     if cleaned.chars().count() <= MAX_FILE_NAME_CHARS {
-        return cleaned.to_owned();
+        return Ok(cleaned.to_owned());
     }
     let extension = cleaned
         .rsplit_once('.')
@@ -612,9 +621,9 @@ pub fn clean_file_name(raw: &str) -> String {
         Some(ext) => {
             let keep = MAX_FILE_NAME_CHARS - ext.chars().count() - 1;
             let stem: String = cleaned.chars().take(keep).collect();
-            format!("{stem}.{ext}")
+            Ok(format!("{stem}.{ext}"))
         }
-        None => cleaned.chars().take(MAX_FILE_NAME_CHARS).collect(),
+        None => Ok(cleaned.chars().take(MAX_FILE_NAME_CHARS).collect()),
     }
 }
 
@@ -624,17 +633,27 @@ mod tests {
 
     #[test]
     fn file_names_are_cleaned_for_display() {
-        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
-        assert_eq!(clean_file_name("C:\\Users\\x\\report.pdf"), "report.pdf");
-        assert_eq!(clean_file_name("a.php%00.jpg"), "a.php%00.jpg");
-        assert_eq!(clean_file_name("evil\u{202e}gpj.exe"), "evilgpj.exe");
-        assert_eq!(clean_file_name("nul\u{0}byte.txt"), "nulbyte.txt");
-        assert_eq!(clean_file_name(".."), "file");
-        assert_eq!(clean_file_name(""), "file");
+        let clean = |raw: &str| clean_file_name(raw).unwrap();
+        assert_eq!(clean("../../etc/passwd"), "passwd");
+        assert_eq!(clean("C:\\Users\\x\\report.pdf"), "report.pdf");
+        assert_eq!(clean("a.php%00.jpg"), "a.php%00.jpg");
+        assert_eq!(clean("evil\u{202e}gpj.exe"), "evilgpj.exe");
+        assert_eq!(clean("nul\u{0}byte.txt"), "nulbyte.txt");
+        assert_eq!(clean(".."), "file");
+        assert_eq!(clean(""), "file");
+        assert_eq!(clean("Rene\u{301}e.pdf"), "Ren\u{e9}e.pdf");
         let long = format!("{}.png", "a".repeat(300));
-        let cleaned = clean_file_name(&long);
+        let cleaned = clean(&long);
         assert_eq!(cleaned.chars().count(), 255);
         assert!(cleaned.ends_with(".png"));
+    }
+
+    #[test]
+    fn invisible_file_names_are_refused() {
+        for raw in ["\u{200B}", "dir/\u{3164}", " \u{FEFF} "] {
+            let refused = clean_file_name(raw).unwrap_err();
+            assert_eq!(refused.code(), ErrorCode::InvalidFileName, "{raw:?}");
+        }
     }
 
     #[test]

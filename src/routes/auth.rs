@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::endpoint;
 use crate::auth::{AuthUser, passwords};
-use crate::chat::is_unsafe_display_char;
+use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 use crate::client_addr::ClientAddr;
 use crate::db::models::User;
 use crate::db::{self};
@@ -146,12 +146,15 @@ fn validate_password(password: &str) -> Result<(), AppError> {
 }
 
 fn clean_display_name(raw: &str) -> Result<String, AppError> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(is_unsafe_display_char) {
+    let name = normalize_name(raw.trim());
+    if is_invisible_name(&name)
+        || name.chars().count() > 64
+        || name.chars().any(is_unsafe_display_char)
+    {
         return Err(AppError::bad_request(
             ErrorCode::InvalidDisplayName,
             "a display name is 1 to 64 printable characters",
         ));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }

@@ -1,8 +1,6 @@
 use actix_files::NamedFile;
 use actix_web::http::Method;
-use actix_web::http::header::{
-    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
-};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -208,9 +206,14 @@ async fn content(
                 .parse()
                 .unwrap_or(mime_octet_stream()),
         )
-        .set_content_disposition(disposition(&file))
         .into_response(&req);
     let headers = response.headers_mut();
+    // Replaces the one NamedFile derives from the path on disk.
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header::HeaderValue::from_str(&presentation.content_disposition)
+            .map_err(|e| AppError::Internal(e.into()))?,
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
@@ -250,45 +253,6 @@ fn content_type(file: &FileUpload) -> String {
         .unwrap_or_else(|| "application/octet-stream".into())
 }
 
-/// Images, audio and video may show inline; everything else downloads.
-fn disposition(file: &FileUpload) -> ContentDisposition {
-    let mime = content_type(file);
-    let inline = ["image/", "audio/", "video/"]
-        .iter()
-        .any(|p| mime.starts_with(p))
-        && mime != "image/svg+xml";
-    // RFC 6266: an ASCII fallback, and the exact name in RFC 5987 form.
-    let fallback: String = file
-        .file_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    ContentDisposition {
-        disposition: if inline {
-            DispositionType::Inline
-        } else {
-            DispositionType::Attachment
-        },
-        parameters: vec![
-            DispositionParam::Filename(fallback),
-            DispositionParam::FilenameExt(ExtendedValue {
-                charset: Charset::Ext("UTF-8".into()),
-                language_tag: None,
-                value: file.file_name.clone().into_bytes(),
-            }),
-        ],
-    }
-}
-
 fn presentation(file: &FileUpload) -> Presentation {
-    Presentation {
-        content_type: content_type(file),
-        content_disposition: disposition(file).to_string(),
-    }
+    Presentation::of(&file.file_name, &content_type(file))
 }

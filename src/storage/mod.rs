@@ -10,6 +10,9 @@ mod s3;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use actix_web::http::header::{
+    Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+};
 use bytes::Bytes;
 use chrono::NaiveDateTime;
 use futures_util::Stream;
@@ -32,12 +35,54 @@ pub struct ObjectInfo {
     pub last_modified: Option<NaiveDateTime>,
 }
 
-/// How a download is presented to the browser.
+/// How a download is presented to the browser. S3 objects carry it as their own
+/// metadata too, so a link made by other tools (or a bucket browsed by an operator) still
+/// downloads an HTML file as a file named as the user named it, never renders it.
 #[derive(Debug, Clone)]
 pub struct Presentation {
     pub content_type: String,
     /// A full `Content-Disposition` header value.
     pub content_disposition: String,
+}
+
+impl Presentation {
+    /// Images, audio and video may show inline; everything else downloads.
+    pub fn of(file_name: &str, content_type: &str) -> Self {
+        let inline = ["image/", "audio/", "video/"]
+            .iter()
+            .any(|p| content_type.starts_with(p))
+            && content_type != "image/svg+xml";
+        // RFC 6266: an ASCII fallback, and the exact name in RFC 5987 form.
+        let fallback: String = file_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let disposition = ContentDisposition {
+            disposition: if inline {
+                DispositionType::Inline
+            } else {
+                DispositionType::Attachment
+            },
+            parameters: vec![
+                DispositionParam::Filename(fallback),
+                DispositionParam::FilenameExt(ExtendedValue {
+                    charset: Charset::Ext("UTF-8".into()),
+                    language_tag: None,
+                    value: file_name.as_bytes().to_vec(),
+                }),
+            ],
+        };
+        Presentation {
+            content_type: content_type.to_owned(),
+            content_disposition: disposition.to_string(),
+        }
+    }
 }
 
 /// The store of one deployment: a backend, and the key prefix under which this
@@ -114,15 +159,17 @@ impl Store {
         }
     }
 
-    /// Stores `body` under `key`, all or nothing; returns the number of bytes stored.
+    /// Stores `body` under `key`, all or nothing; returns the number of bytes stored. S3
+    /// keeps `presentation` on the object; the local store's files are only ever served
+    /// through the app, which presents them from the row.
     pub async fn put_stream(
         &self,
         key: &str,
-        content_type: &str,
+        presentation: &Presentation,
         body: &mut dyn Body,
     ) -> Result<u64, AppError> {
         match &self.backend {
-            Backend::S3(s) => s.put_stream(key, content_type, body).await,
+            Backend::S3(s) => s.put_stream(key, presentation, body).await,
             Backend::Local(l) => l.put_stream(key, body).await,
         }
     }

@@ -206,7 +206,7 @@ impl S3Store {
     pub async fn put_stream(
         &self,
         key: &str,
-        content_type: &str,
+        presentation: &Presentation,
         body: &mut dyn Body,
     ) -> Result<u64, AppError> {
         let mut reader = PartReader::new(body);
@@ -217,7 +217,8 @@ impl S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .content_type(content_type)
+                .content_type(&presentation.content_type)
+                .content_disposition(&presentation.content_disposition)
                 .body(ByteStream::from(first))
                 .customize()
                 .disable_payload_signing()
@@ -231,7 +232,8 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(content_type)
+            .content_type(&presentation.content_type)
+            .content_disposition(&presentation.content_disposition)
             .send()
             .await
             .map_err(unavailable)?;

@@ -300,3 +300,24 @@ async fn registrations_are_limited_per_address() {
     let elsewhere = register(client_from("127.0.0.2"), "cat").await;
     expect_json(elsewhere, StatusCode::CREATED).await;
 }
+
+#[tokio::test]
+async fn display_names_are_nfc_and_blank_ones_are_refused() {
+    let app = spawn_app().await;
+    let register = |username: &str, display_name: &str| {
+        app.client
+            .post(app.url("/api/auth/register"))
+            .json(&json!({ "username": username, "password": PASSWORD, "display_name": display_name }))
+            .send()
+    };
+    let registered = expect_json(
+        register("rene", "Rene\u{301}e").await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(registered["user"]["display_name"], "Ren\u{e9}e");
+    for blank in ["\u{200B}", "\u{3164}\u{3164}", "\u{2800}", " \u{FEFF} "] {
+        let refused = register("blank", blank).await.unwrap();
+        expect_error(refused, StatusCode::BAD_REQUEST, "invalid_display_name").await;
+    }
+}

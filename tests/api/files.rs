@@ -34,6 +34,7 @@ for_each_store!(
     oversize_chunked_uploads_are_refused_while_streaming,
     too_many_or_malformed_parts_are_400,
     hostile_names_are_stored_under_safe_keys_and_shown_cleaned,
+    names_are_nfc_and_blank_names_are_refused,
     a_client_that_disconnects_leaves_nothing,
     a_stalled_upload_times_out_with_408_and_leaves_nothing,
     a_user_has_a_bounded_number_of_uploads_in_flight,
@@ -470,6 +471,63 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
     assert_eq!(rows(&app).await.len(), 10, "nothing more was recorded");
     eventually(async || objects(&app).await.len() == 10).await;
     assert_eq!(objects(&app).await.len(), 10, "nothing more was stored");
+}
+
+async fn names_are_nfc_and_blank_names_are_refused(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, _, channel) = app.two_members().await;
+    // A macOS browser sends names decomposed: "e" + U+0301.
+    let message = expect_json(
+        app.post_files(
+            &alice,
+            channel,
+            "notes",
+            &[Upload::new(
+                "Rene\u{301}e notes.txt",
+                "text/plain",
+                fixtures::text(),
+            )],
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(message["files"][0]["file_name"], "Ren\u{e9}e notes.txt");
+
+    if let Some(s3) = &app.s3 {
+        // The object itself says what it is and how it downloads, for any link to it.
+        let key = rows(&app).await[0].s3_key.clone();
+        let head = s3
+            .client()
+            .head_object()
+            .bucket(&app.state.settings.store.s3.as_ref().unwrap().bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some("text/plain"));
+        let disposition = head.content_disposition().unwrap();
+        assert!(disposition.starts_with("attachment"), "{disposition}");
+        assert!(
+            disposition.contains("filename*=UTF-8''Ren%C3%A9e%20notes.txt"),
+            "{disposition}"
+        );
+    }
+
+    let before = objects(&app).await;
+    for blank in ["\u{200B}\u{200B}", "\u{3164}"] {
+        let refused = app
+            .post_files(
+                &alice,
+                channel,
+                "blank",
+                &[Upload::new(blank, "text/plain", fixtures::text())],
+            )
+            .await;
+        expect_error(refused, StatusCode::BAD_REQUEST, "invalid_file_name").await;
+    }
+    assert_eq!(objects(&app).await, before, "a refused name stores nothing");
+    assert_eq!(rows(&app).await.len(), 1);
 }
 
 async fn hostile_names_are_stored_under_safe_keys_and_shown_cleaned(store: StoreKind) {
@@ -1000,7 +1058,11 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
         let mut body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"orphan"))]);
         app.state
             .store
-            .put_stream(key, "image/png", &mut body)
+            .put_stream(
+                key,
+                &chatserver::storage::Presentation::of("orphan.png", "image/png"),
+                &mut body,
+            )
             .await
             .unwrap();
     }
