@@ -132,6 +132,9 @@ pub struct S3Credentials {
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseTarget,
+    /// `DATABASE_BUSY_TIMEOUT_MS`: how long a SQLite write waits for a lock another process
+    /// holds before the request is answered `503 database_unavailable`.
+    pub database_busy_timeout: std::time::Duration,
     pub auth: AuthSettings,
     pub store: StoreSettings,
     pub limits: LimitSettings,
@@ -327,6 +330,12 @@ impl Settings {
                 .map_err(|reason| ConfigError::new("TRUSTED_PROXIES", reason))?,
             },
             database,
+            database_busy_timeout: std::time::Duration::from_millis(parse_number(
+                &get,
+                "DATABASE_BUSY_TIMEOUT_MS",
+                crate::db::DEFAULT_BUSY_TIMEOUT.as_millis() as u64,
+                1..=600_000,
+            )?),
             auth: AuthSettings {
                 jwt_secret: jwt_secret.clone().unwrap_or_else(|| Secret(Vec::new())),
                 jwt_ttl_seconds: parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?,

@@ -296,6 +296,10 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 AppError::DatabaseUnavailable(anyhow::anyhow!("{}", info.message()))
             }
+            // SQLite's busy timeout ran out: another process holds the lock. Try again.
+            Error::DatabaseError(_, info) if info.message().contains("database is locked") => {
+                AppError::DatabaseUnavailable(anyhow::anyhow!("{}", info.message()))
+            }
             other => AppError::Internal(other.into()),
         }
     }

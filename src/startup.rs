@@ -79,9 +79,9 @@ impl Application {
 pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)> {
     let admin_usernames = settings.auth.admin_usernames.clone();
     let db = {
-        let target = settings.database.clone();
+        let (target, busy_timeout) = (settings.database.clone(), settings.database_busy_timeout);
         tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
-            let db = Db::connect(&target)?;
+            let db = Db::connect_with(&target, busy_timeout)?;
             let applied = db.migrate()?;
             if applied > 0 {
                 tracing::info!(applied, "database migrations applied");

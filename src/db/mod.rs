@@ -44,10 +44,15 @@ pub enum AnyConnection {
     Sqlite(diesel::SqliteConnection),
 }
 
+/// How long a SQLite write waits for a lock held by another process (an operator's shell,
+/// the `gc` command) before it is answered `503 database_unavailable`.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens connections of the backend named by the URL scheme, with SQLite tuned for a pool.
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     target: DatabaseTarget,
+    busy_timeout: Duration,
 }
 
 impl ManageConnection for ConnectionManager {
@@ -65,10 +70,11 @@ impl ManageConnection for ConnectionManager {
                 // WAL lets readers run beside the writer; the busy timeout makes writers
                 // queue instead of failing with "database is locked".
                 // busy_timeout first: switching to WAL itself needs the lock.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
+                    self.busy_timeout.as_millis()
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(AnyConnection::Sqlite(conn))
             }
@@ -106,6 +112,12 @@ pub struct Db {
 
 impl Db {
     pub fn connect(target: &DatabaseTarget) -> anyhow::Result<Db> {
+        Db::connect_with(target, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// `connect`, with SQLite writes waiting at most `busy_timeout` for another process's
+    /// lock (`DATABASE_BUSY_TIMEOUT_MS`).
+    pub fn connect_with(target: &DatabaseTarget, busy_timeout: Duration) -> anyhow::Result<Db> {
         if let DatabaseTarget::Sqlite(path) = target
             && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         {
@@ -118,6 +130,7 @@ impl Db {
         };
         let manager = ConnectionManager {
             target: target.clone(),
+            busy_timeout,
         };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
@@ -127,9 +140,10 @@ impl Db {
             .with_context(|| format!("connecting to the {} database", target.backend_name()))?;
         let writer = match target {
             DatabaseTarget::Postgres(_) => None,
-            DatabaseTarget::Sqlite(_) => {
-                Some(writer::Writer::start(manager).context("starting the SQLite writer")?)
-            }
+            DatabaseTarget::Sqlite(_) => Some(
+                writer::Writer::start(manager, busy_timeout)
+                    .context("starting the SQLite writer")?,
+            ),
         };
         Ok(Db {
             pool,

@@ -9,8 +9,12 @@
 //! not per write. A write that fails rolls back to its savepoint and fails alone; a commit
 //! that fails fails the whole batch. Results are handed back only after the commit, so a
 //! caller that publishes an event after `Db::write` returns still publishes only what is
-//! durable. Other processes (the `gc` command, an operator's shell) still meet the busy
-//! timeout, as before.
+//! durable. Other processes (the `gc` command, an operator's shell) can still hold the
+//! lock: each write has a deadline, `DATABASE_BUSY_TIMEOUT_MS` after it was queued, and
+//! a batch waits for the lock only until its oldest write's deadline; a write past its
+//! deadline is answered `503 database_unavailable` (with `Retry-After`) without running.
+//! So a locked database answers every request within the documented timeout, however many
+//! batches were queued behind the lock.
 //!
 //! With `synchronous = NORMAL` a WAL commit does not fsync; only checkpoints do. A second
 //! thread checkpoints every second (`PASSIVE`: it never blocks the writer), and the writer
@@ -18,7 +22,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{self, ManageConnection};
@@ -37,13 +41,27 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A queued write. Given the batch's connection (or why there is none), it runs and leaves
 /// behind what answers its caller once the batch has committed (or failed to).
-type Job = Box<dyn FnOnce(Result<&mut AnyConnection, &str>) -> Settle + Send>;
+type Work = Box<dyn FnOnce(Result<&mut AnyConnection, &str>) -> Settle + Send>;
 type Settle = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// A queued write and when it must have been answered.
+struct Job {
+    deadline: Instant,
+    work: Work,
+}
+
+impl Job {
+    /// Answers the write with `why` without running it.
+    fn refuse(self, why: &str) {
+        (self.work)(Err(why))(Ok(()));
+    }
+}
 
 /// The handle: cloneable; the thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    busy_timeout: Duration,
     /// Dropped with the last handle: the checkpointer stops.
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
@@ -52,7 +70,7 @@ impl Writer {
     /// Starts the writer thread and the checkpointer. Connections are opened on first use
     /// (and again after a failure), so a database that is away fails the writes, not the
     /// start.
-    pub fn start(manager: ConnectionManager) -> std::io::Result<Writer> {
+    pub fn start(manager: ConnectionManager, busy_timeout: Duration) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer_manager = manager.clone();
         std::thread::Builder::new()
@@ -64,6 +82,7 @@ impl Writer {
             .spawn(move || checkpoint_every(CHECKPOINT_INTERVAL, manager, stop))?;
         Ok(Writer {
             jobs,
+            busy_timeout,
             _checkpoints: checkpoints,
         })
     }
@@ -78,7 +97,7 @@ impl Writer {
         let (answer, answered) = oneshot::channel();
         // The caller's span (its request id) follows the work onto the writer's thread.
         let span = tracing::Span::current();
-        let job: Job = Box::new(move |conn| {
+        let work: Work = Box::new(move |conn| {
             let _entered = span.enter();
             let result = match conn {
                 Ok(conn) => diesel::Connection::transaction(conn, work),
@@ -90,6 +109,10 @@ impl Writer {
             })
         });
         let stopped = || unavailable("the database writer stopped");
+        let job = Job {
+            deadline: Instant::now() + self.busy_timeout,
+            work,
+        };
         self.jobs.send(job).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
@@ -103,6 +126,13 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
     let mut conn: Option<AnyConnection> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+        let now = Instant::now();
+        for late in batch.extract_if(.., |job| job.deadline <= now) {
+            late.refuse("the database is locked by another process");
+        }
+        let Some(oldest_deadline) = batch.iter().map(|job| job.deadline).min() else {
+            continue;
+        };
         let connection = match open_if_closed(&mut conn, || open_writer(&manager)) {
             Ok(c) => c,
             Err(e) => {
@@ -114,7 +144,10 @@ fn run(manager: ConnectionManager, mut queue: mpsc::Receiver<Job>) {
         // After a failed batch the connection may be mid-transaction or its transaction
         // state broken: drop it (closing rolls back) and open a new one for the next batch.
         // After a panic in a write, that batch's callers see the writer stopped.
-        match catch_unwind(AssertUnwindSafe(|| commit_batch(connection, &mut batch))) {
+        let lock_wait = oldest_deadline.saturating_duration_since(now);
+        match catch_unwind(AssertUnwindSafe(|| {
+            commit_batch(connection, &mut batch, lock_wait)
+        })) {
             Ok(Committed::Yes) => {}
             Ok(Committed::No) => conn = None,
             Err(_) => {
@@ -176,17 +209,27 @@ enum Committed {
     No,
 }
 
-fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Job>) -> Committed {
+fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Job>, lock_wait: Duration) -> Committed {
     let AnyConnection::Sqlite(sqlite) = conn else {
         unreachable!("the writer serves SQLite only");
     };
+    // Wait for another process's lock no longer than the oldest write may still wait
+    // (at least 1 ms: 0 would turn the busy handler off and fail at once).
+    let wait_ms = lock_wait.as_millis().max(1);
+    if let Err(e) = sqlite.batch_execute(&format!("PRAGMA busy_timeout = {wait_ms}")) {
+        refuse(batch, &e.to_string());
+        return Committed::No;
+    }
     // IMMEDIATE: take the write lock now, so that a batch whose first write reads first
     // cannot fail on a snapshot another process has moved past.
     if let Err(e) = AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
         refuse(batch, &e.to_string());
         return Committed::No;
     }
-    let settles: Vec<Settle> = batch.drain(..).map(|job| job(Ok(&mut *conn))).collect();
+    let settles: Vec<Settle> = batch
+        .drain(..)
+        .map(|job| (job.work)(Ok(&mut *conn)))
+        .collect();
     let AnyConnection::Sqlite(sqlite) = conn else {
         unreachable!("the writer serves SQLite only");
     };
@@ -206,7 +249,5 @@ fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Job>) -> Committed {
 
 /// Answers every write of a batch that could not start.
 fn refuse(batch: &mut Vec<Job>, why: &str) {
-    for job in batch.drain(..) {
-        job(Err(why))(Ok(()));
-    }
+    batch.drain(..).for_each(|job| job.refuse(why));
 }

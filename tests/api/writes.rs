@@ -111,3 +111,66 @@ async fn the_write_ahead_log_is_checkpointed_in_the_background() {
         waited += Duration::from_millis(100);
     }
 }
+
+/// Another process (an operator's shell, a backup) holding SQLite's write lock makes
+/// writes wait at most `DATABASE_BUSY_TIMEOUT_MS`, then `503 database_unavailable` with
+/// `Retry-After`, also for writes queued behind others; nothing is written meanwhile.
+#[tokio::test]
+async fn a_locked_sqlite_database_answers_503_within_the_busy_timeout() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    use futures_util::future::join_all;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    // SQLite whatever TEST_DATABASE_URL says: the lock is SQLite's.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("locked.db");
+    let url = format!("sqlite://{}", file.display());
+    let app = crate::helpers::spawn_app_with(&[
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_BUSY_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let (alice, _, channel) = app.two_members().await;
+    let path = format!("/api/channels/{channel}/messages");
+
+    let mut other_process = diesel::SqliteConnection::establish(&file.to_string_lossy()).unwrap();
+    other_process.batch_execute("BEGIN IMMEDIATE").unwrap();
+
+    // Far above the 300 ms allowed, far below what queued batches waiting one after another
+    // would take (20 x 300 ms), or the old fixed 10 s.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let posts = (0..20).map(|i| {
+        client
+            .post(app.url(&path))
+            .bearer_auth(&alice.token)
+            .json(&json!({ "content": format!("while locked {i}") }))
+            .send()
+    });
+    for answer in join_all(posts).await {
+        let answer = answer.expect("answered within the busy timeout, not hung");
+        assert!(answer.headers().contains_key("retry-after"));
+        crate::helpers::expect_error(
+            answer,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+        )
+        .await;
+    }
+
+    other_process.batch_execute("ROLLBACK").unwrap();
+    app.post_message(&alice, channel, "after the lock").await;
+    let listing =
+        crate::helpers::expect_json(app.get(&path, &alice.token).await, StatusCode::OK).await;
+    let contents: Vec<&str> = listing["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["after the lock"]);
+}
