@@ -3,6 +3,9 @@
 //! - Objects of deleted rows are purged once `FILE_PURGE_AFTER_SECONDS` have passed.
 //! - Objects with no row at all (a crash between storing and committing) are removed once
 //!   older than `ORPHAN_MIN_AGE_SECONDS`, which no upload in progress can be.
+//! - Uploads a killed process left half-done (S3 multipart uploads under this deployment's
+//!   prefix, the local store's temporary files) are aborted once older than
+//!   `ORPHAN_MIN_AGE_SECONDS` too.
 //! - Rows whose object is missing are reported.
 //!
 //! Safe on several instances at once: a purge is claimed in the database first, and
@@ -26,6 +29,8 @@ const PURGE_BATCH: i64 = 500;
 pub struct SweepReport {
     pub purged: usize,
     pub orphans_removed: usize,
+    /// Multipart uploads aborted (S3) or temporary files removed (local).
+    pub stale_uploads_aborted: usize,
     /// Ids of rows whose object is not in the store.
     pub missing_objects: Vec<i32>,
 }
@@ -91,6 +96,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         tracing::info!(key, "removed an object with no row");
         report.orphans_removed += 1;
     }
+    report.stale_uploads_aborted = state.store.abort_stale_uploads(cutoff).await?;
     Ok(report)
 }
 
@@ -134,10 +140,14 @@ pub fn spawn_background(state: &AppState) {
         loop {
             ticker.tick().await;
             match sweep(&state).await {
-                Ok(report) if report.purged + report.orphans_removed > 0 => {
+                Ok(report)
+                    if report.purged + report.orphans_removed + report.stale_uploads_aborted
+                        > 0 =>
+                {
                     tracing::info!(
                         purged = report.purged,
                         orphans_removed = report.orphans_removed,
+                        stale_uploads_aborted = report.stale_uploads_aborted,
                         "storage sweep"
                     );
                 }

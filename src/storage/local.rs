@@ -4,6 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
+use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -114,6 +115,33 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// Removes files in `tmp/` last written before `cutoff`: uploads of a process that was
+    /// killed (a live upload writes continuously, and stalls are cut off long before).
+    pub async fn remove_stale_temp_files(&self, cutoff: NaiveDateTime) -> Result<usize, AppError> {
+        let tmp = self.root.join("tmp");
+        tokio::task::spawn_blocking(move || -> Result<usize, AppError> {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&tmp).map_err(unavailable)? {
+                let entry = entry.map_err(unavailable)?;
+                let Ok(meta) = entry.metadata() else { continue };
+                let written = meta
+                    .modified()
+                    .ok()
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).naive_utc());
+                if meta.is_file() && written.is_some_and(|t| t <= cutoff) {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {

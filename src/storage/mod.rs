@@ -191,6 +191,16 @@ impl Store {
     }
 
     /// Every object whose key starts with `prefix`.
+    /// Removes what uploads of a killed process left behind and not touched since `cutoff`:
+    /// S3 multipart uploads under this deployment's prefix, the local store's temporary
+    /// files. Returns how many.
+    pub async fn abort_stale_uploads(&self, cutoff: NaiveDateTime) -> Result<usize, AppError> {
+        match &self.backend {
+            Backend::S3(s) => s.abort_stale_uploads(&self.owned_prefix(), cutoff).await,
+            Backend::Local(l) => l.remove_stale_temp_files(cutoff).await,
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {
         match &self.backend {
             Backend::S3(s) => s.list(prefix).await,

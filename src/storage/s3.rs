@@ -19,10 +19,12 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
+use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -309,6 +311,78 @@ impl S3Store {
             Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Aborts the multipart uploads under `prefix` started before `cutoff`: what an instance
+    /// killed mid-upload leaves behind (its parts are billed and invisible to listings).
+    /// A server without `ListMultipartUploads` is said once in the log; nothing is aborted.
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        cutoff: NaiveDateTime,
+    ) -> Result<usize, AppError> {
+        let mut aborted = 0;
+        let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if e.code() == Some("NotImplemented") => {
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::warn!(
+                            "this S3 server cannot list multipart uploads: uploads left by a \
+                             killed instance are not aborted (set a lifecycle rule instead)"
+                        )
+                    });
+                    return Ok(0);
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                // Checked here too: a server that ignored `prefix` must not make us abort
+                // another deployment's uploads.
+                if !key.starts_with(prefix) {
+                    continue;
+                }
+                let started = upload
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                    .map(|t| t.naive_utc());
+                if started.is_none_or(|t| t > cutoff) {
+                    continue;
+                }
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                tracing::info!(key, "aborted a stale multipart upload");
+                aborted += 1;
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                return Ok(aborted);
+            }
         }
     }
 

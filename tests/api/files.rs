@@ -46,6 +46,7 @@ for_each_store!(
     attaching_to_an_existing_message,
     download_links_are_counted_and_rate_limited,
     the_sweeper_purges_deleted_and_orphaned_objects,
+    the_sweeper_aborts_uploads_a_killed_instance_left,
     storage_status_is_for_admins,
 );
 
@@ -1028,6 +1029,100 @@ async fn download_links_are_counted_and_rate_limited(store: StoreKind) {
     let row = &rows(&app).await[0];
     assert_eq!(row.download_count, 4);
     assert!(row.last_downloaded_at.is_some());
+}
+
+/// An instance killed mid-upload leaves an S3 multipart upload (or, on the local store, a
+/// temporary file). Once older than `ORPHAN_MIN_AGE_SECONDS` the sweeper ends it; younger
+/// ones (a live upload on another instance) and other deployments' are left alone.
+async fn the_sweeper_aborts_uploads_a_killed_instance_left(store: StoreKind) {
+    let app = app_on(store).await;
+    let sweeper = |orphan_min_age_seconds: i64| {
+        let mut settings = (*app.state.settings).clone();
+        settings.store.orphan_min_age_seconds = orphan_min_age_seconds;
+        chatserver::gc::Sweeper {
+            db: app.state.db.clone(),
+            store: app.state.store.clone(),
+            settings: std::sync::Arc::new(settings),
+        }
+    };
+    let ours = format!(
+        "{}channels/1/2026/12/04/00000000-0000-0000-0000-000000000001.bin",
+        app.state.store.owned_prefix()
+    );
+    let theirs = "another-deployment/channels/1/2026/12/04/x.bin".to_owned();
+
+    let pending = async || match &app.s3 {
+        Some(s3) => s3.pending_multipart_uploads().await,
+        None => std::fs::read_dir(app.data_dir().join("files/tmp"))
+            .unwrap()
+            .count(),
+    };
+    match &app.s3 {
+        Some(s3) => {
+            let bucket = &app.state.settings.store.s3.as_ref().unwrap().bucket;
+            for key in [&ours, &theirs] {
+                let started = s3
+                    .client()
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+                s3.client()
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(started.upload_id().unwrap())
+                    .part_number(1)
+                    .body(vec![7u8; 64 * 1024].into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        None => {
+            // The local store's temporary files are shared by deployments using one data
+            // directory, and a live upload's is written continuously: age decides alone.
+            let tmp = app.data_dir().join("files/tmp");
+            let stale = std::fs::File::create(tmp.join("killed-upload")).unwrap();
+            std::fs::write(tmp.join("killed-upload"), vec![7u8; 64 * 1024]).unwrap();
+            let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+            stale.set_modified(two_days_ago).unwrap();
+            std::fs::write(tmp.join("live-upload"), b"still being written").unwrap();
+        }
+    }
+    assert_eq!(pending().await, 2);
+
+    // Younger than the default day: left alone.
+    let report = chatserver::gc::sweep(&sweeper(86_400)).await.unwrap();
+    assert_eq!(report.stale_uploads_aborted, app.s3.is_none() as usize);
+    let after_default = pending().await;
+
+    let report = chatserver::gc::sweep(&sweeper(0)).await.unwrap();
+    match &app.s3 {
+        Some(s3) => {
+            assert_eq!(after_default, 2, "a young upload is not aborted");
+            assert_eq!(report.stale_uploads_aborted, 1);
+            // Only the other deployment's upload is left.
+            assert_eq!(s3.pending_multipart_uploads().await, 1);
+            let bucket = &app.state.settings.store.s3.as_ref().unwrap().bucket;
+            let left = s3
+                .client()
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap();
+            let keys: Vec<&str> = left.uploads().iter().filter_map(|u| u.key()).collect();
+            assert_eq!(keys, [theirs.as_str()]);
+        }
+        None => {
+            assert_eq!(after_default, 1, "the stale file went, the live one stayed");
+            assert_eq!(report.stale_uploads_aborted, 1, "age 0: the live one too");
+            assert_eq!(pending().await, 0);
+        }
+    }
 }
 
 async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {

@@ -2,7 +2,9 @@
 //! `TEST_S3_ENDPOINT` is set, an external S3-compatible server (CI runs SeaweedFS). Each test
 //! gets a bucket of its own.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -10,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result, dto};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -96,7 +99,8 @@ impl TestS3 {
     /// Multipart uploads started and neither completed nor aborted.
     pub async fn pending_multipart_uploads(&self) -> usize {
         match &self.in_process {
-            // s3s-fs keeps an upload's state as `.upload-*` files in its root until it ends.
+            // s3s-fs keeps an upload as `.upload-{id}.json` (and its parts as
+            // `.upload_id-{id}-*`) in its root until it ends.
             Some(p) => std::fs::read_dir(p.root.path())
                 .unwrap()
                 .filter(|e| {
@@ -104,7 +108,7 @@ impl TestS3 {
                         .unwrap()
                         .file_name()
                         .to_string_lossy()
-                        .starts_with(".upload")
+                        .starts_with(".upload-")
                 })
                 .count(),
             None => {
@@ -138,8 +142,115 @@ impl TestS3 {
     }
 }
 
+/// s3s-fs plus the one call it lacks that the server uses: `ListMultipartUploads`,
+/// answered from the uploads this wrapper saw started and not yet completed or aborted.
+/// Everything else goes to s3s-fs unchanged. (CI runs the same tests on SeaweedFS, which
+/// implements the call itself.)
+struct WithUploadListing {
+    fs: s3s_fs::FileSystem,
+    /// (bucket, key, upload id) -> started.
+    uploads: std::sync::Mutex<BTreeMap<(String, String, String), SystemTime>>,
+}
+
+/// The `S3` impl: the listed calls go to s3s-fs, then the items written out. (One macro
+/// for the whole impl, since `async_trait` must see the methods it rewrites.)
+macro_rules! s3_delegating_to_fs {
+    ($($call:ident: $input:ident -> $output:ident),* $(,)?; $($item:item)*) => {
+        #[async_trait::async_trait]
+        impl S3 for WithUploadListing {
+            $(async fn $call(&self, req: S3Request<dto::$input>) -> S3Result<S3Response<dto::$output>> {
+                self.fs.$call(req).await
+            })*
+            $($item)*
+        }
+    };
+}
+
+s3_delegating_to_fs!(
+        create_bucket: CreateBucketInput -> CreateBucketOutput,
+        copy_object: CopyObjectInput -> CopyObjectOutput,
+        delete_bucket: DeleteBucketInput -> DeleteBucketOutput,
+        delete_object: DeleteObjectInput -> DeleteObjectOutput,
+        delete_objects: DeleteObjectsInput -> DeleteObjectsOutput,
+        get_bucket_location: GetBucketLocationInput -> GetBucketLocationOutput,
+        get_object: GetObjectInput -> GetObjectOutput,
+        head_bucket: HeadBucketInput -> HeadBucketOutput,
+        head_object: HeadObjectInput -> HeadObjectOutput,
+        list_buckets: ListBucketsInput -> ListBucketsOutput,
+        list_objects: ListObjectsInput -> ListObjectsOutput,
+        list_objects_v2: ListObjectsV2Input -> ListObjectsV2Output,
+        put_object: PutObjectInput -> PutObjectOutput,
+        upload_part: UploadPartInput -> UploadPartOutput,
+        upload_part_copy: UploadPartCopyInput -> UploadPartCopyOutput,
+        list_parts: ListPartsInput -> ListPartsOutput;
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let created = self.fs.create_multipart_upload(req).await?;
+        if let Some(id) = &created.output.upload_id {
+            let mut uploads = self.uploads.lock().unwrap();
+            uploads.insert((bucket, key, id.clone()), SystemTime::now());
+        }
+        Ok(created)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let i = &req.input;
+        let id = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
+        let completed = self.fs.complete_multipart_upload(req).await?;
+        self.uploads.lock().unwrap().remove(&id);
+        Ok(completed)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let i = &req.input;
+        let id = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
+        let aborted = self.fs.abort_multipart_upload(req).await?;
+        self.uploads.lock().unwrap().remove(&id);
+        Ok(aborted)
+    }
+
+    /// One page, as a small bucket needs: every upload under the prefix.
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let uploads = self.uploads.lock().unwrap();
+        let listed = uploads
+            .iter()
+            .filter(|((bucket, key, _), _)| *bucket == req.input.bucket && key.starts_with(&prefix))
+            .map(|((_, key, id), started)| dto::MultipartUpload {
+                key: Some(key.clone()),
+                upload_id: Some(id.clone()),
+                initiated: Some((*started).into()),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(req.input.bucket.clone()),
+            prefix: Some(prefix),
+            is_truncated: Some(false),
+            uploads: Some(listed),
+            ..Default::default()
+        }))
+    }
+);
+
 async fn serve(root: PathBuf, port: Option<u16>) -> (String, watch::Sender<bool>) {
-    let fs = s3s_fs::FileSystem::new(&root).unwrap();
+    let fs = WithUploadListing {
+        fs: s3s_fs::FileSystem::new(&root).unwrap(),
+        uploads: Default::default(),
+    };
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(IN_PROCESS_KEY, IN_PROCESS_SECRET));
     let service = builder.build();
