@@ -83,3 +83,18 @@ fn no_unsafe_code_and_no_raw_descriptors() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     assert!(!manifest.contains("[patch"), "no patched crates");
 }
+
+/// A machine with only Rust and a C compiler builds and runs the server: libpq is compiled
+/// into the binary (pq-sys's bundled build), not looked up on the system.
+#[test]
+fn the_binary_links_no_system_libpq() {
+    let binary = env!("CARGO_BIN_EXE_chatserver");
+    let linked = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("ldd (Debian's libc-bin) lists what the binary links");
+    assert!(linked.status.success(), "ldd {binary} failed");
+    let libraries = String::from_utf8_lossy(&linked.stdout);
+    assert!(libraries.contains("libc.so"), "{libraries}");
+    assert!(!libraries.contains("libpq"), "{libraries}");
+}

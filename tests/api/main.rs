@@ -11,6 +11,7 @@ mod helpers;
 mod layout;
 mod messages;
 mod migrations;
+mod redis;
 mod s3;
 mod tokens;
 mod writes;

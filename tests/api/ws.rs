@@ -17,6 +17,7 @@ use crate::fixtures::{self, Upload};
 use crate::helpers::{
     JWT_SECRET, TestApp, TestUser, eventually, expect_json, spawn_app, spawn_app_with,
 };
+use crate::redis::{PrivateRedis, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -681,19 +682,15 @@ async fn typing_is_relayed_to_other_members_and_not_stored() {
     assert_eq!(page["messages"], json!([]));
 }
 
-fn redis_settings() -> (String, String) {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    (
-        url,
-        format!("chatserver-test:{}", uuid::Uuid::new_v4().simple()),
-    )
-}
-
 #[tokio::test]
 async fn events_cross_instances_exactly_once_through_redis() {
-    let (redis_url, redis_channel) = redis_settings();
+    let Some(redis) = TestRedis::start("events_cross_instances_exactly_once_through_redis").await
+    else {
+        return;
+    };
+    let redis_channel = format!("chatserver-test:{}", uuid::Uuid::new_v4().simple());
     let settings = [
-        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_URL", redis.url.as_str()),
         ("REDIS_CHANNEL", redis_channel.as_str()),
     ];
     let one = spawn_app_with(&settings).await;
@@ -808,54 +805,14 @@ async fn a_channel_created_while_connected_is_followed_at_once() {
     alice_ws.assert_quiet().await;
 }
 
-/// A Redis server of the test's own, to stop and start again.
-struct PrivateRedis {
-    port: u16,
-    process: std::process::Child,
-}
-
-impl PrivateRedis {
-    fn start_on(port: u16) -> PrivateRedis {
-        let process = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by .ci/run)");
-        PrivateRedis { port, process }
-    }
-
-    async fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let redis = PrivateRedis::start_on(port);
-        redis.wait_ready().await;
-        redis
-    }
-
-    async fn wait_ready(&self) {
-        let listening = async || TcpStream::connect(("127.0.0.1", self.port)).await.is_ok();
-        assert!(eventually(listening).await, "redis-server did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
-    let mut redis = PrivateRedis::start().await;
+    let Some(mut redis) =
+        PrivateRedis::start("after_a_redis_outage_instances_resync_their_clients_and_carry_on")
+            .await
+    else {
+        return;
+    };
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let one = spawn_app_with(&[("REDIS_URL", url.as_str())]).await;
     let two = one.spawn_peer(&[]).await;
@@ -959,7 +916,13 @@ impl Drop for CuttableProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_an_instance_could_not_publish_close_the_channel_elsewhere_with_4009() {
-    let redis = PrivateRedis::start().await;
+    let Some(redis) = PrivateRedis::start(
+        "events_an_instance_could_not_publish_close_the_channel_elsewhere_with_4009",
+    )
+    .await
+    else {
+        return;
+    };
     let proxy = CuttableProxy::start(redis.port).await;
     let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
     let direct = format!("redis://127.0.0.1:{}", redis.port);
