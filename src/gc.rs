@@ -4,6 +4,8 @@
 //! - Objects with no row at all (a crash between storing and committing) are removed once
 //!   older than `ORPHAN_MIN_AGE_SECONDS`, which no upload in progress can be.
 //! - Rows whose object is missing are reported.
+//! - Idempotency keys older than `idempotency::KEY_TTL` are deleted (they count as absent
+//!   from then on anyway; this only keeps the table small).
 //!
 //! Safe on several instances at once: a purge is claimed in the database first, and
 //! deleting an object twice is harmless.
@@ -28,6 +30,7 @@ pub struct SweepReport {
     pub orphans_removed: usize,
     /// Ids of rows whose object is not in the store.
     pub missing_objects: Vec<i32>,
+    pub idempotency_keys_expired: usize,
 }
 
 /// What the sweeper works on: the database, the store and the settings, nothing more (the
@@ -50,8 +53,13 @@ impl From<&AppState> for Sweeper {
 }
 
 pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
+    let expired_before = now() - crate::idempotency::KEY_TTL;
     let mut report = SweepReport {
         purged: purge_deleted(state).await?,
+        idempotency_keys_expired: state
+            .db
+            .write(move |conn| Ok(db::idempotency::delete_expired(conn, expired_before)?))
+            .await?,
         ..SweepReport::default()
     };
     // Rows first, then the listing: an object stored after the listing cannot be taken
@@ -134,10 +142,14 @@ pub fn spawn_background(state: &AppState) {
         loop {
             ticker.tick().await;
             match sweep(&state).await {
-                Ok(report) if report.purged + report.orphans_removed > 0 => {
+                Ok(report)
+                    if report.purged + report.orphans_removed + report.idempotency_keys_expired
+                        > 0 =>
+                {
                     tracing::info!(
                         purged = report.purged,
                         orphans_removed = report.orphans_removed,
+                        idempotency_keys_expired = report.idempotency_keys_expired,
                         "storage sweep"
                     );
                 }
