@@ -237,13 +237,16 @@ async fn post_files_with_key(app: &TestApp, user: &TestUser, channel: i64, key: 
         .unwrap()
 }
 
-async fn stored_objects(app: &TestApp, admin: &TestUser) -> i64 {
+/// File rows the database knows (live), and objects in the store.
+async fn files_and_objects(app: &TestApp, admin: &TestUser) -> (i64, usize) {
     let status = expect_json(
         app.get("/api/admin/storage-status", &admin.token).await,
         StatusCode::OK,
     )
     .await;
-    status["object_count"].as_i64().unwrap()
+    let store = &app.state.store;
+    let objects = store.list(&store.owned_prefix()).await.unwrap();
+    (status["object_count"].as_i64().unwrap(), objects.len())
 }
 
 #[tokio::test]
@@ -264,8 +267,8 @@ async fn five_identical_uploads_with_one_key_store_one_file() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0]["id"], first["files"][0]["id"]);
     assert_eq!(
-        stored_objects(&app, &alice).await,
-        1,
+        files_and_objects(&app, &alice).await,
+        (1, 1),
         "a duplicate stored nothing"
     );
 
@@ -289,7 +292,7 @@ async fn five_identical_uploads_with_one_key_store_one_file() {
     assert_eq!(listed.len(), 3, "{listed:?}");
     assert_eq!(listed[2]["id"], posted["id"]);
     assert_eq!(listed[2]["files"].as_array().unwrap().len(), 1);
-    assert_eq!(stored_objects(&app, &alice).await, 2);
+    assert_eq!(files_and_objects(&app, &alice).await, (2, 2));
 }
 
 /// The next `count` `message_created` frames, skipping other frames.
