@@ -356,6 +356,13 @@ impl<'a> Live<'a> {
     /// REST post (same table, its own namespace): the same user sending the same `client_id`
     /// again within the key's lifetime gets the first `message_created` again, marked
     /// `"replayed": true`, instead of a second message. Returns that replay, if it is one.
+    ///
+    /// The key table rather than a unique `(user_id, client_id)` column on messages: keys
+    /// expire (clients reuse short ids such as counters across sessions, and a permanent
+    /// constraint would swallow next week's "c1"), a repeat gets the first answer back rather
+    /// than a conflict, in-flight repeats from another socket are told so, and the messages
+    /// table stays as it is. The cost: a post with a `client_id` writes twice (claim, then the
+    /// message with its answer).
     async fn post(
         &self,
         channel_id: i32,
