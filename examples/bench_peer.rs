@@ -909,8 +909,10 @@ impl Target {
                 let due_us = (i as f64 * interval_us) as u64;
                 let room = (i % rooms) as usize;
                 let member = (i / rooms) as usize % self.members;
+                // A client_id is an idempotency key: unique per message across steps, or a
+                // repeat would be refused (other content) instead of posted.
                 let frame = format!(
-                    r#"{{"type":"message","channel_id":{},"content":"{}","client_id":"c{i}"}}"#,
+                    r#"{{"type":"message","channel_id":{},"content":"{}","client_id":"c{start_us}-{i}"}}"#,
                     self.room_ids[room],
                     stamp(step, start_us + due_us)
                 );

@@ -4,6 +4,7 @@
 use crate::db::models::{FileUpload, StoredFile};
 use crate::db::{self, messages::MessageParts};
 use crate::error::{AppError, ErrorCode};
+use crate::idempotency::Answer;
 use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
 
@@ -24,6 +25,10 @@ pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> 
 
 /// Stores a message with its already-stored files in one transaction, then announces it.
 /// Shared by REST and the socket.
+///
+/// With an idempotency `answer`, the key's answer is stored in the same transaction as the
+/// message (and returned, to be sent as is): a crash cannot leave a message whose key would
+/// let a retry post it again, and a request whose key was taken over posts nothing.
 pub async fn post_message(
     state: &AppState,
     user_id: i32,
@@ -31,7 +36,8 @@ pub async fn post_message(
     content: String,
     stored: Vec<StoredFile>,
     client_id: Option<String>,
-) -> Result<MessageParts, AppError> {
+    answer: Option<Answer<MessageParts>>,
+) -> Result<(MessageParts, Option<serde_json::Value>), AppError> {
     state
         .write_and_announce(move |conn| {
             // One event for the message, one per file.
@@ -46,6 +52,8 @@ pub async fn post_message(
                 files: files.clone(),
                 client_id,
             };
+            let parts = (row, user.username, files.clone());
+            let body = answer.map(|a| a.record(conn, &parts)).transpose()?;
             let completed = files
                 .iter()
                 .map(|file| Event::FileUploadComplete { file: file.clone() });
@@ -55,24 +63,27 @@ pub async fn post_message(
                 first_seq: seq,
                 events,
             };
-            Ok(((row, user.username, files), announcement))
+            Ok(((parts, body), announcement))
         })
         .await
 }
 
-/// Records files already stored as attachments of the caller's message, announcing each.
+/// Records files already stored as attachments of the caller's message, announcing each;
+/// an idempotency `answer` is stored with them, as in `post_message`.
 pub async fn attach_files(
     state: &AppState,
     user_id: i32,
     message_id: i32,
     channel_id: i32,
     stored: Vec<StoredFile>,
-) -> Result<Vec<FileUpload>, AppError> {
+    answer: Option<Answer<Vec<FileUpload>>>,
+) -> Result<(Vec<FileUpload>, Option<serde_json::Value>), AppError> {
     state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
             db::channels::find_for_member(conn, channel_id, user_id)?;
             let files = db::files::insert_all(conn, message_id, channel_id, user_id, &stored)?;
+            let body = answer.map(|a| a.record(conn, &files)).transpose()?;
             let events = files
                 .iter()
                 .map(|file| Event::FileUploadComplete { file: file.clone() })
@@ -82,7 +93,7 @@ pub async fn attach_files(
                 first_seq: seq,
                 events,
             };
-            Ok((files, announcement))
+            Ok(((files, body), announcement))
         })
         .await
 }

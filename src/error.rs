@@ -31,6 +31,9 @@ pub enum ErrorCode {
     UsernameTaken,
     AlreadyMember,
     Conflict,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
     PayloadTooLarge,
     FileTooLarge,
     TooManyFiles,
@@ -65,6 +68,9 @@ impl ErrorCode {
         ErrorCode::UsernameTaken,
         ErrorCode::AlreadyMember,
         ErrorCode::Conflict,
+        ErrorCode::IdempotencyKeyInFlight,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::InvalidIdempotencyKey,
         ErrorCode::PayloadTooLarge,
         ErrorCode::FileTooLarge,
         ErrorCode::TooManyFiles,
@@ -99,6 +105,9 @@ impl ErrorCode {
             ErrorCode::UsernameTaken => "username_taken",
             ErrorCode::AlreadyMember => "already_member",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::FileTooLarge => "file_too_large",
             ErrorCode::TooManyFiles => "too_many_files",
@@ -142,6 +151,13 @@ pub enum AppError {
     /// A uniqueness rule was broken (409).
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
+    /// A request with the same idempotency key is still running (409, with `Retry-After`).
+    #[error("a request with this idempotency key is still in progress; retry later")]
+    IdempotencyKeyInFlight,
+    /// Well-formed but refused as a whole (422): an idempotency key reused for another
+    /// request.
+    #[error("{message}")]
+    Unprocessable { code: ErrorCode, message: String },
     /// An upload over the size limit (413 file_too_large).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -207,7 +223,9 @@ impl AppError {
             AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::Conflict { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::Forbidden { code, .. } => *code,
+            AppError::IdempotencyKeyInFlight => ErrorCode::IdempotencyKeyInFlight,
             AppError::NotFound => ErrorCode::NotFound,
             AppError::PayloadTooLarge(_) => ErrorCode::FileTooLarge,
             AppError::BodyTooLarge(_) => ErrorCode::PayloadTooLarge,
@@ -236,7 +254,8 @@ impl ResponseError for AppError {
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::Conflict { .. } | AppError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            AppError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::PayloadTooLarge(_) | AppError::BodyTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -270,6 +289,9 @@ impl ResponseError for AppError {
         } = self
         {
             response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+        }
+        if let AppError::IdempotencyKeyInFlight = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
         }
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             // A dependency is away: worth retrying soon, not at once.

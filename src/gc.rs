@@ -7,6 +7,8 @@
 //!   prefix, the local store's temporary files) are aborted once older than
 //!   `ORPHAN_MIN_AGE_SECONDS` too.
 //! - Rows whose object is missing are reported.
+//! - Idempotency keys older than `idempotency::KEY_TTL` are deleted (they count as absent
+//!   from then on anyway; this only keeps the table small).
 //!
 //! Safe on several instances at once: a purge is claimed in the database first, and
 //! deleting an object twice is harmless.
@@ -33,6 +35,7 @@ pub struct SweepReport {
     pub stale_uploads_aborted: usize,
     /// Ids of rows whose object is not in the store.
     pub missing_objects: Vec<i32>,
+    pub idempotency_keys_expired: usize,
 }
 
 /// What the sweeper works on: the database, the store and the settings, nothing more (the
@@ -55,8 +58,13 @@ impl From<&AppState> for Sweeper {
 }
 
 pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
+    let expired_before = now() - crate::idempotency::KEY_TTL;
     let mut report = SweepReport {
         purged: purge_deleted(state).await?,
+        idempotency_keys_expired: state
+            .db
+            .write(move |conn| Ok(db::idempotency::delete_expired(conn, expired_before)?))
+            .await?,
         ..SweepReport::default()
     };
     // Rows first, then the listing: an object stored after the listing cannot be taken
@@ -141,13 +149,17 @@ pub fn spawn_background(state: &AppState) {
             ticker.tick().await;
             match sweep(&state).await {
                 Ok(report)
-                    if report.purged + report.orphans_removed + report.stale_uploads_aborted
+                    if report.purged
+                        + report.orphans_removed
+                        + report.stale_uploads_aborted
+                        + report.idempotency_keys_expired
                         > 0 =>
                 {
                     tracing::info!(
                         purged = report.purged,
                         orphans_removed = report.orphans_removed,
                         stale_uploads_aborted = report.stale_uploads_aborted,
+                        idempotency_keys_expired = report.idempotency_keys_expired,
                         "storage sweep"
                     );
                 }

@@ -2,8 +2,10 @@
 //!
 //! Layout: `config` (settings), `startup` (building the app), `telemetry` (logs), `error`
 //! (the one error type and its codes), `db` (diesel over PostgreSQL or SQLite), `auth`
-//! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed download links), `storage` (the file store),
-//! `uploads` (receiving files), `chat` (the chat core: what REST and the socket both call),
+//! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed
+//! download links), `storage` (the file store), `uploads` (receiving files), `idempotency`
+//! (safe retries: `Idempotency-Key` and the socket's `client_id`), `chat` (the chat core: what
+//! REST and the socket both call),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
 //! (thin HTTP handlers), `state` (what handlers share).
 //!
@@ -19,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod gc;
+pub mod idempotency;
 pub mod links;
 pub mod ratelimit;
 pub mod realtime;

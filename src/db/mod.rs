@@ -6,6 +6,7 @@
 pub mod channels;
 pub mod deployment;
 pub mod files;
+pub mod idempotency;
 pub mod messages;
 pub mod models;
 pub mod schema;

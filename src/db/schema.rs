@@ -68,12 +68,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (user_id, scope, client_key) {
+        user_id -> Integer,
+        scope -> Text,
+        client_key -> Text,
+        fingerprint -> Text,
+        claim_token -> Text,
+        state -> Text,
+        status_code -> Nullable<Integer>,
+        response_body -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(channel_members -> channels (channel_id));
 diesel::joinable!(channel_members -> users (user_id));
 diesel::joinable!(channels -> users (created_by));
 diesel::joinable!(messages -> channels (channel_id));
 diesel::joinable!(messages -> users (user_id));
 diesel::joinable!(file_uploads -> messages (message_id));
+diesel::joinable!(idempotency_keys -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -81,4 +96,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     channel_members,
     messages,
     file_uploads,
+    idempotency_keys,
 );

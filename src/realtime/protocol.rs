@@ -115,6 +115,13 @@ pub fn pong() -> String {
     json!({ "type": "pong" }).to_string()
 }
 
+/// A `message_created` sent again to the socket that re-sent a `client_id` it had already
+/// posted: `data` is the first one's, unchanged.
+pub fn replayed_message(channel_id: i32, data: Value) -> String {
+    json!({ "type": "message_created", "channel_id": channel_id, "data": data, "replayed": true })
+        .to_string()
+}
+
 pub fn error(code: ErrorCode, message: &str, client_id: Option<&str>) -> String {
     let mut frame = json!({ "type": "error", "code": code, "message": message });
     if let Some(client_id) = client_id {

@@ -18,8 +18,9 @@ use super::socket::{ClientMessage, FrameReader, ProtocolClose};
 use super::{Event, hub::ConnectError};
 use crate::auth::AuthUser;
 use crate::chat::{post_message, validate_content};
-use crate::db;
+use crate::db::{self, messages::MessageParts};
 use crate::error::{AppError, ErrorCode};
+use crate::idempotency::{self, Answer, Fingerprint, Outcome, Scope};
 use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
 
@@ -54,10 +55,11 @@ pub async fn run(
     let _release = ReleaseOnDrop(outbox.clone());
     // Boxed, like `on_message`: this task lives as long as the connection, and the set-up's
     // futures would otherwise stay inlined in every idle connection's task.
+    let base: Arc<str> = Arc::from(base_url.as_str());
     let opened = Box::pin(open(&state, &outbox, &mut stream, header_auth, base_url)).await;
     if let Some((user, connection)) = opened {
         let connection_id = connection.id;
-        let ending = Live::new(&state, &outbox, user, connection_id)
+        let ending = Live::new(&state, &outbox, user, connection_id, base)
             .run(&mut stream, connection)
             .await;
         Box::pin(state.events.hub().disconnect(connection_id)).await;
@@ -176,6 +178,8 @@ struct Live<'a> {
     outbox: &'a Outbox,
     user: AuthUser,
     connection_id: u64,
+    /// `scheme://host` the client used, for links in what this session renders itself.
+    base_url: Arc<str>,
     frame_budget: TokenBucket,
     last_rate_error: Option<Instant>,
     last_typing: std::collections::HashMap<i32, Instant>,
@@ -203,12 +207,19 @@ impl<'a> Live<'a> {
         }
     }
 
-    fn new(state: &'a AppState, outbox: &'a Outbox, user: AuthUser, connection_id: u64) -> Self {
+    fn new(
+        state: &'a AppState,
+        outbox: &'a Outbox,
+        user: AuthUser,
+        connection_id: u64,
+        base_url: Arc<str>,
+    ) -> Self {
         Live {
             state,
             outbox,
             user,
             connection_id,
+            base_url,
             // A flood of frames is refused (with an error frame now and then), not queued.
             frame_budget: TokenBucket::per_minute(1200),
             last_rate_error: None,
@@ -325,29 +336,96 @@ impl<'a> Live<'a> {
                 content,
                 client_id,
             }) => {
-                let posted = async {
-                    validate_content(&content, false)?;
-                    post_message(
-                        self.state,
-                        self.user.id,
-                        channel_id,
-                        content,
-                        Vec::new(),
-                        client_id.clone(),
-                    )
-                    .await
-                }
-                .await;
-                // Success is answered by the `message_created` event, which echoes client_id.
-                posted.err().map(|e| {
+                let posted = self.post(channel_id, content, client_id.clone()).await;
+                // Success is answered by the `message_created` event, which echoes client_id;
+                // a repeat of a posted client_id by that event again, to this socket only.
+                posted.unwrap_or_else(|e| {
                     use actix_web::ResponseError;
                     let message = if e.status_code().is_server_error() {
                         "could not post the message".into()
                     } else {
                         e.to_string()
                     };
-                    protocol::error(e.code(), &message, client_id.as_deref())
+                    Some(protocol::error(e.code(), &message, client_id.as_deref()))
                 })
+            }
+        }
+    }
+
+    /// Posts a message; a `client_id` makes it idempotent, as an `Idempotency-Key` does a
+    /// REST post (same table, its own namespace): the same user sending the same `client_id`
+    /// again within the key's lifetime gets the first `message_created` again, marked
+    /// `"replayed": true`, instead of a second message. Returns that replay, if it is one.
+    ///
+    /// The key table rather than a unique `(user_id, client_id)` column on messages: keys
+    /// expire (clients reuse short ids such as counters across sessions, and a permanent
+    /// constraint would swallow next week's "c1"), a repeat gets the first answer back rather
+    /// than a conflict, in-flight repeats from another socket are told so, and the messages
+    /// table stays as it is. The cost: a post with a `client_id` writes twice (claim, then the
+    /// message with its answer).
+    async fn post(
+        &self,
+        channel_id: i32,
+        content: String,
+        client_id: Option<String>,
+    ) -> Result<Option<String>, AppError> {
+        let (state, user_id) = (self.state, self.user.id);
+        let Some(client_id) = client_id else {
+            validate_content(&content, false)?;
+            post_message(state, user_id, channel_id, content, Vec::new(), None, None).await?;
+            return Ok(None);
+        };
+        let fingerprint = Fingerprint::new("WS", "message")
+            .part(channel_id.to_string().as_bytes())
+            .part(content.as_bytes());
+        let key = client_id.clone();
+        let claim =
+            match idempotency::claim(&state.db, user_id, Scope::Socket, key, fingerprint).await? {
+                Outcome::Replay { body, .. } => {
+                    let data = serde_json::from_str(&body).unwrap_or_default();
+                    return Ok(Some(protocol::replayed_message(channel_id, data)));
+                }
+                Outcome::Proceed(claim) => claim,
+            };
+        let answer = {
+            let (links, base, client_id) = (
+                state.links.clone(),
+                self.base_url.clone(),
+                client_id.clone(),
+            );
+            Answer::new(
+                claim.completion(),
+                actix_web::http::StatusCode::CREATED,
+                move |parts: &MessageParts| {
+                    let mut view = links.message_view(&base, user_id, parts.clone());
+                    view.client_id = Some(client_id);
+                    serde_json::json!(view)
+                },
+            )
+        };
+        let posted = async {
+            validate_content(&content, false)?;
+            let client_id = Some(client_id);
+            post_message(
+                state,
+                user_id,
+                channel_id,
+                content,
+                Vec::new(),
+                client_id,
+                Some(answer),
+            )
+            .await
+        }
+        .await;
+        match posted {
+            Ok(_) => {
+                claim.keep();
+                Ok(None)
+            }
+            Err(e) => {
+                claim.release().await;
+                Err(e)
             }
         }
     }

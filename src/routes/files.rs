@@ -1,6 +1,6 @@
 use actix_files::NamedFile;
-use actix_web::http::Method;
 use actix_web::http::header;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -10,6 +10,8 @@ use crate::auth::AuthUser;
 use crate::chat;
 use crate::db::{self, models::FileUpload, models::rfc3339};
 use crate::error::{AppError, ErrorCode};
+use crate::idempotency::{self, Answer, Fingerprint};
+use crate::links::DownloadLinks;
 use crate::state::AppState;
 use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
@@ -45,12 +47,18 @@ const SANDBOX_CSP: &str =
 
 /// `multipart/form-data`: a `message_id` part, then one or more `file` parts. Only the
 /// message's author may attach.
+///
+/// With an `Idempotency-Key`, the fingerprint is the method, the path and the `message_id`,
+/// not the files: they stream into the store, and hashing them before the key is claimed
+/// would mean storing every duplicate's files, the work the key exists to spare. The key is
+/// claimed before any file is read.
 async fn upload(
     req: HttpRequest,
     state: web::Data<AppState>,
     auth: AuthUser,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let key = idempotency::key_of(&req)?;
     let slot = state.upload_slots.take(auth.id)?;
     let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
     let message_id = match form.next_part().await? {
@@ -70,39 +78,60 @@ async fn upload(
             ));
         }
     };
-    let message = state
-        .db
-        .run(move |conn| {
-            let message = db::messages::find(conn, message_id)?;
-            db::channels::find_for_member(conn, message.channel_id, auth.id)?;
-            Ok(message)
-        })
-        .await?;
-    if message.user_id != auth.id {
-        return Err(AppError::forbidden(
-            "only the message's author may attach files to it",
-        ));
-    }
-    let channel_id = message.channel_id;
-    let pending =
-        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
-    let files = pending
-        .commit_with(|stored| async {
-            if stored.is_empty() {
-                return Err(AppError::bad_request(
-                    ErrorCode::BadRequest,
-                    "no `file` part",
-                ));
-            }
-            chat::attach_files(&state, auth.id, message_id, channel_id, stored).await
-        })
-        .await?;
+    let fingerprint = Fingerprint::new("POST", req.path()).part(message_id.to_string().as_bytes());
     let base = base_url(&req);
+    idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
+        let message = state
+            .db
+            .run(move |conn| {
+                let message = db::messages::find(conn, message_id)?;
+                db::channels::find_for_member(conn, message.channel_id, auth.id)?;
+                Ok(message)
+            })
+            .await?;
+        if message.user_id != auth.id {
+            return Err(AppError::forbidden(
+                "only the message's author may attach files to it",
+            ));
+        }
+        let channel_id = message.channel_id;
+        let pending =
+            uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id)
+                .await?;
+        let render = {
+            let (links, base) = (state.links.clone(), base.clone());
+            move |files: &Vec<FileUpload>| files_body(&links, &base, auth.id, files)
+        };
+        let answer = completion.map(|c| Answer::new(c, StatusCode::CREATED, render));
+        let (files, body) = pending
+            .commit_with(|stored| async {
+                if stored.is_empty() {
+                    return Err(AppError::bad_request(
+                        ErrorCode::BadRequest,
+                        "no `file` part",
+                    ));
+                }
+                chat::attach_files(&state, auth.id, message_id, channel_id, stored, answer).await
+            })
+            .await?;
+        let body = body.unwrap_or_else(|| files_body(&state.links, &base, auth.id, &files));
+        Ok(HttpResponse::Created().json(body))
+    })
+    .await
+}
+
+/// `{"files": [file]}`, with links issued to `user_id`.
+fn files_body(
+    links: &DownloadLinks,
+    base: &str,
+    user_id: i32,
+    files: &[FileUpload],
+) -> serde_json::Value {
     let views: Vec<_> = files
         .iter()
-        .map(|f| state.links.file_view(&base, auth.id, f))
+        .map(|f| links.file_view(base, user_id, f))
         .collect();
-    Ok(HttpResponse::Created().json(json!({ "files": views })))
+    json!({ "files": views })
 }
 
 async fn show(

@@ -1,12 +1,15 @@
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
 use crate::chat::{MAX_CONTENT_CHARS, post_message, validate_content};
-use crate::db::{self, messages::PageRequest};
+use crate::db;
+use crate::db::messages::{MessageParts, PageRequest};
 use crate::error::{AppError, ErrorCode};
+use crate::idempotency::{self, Answer, Completion, Fingerprint};
 use crate::state::AppState;
 use crate::uploads::{self, UploadForm};
 
@@ -49,6 +52,8 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"))
 }
 
+/// With an `Idempotency-Key`, the fingerprint is the method, the path (which names the
+/// channel) and the content: a retry with the same text replays, another text is refused.
 async fn create_json(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -56,22 +61,64 @@ async fn create_json(
     path: web::Path<i32>,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
+    let key = idempotency::key_of(&req)?;
+    let channel_id = path.into_inner();
     let content = body.into_inner().content;
-    validate_content(&content, false)?;
-    let message = post_message(
-        &state,
-        auth.id,
-        path.into_inner(),
-        content,
-        Vec::new(),
-        None,
+    let fingerprint = Fingerprint::new("POST", req.path()).part(content.as_bytes());
+    let base = base_url(&req);
+    idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
+        validate_content(&content, false)?;
+        let answer = completion.map(|c| message_answer(&state, &base, auth.id, c));
+        let (message, body) = post_message(
+            &state,
+            auth.id,
+            channel_id,
+            content,
+            Vec::new(),
+            None,
+            answer,
+        )
+        .await?;
+        Ok(created(&state, &base, auth.id, message, body))
+    })
+    .await
+}
+
+/// The answer to a posted message, rendered (links issued) inside its transaction.
+fn message_answer(
+    state: &AppState,
+    base: &str,
+    user_id: i32,
+    completion: Completion,
+) -> Answer<MessageParts> {
+    let (links, base) = (state.links.clone(), base.to_owned());
+    Answer::new(
+        completion,
+        StatusCode::CREATED,
+        move |parts: &MessageParts| json!(links.message_view(&base, user_id, parts.clone())),
     )
-    .await?;
-    let view = state.links.message_view(&base_url(&req), auth.id, message);
-    Ok(HttpResponse::Created().json(view))
+}
+
+/// `201` with the body already rendered for the idempotency key, or rendered now.
+fn created(
+    state: &AppState,
+    base: &str,
+    user_id: i32,
+    message: MessageParts,
+    body: Option<serde_json::Value>,
+) -> HttpResponse {
+    match body {
+        Some(body) => HttpResponse::Created().json(body),
+        None => HttpResponse::Created().json(state.links.message_view(base, user_id, message)),
+    }
 }
 
 /// `multipart/form-data`: a `content` part, then up to 10 `file` parts. All or nothing.
+///
+/// With an `Idempotency-Key`, the fingerprint is the method, the path and the `content` part,
+/// not the files: they stream into the store as they arrive, and hashing them before the key
+/// is claimed would mean storing (or buffering) every duplicate's files, the very work the
+/// key exists to spare. The key is claimed before any file is read.
 async fn create_with_files(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,6 +126,7 @@ async fn create_with_files(
     path: web::Path<i32>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let key = idempotency::key_of(&req)?;
     let channel_id = path.into_inner();
     // Refuse before reading any file; the insert checks membership again.
     state
@@ -98,17 +146,25 @@ async fn create_with_files(
             ));
         }
     };
-    validate_content(&content, true)?;
-    let pending =
-        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
-    let message = pending
-        .commit_with(|stored| async {
-            validate_content(&content, !stored.is_empty())?;
-            post_message(&state, auth.id, channel_id, content, stored, None).await
-        })
-        .await?;
-    let view = state.links.message_view(&base_url(&req), auth.id, message);
-    Ok(HttpResponse::Created().json(view))
+    let fingerprint = Fingerprint::new("POST", req.path())
+        .part(b"multipart")
+        .part(content.as_bytes());
+    let base = base_url(&req);
+    idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
+        validate_content(&content, true)?;
+        let pending =
+            uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id)
+                .await?;
+        let (message, body) = pending
+            .commit_with(|stored| async {
+                validate_content(&content, !stored.is_empty())?;
+                let answer = completion.map(|c| message_answer(&state, &base, auth.id, c));
+                post_message(&state, auth.id, channel_id, content, stored, None, answer).await
+            })
+            .await?;
+        Ok(created(&state, &base, auth.id, message, body))
+    })
+    .await
 }
 
 async fn list(

@@ -8,6 +8,7 @@ mod files;
 mod fixtures;
 mod health;
 mod helpers;
+mod idempotency;
 mod layout;
 mod messages;
 mod migrations;
