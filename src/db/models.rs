@@ -46,7 +46,7 @@ pub fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc().trunc_subsecs(6)
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: i32,
@@ -65,7 +65,7 @@ pub struct NewUser<'a> {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = channels)]
 pub struct Channel {
     pub id: i32,
@@ -106,7 +106,7 @@ pub struct FileUpload {
 }
 
 /// `file` in API.md: the row plus a download link issued to the caller.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileView {
     pub id: i32,
     pub message_id: i32,
@@ -142,7 +142,7 @@ impl FileView {
 }
 
 /// `message` in API.md.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: i32,
     pub channel_id: i32,

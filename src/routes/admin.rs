@@ -2,13 +2,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::endpoint;
+use super::openapi::ErrorBody;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(paths(storage_status, realtime_status))]
+pub(super) struct Doc;
+
+#[derive(Serialize, ToSchema)]
+struct StorageStatus {
+    /// `s3` or `local`
+    store: &'static str,
+    /// The bucket, for S3.
+    bucket: Option<String>,
+    /// The bucket or the directory.
+    location: String,
+    live_check_passed: bool,
+    /// Live files the database knows of, and their bytes.
+    object_count: i64,
+    total_bytes: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RealtimeStatus {
+    /// This instance's open WebSockets.
+    connections: u64,
+    frames_queued: u64,
+    /// Closed with 4008 (too slow) since start.
+    slow_disconnects: u64,
+    /// Closed with 4009 (events missed) since start.
+    resync_disconnects: u64,
+    /// Whether events cross instances through Redis.
+    redis: bool,
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
@@ -34,6 +67,11 @@ async fn require_admin(state: &AppState, auth: AuthUser) -> Result<(), AppError>
 }
 
 /// The store in use, a live check of it, and what the database knows it holds.
+#[utoipa::path(get, path = "/api/admin/storage-status", tag = "operations", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the store", body = StorageStatus),
+        (status = 403, description = "`forbidden`: administrators only", body = ErrorBody),
+    ))]
 async fn storage_status(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -51,18 +89,23 @@ async fn storage_status(
         "s3" => Some(state.store.location()),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "store": state.store.kind(),
-        "bucket": bucket,
-        "location": state.store.location(),
-        "live_check_passed": live_check.is_ok(),
-        "object_count": object_count,
-        "total_bytes": total_bytes,
-    })))
+    Ok(HttpResponse::Ok().json(StorageStatus {
+        store: state.store.kind(),
+        bucket,
+        location: state.store.location(),
+        live_check_passed: live_check.is_ok(),
+        object_count,
+        total_bytes,
+    }))
 }
 
 /// This instance's WebSockets: how many are open, and how many were closed for falling
 /// behind (4008) or for missing events (4009) since it started.
+#[utoipa::path(get, path = "/api/admin/realtime-status", tag = "operations", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "this instance's sockets", body = RealtimeStatus),
+        (status = 403, description = "`forbidden`: administrators only", body = ErrorBody),
+    ))]
 async fn realtime_status(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -70,11 +113,11 @@ async fn realtime_status(
     require_admin(&state, auth).await?;
     let stats = state.events.hub().stats();
     let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    Ok(HttpResponse::Ok().json(json!({
-        "connections": read(&stats.connections),
-        "frames_queued": read(&stats.frames_queued),
-        "slow_disconnects": read(&stats.slow_disconnects),
-        "resync_disconnects": read(&stats.resync_disconnects),
-        "redis": state.settings.realtime.redis_url.is_some(),
-    })))
+    Ok(HttpResponse::Ok().json(RealtimeStatus {
+        connections: read(&stats.connections),
+        frames_queued: read(&stats.frames_queued),
+        slow_disconnects: read(&stats.slow_disconnects),
+        resync_disconnects: read(&stats.resync_disconnects),
+        redis: state.settings.realtime.redis_url.is_some(),
+    }))
 }

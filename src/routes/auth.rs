@@ -1,9 +1,10 @@
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use super::endpoint;
+use super::openapi::ErrorBody;
 use crate::auth::{AuthUser, passwords};
 use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 use crate::client_addr::ClientAddr;
@@ -11,6 +12,10 @@ use crate::db::models::User;
 use crate::db::{self};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(paths(register, login, me))]
+pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
@@ -24,19 +29,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint("/me", vec![(Method::GET, web::to(me))]));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RegisterBody {
     username: String,
     password: String,
     display_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct LoginBody {
     username: String,
     password: String,
 }
 
+/// A signed-in session: the token to send as `Authorization: Bearer`.
+#[derive(Serialize, ToSchema)]
+struct Session {
+    token: String,
+    /// RFC 3339, UTC.
+    expires_at: Option<String>,
+    user: User,
+}
+
+/// Creates an account and signs it in.
+#[utoipa::path(post, path = "/api/auth/register", tag = "users",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "registered and signed in", body = Session),
+        (status = 400, description = "`invalid_username`, `weak_password`, `invalid_display_name`, `bad_request`", body = ErrorBody),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: registrations from this address", body = ErrorBody),
+    ))]
 async fn register(
     state: web::Data<AppState>,
     from: ClientAddr,
@@ -71,6 +94,14 @@ async fn register(
     Ok(HttpResponse::Created().json(session(&state, user)?))
 }
 
+/// Signs in.
+#[utoipa::path(post, path = "/api/auth/login", tag = "users",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "signed in", body = Session),
+        (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: failed attempts for this username from this address, or from this address", body = ErrorBody),
+    ))]
 async fn login(
     state: web::Data<AppState>,
     from: ClientAddr,
@@ -94,6 +125,12 @@ async fn login(
     Ok(HttpResponse::Ok().json(session(&state, user)?))
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller", body = User),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+    ))]
 async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<User>, AppError> {
     let user = state
         .db
@@ -102,11 +139,15 @@ async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<User
     Ok(web::Json(user))
 }
 
-fn session(state: &AppState, user: User) -> Result<serde_json::Value, AppError> {
+fn session(state: &AppState, user: User) -> Result<Session, AppError> {
     let issued = state.tokens.issue(user.id)?;
     let expires_at = chrono::DateTime::from_timestamp(issued.expires_at, 0)
         .map(|t| crate::db::models::rfc3339::format(&t.naive_utc()));
-    Ok(json!({ "token": issued.token, "expires_at": expires_at, "user": user }))
+    Ok(Session {
+        token: issued.token,
+        expires_at,
+        user,
+    })
 }
 
 fn validate_username(username: &str) -> Result<(), AppError> {

@@ -1,14 +1,21 @@
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::endpoint;
+use super::openapi::ErrorBody;
 use crate::auth::AuthUser;
 use crate::chat::is_unsafe_display_char;
+use crate::db::models::User;
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
+
+#[derive(OpenApi)]
+#[openapi(paths(create, list_mine, list_public, show, join, add_member, members, leave))]
+pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // `/channels/public` before `/channels/{id}` so "public" is never read as an id.
@@ -46,18 +53,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 const MAX_CHANNEL_NAME_CHARS: usize = 80;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateChannelBody)]
 struct CreateBody {
     name: String,
     #[serde(default)]
     is_private: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct AddMemberBody {
     username: String,
 }
 
+/// Creates a channel; the creator is its first member.
+#[utoipa::path(post, path = "/api/channels", tag = "channels", security(("bearer" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "created", body = Channel),
+        (status = 400, description = "`invalid_channel_name`", body = ErrorBody),
+    ))]
 async fn create(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -87,6 +102,9 @@ async fn create(
     Ok(HttpResponse::Created().json(channel))
 }
 
+/// The channels the caller is a member of.
+#[utoipa::path(get, path = "/api/channels", tag = "channels", security(("bearer" = [])),
+    responses((status = 200, description = "the caller's channels", body = Vec<Channel>)))]
 async fn list_mine(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -98,6 +116,9 @@ async fn list_mine(
     Ok(web::Json(channels))
 }
 
+/// Every public channel, to browse and join.
+#[utoipa::path(get, path = "/api/channels/public", tag = "channels", security(("bearer" = [])),
+    responses((status = 200, description = "public channels", body = Vec<Channel>)))]
 async fn list_public(
     state: web::Data<AppState>,
     _auth: AuthUser,
@@ -109,6 +130,13 @@ async fn list_public(
     Ok(web::Json(channels))
 }
 
+/// One channel the caller is a member of.
+#[utoipa::path(get, path = "/api/channels/{id}", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    responses(
+        (status = 200, description = "the channel", body = Channel),
+        (status = 404, description = "`not_found`: no such channel, or not a member", body = ErrorBody),
+    ))]
 async fn show(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -122,7 +150,13 @@ async fn show(
     Ok(web::Json(channel))
 }
 
-/// Joining is for public channels; a private one answers 404 as if it did not exist.
+/// Joins a public channel (joining again changes nothing).
+#[utoipa::path(post, path = "/api/channels/{id}/join", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    responses(
+        (status = 200, description = "joined", body = Channel),
+        (status = 404, description = "`not_found`: no such channel, or a private one", body = ErrorBody),
+    ))]
 async fn join(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -160,7 +194,15 @@ async fn join(
     Ok(web::Json(channel))
 }
 
-/// Any member may add another user.
+/// Adds a user to a channel the caller is a member of.
+#[utoipa::path(post, path = "/api/channels/{id}/members", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    request_body = AddMemberBody,
+    responses(
+        (status = 201, description = "added", body = User),
+        (status = 404, description = "`not_found`: no such channel or user, or the caller is not a member", body = ErrorBody),
+        (status = 409, description = "`already_member`", body = ErrorBody),
+    ))]
 async fn add_member(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -191,7 +233,13 @@ async fn add_member(
     Ok(HttpResponse::Created().json(user))
 }
 
-/// Leaving ends access to the channel's messages and files at once.
+/// Leaves a channel: access to its messages and files ends at once.
+#[utoipa::path(delete, path = "/api/channels/{id}/members/me", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    responses(
+        (status = 204, description = "left"),
+        (status = 404, description = "`not_found`: not a member", body = ErrorBody),
+    ))]
 async fn leave(
     state: web::Data<AppState>,
     auth: AuthUser,
@@ -213,6 +261,13 @@ async fn leave(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The members of a channel the caller is a member of.
+#[utoipa::path(get, path = "/api/channels/{id}/members", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    responses(
+        (status = 200, description = "members, by username", body = Vec<User>),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn members(
     state: web::Data<AppState>,
     auth: AuthUser,

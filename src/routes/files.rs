@@ -2,12 +2,15 @@ use actix_files::NamedFile;
 use actix_web::http::header;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
+use super::openapi::ErrorBody;
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
 use crate::chat;
+use crate::db::models::FileView;
 use crate::db::{self, models::FileUpload, models::rfc3339};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Fingerprint};
@@ -15,6 +18,36 @@ use crate::links::DownloadLinks;
 use crate::state::AppState;
 use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
+
+#[derive(OpenApi)]
+#[openapi(paths(upload, show, remove, download_link, content))]
+pub(super) struct Doc;
+
+/// `multipart/form-data` (documentation only: read as a stream by `upload`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AttachForm {
+    /// First: the caller's message to attach to.
+    message_id: i32,
+    /// Then one or more files.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<Vec<u8>>,
+}
+
+/// Files attached by one upload.
+#[derive(Serialize, ToSchema)]
+struct FilesBody {
+    files: Vec<FileView>,
+}
+
+/// A fresh download link.
+#[derive(Serialize, ToSchema)]
+struct DownloadLink {
+    url: String,
+    /// RFC 3339, UTC.
+    expires_at: String,
+    file: FileView,
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
@@ -52,6 +85,22 @@ const SANDBOX_CSP: &str =
 /// not the files: they stream into the store, and hashing them before the key is claimed
 /// would mean storing every duplicate's files, the work the key exists to spare. The key is
 /// claimed before any file is read.
+#[utoipa::path(post, path = "/api/files/upload", tag = "files", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry safely: docs/api.md")),
+    request_body(content = AttachForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "attached (announced as one `file_upload_complete` per file)", body = FilesBody),
+        (status = 400, description = "`too_many_files`, `invalid_file_name`, `bad_request`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the message's author", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such message, or not a member", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stalled", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_flight`", body = ErrorBody),
+        (status = 413, description = "`file_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_file_type`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: uploads in flight", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn upload(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -127,13 +176,20 @@ fn files_body(
     user_id: i32,
     files: &[FileUpload],
 ) -> serde_json::Value {
-    let views: Vec<_> = files
+    let files = files
         .iter()
         .map(|f| links.file_view(base, user_id, f))
         .collect();
-    json!({ "files": views })
+    json!(FilesBody { files })
 }
 
+/// A file's metadata, with a link issued to the caller.
+#[utoipa::path(get, path = "/api/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "file id")),
+    responses(
+        (status = 200, description = "the file", body = FileView),
+        (status = 404, description = "`not_found`: no such file, deleted, or not a member", body = ErrorBody),
+    ))]
 async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -145,6 +201,13 @@ async fn show(
 }
 
 /// A fresh link; counts as a download.
+#[utoipa::path(get, path = "/api/files/download/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "file id")),
+    responses(
+        (status = 200, description = "a link", body = DownloadLink),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+    ))]
 async fn download_link(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -162,11 +225,11 @@ async fn download_link(
         })
         .await?;
     let view = state.links.file_view(&base_url(&req), auth.id, &file);
-    Ok(HttpResponse::Ok().json(json!({
-        "url": view.url,
-        "expires_at": rfc3339::format(&view.url_expires_at),
-        "file": view,
-    })))
+    Ok(HttpResponse::Ok().json(DownloadLink {
+        url: view.url.clone(),
+        expires_at: rfc3339::format(&view.url_expires_at),
+        file: view,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -174,8 +237,19 @@ struct LinkQuery {
     token: String,
 }
 
-/// What a download link points at. Checks the link, then the row and the membership of the
-/// user it was issued to, on every request.
+/// What a download link points at: the bytes (local store) or a redirect of at most a
+/// minute to the store (S3). The link itself is the credential; no bearer token.
+#[utoipa::path(get, path = "/api/files/{id}/content", tag = "files",
+    params(
+        ("id" = i32, Path, description = "file id"),
+        ("token" = String, Query, description = "the link's signature, as issued"),
+    ),
+    responses(
+        (status = 200, description = "the file's bytes (`Range` supported)"),
+        (status = 302, description = "to the store, for at most 60 s"),
+        (status = 403, description = "`invalid_link`: tampered or expired", body = ErrorBody),
+        (status = 404, description = "`not_found`: deleted, or the user left", body = ErrorBody),
+    ))]
 async fn content(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -262,7 +336,14 @@ async fn content(
     Ok(response)
 }
 
-/// Soft delete, by the uploader only.
+/// Deletes a file (its uploader only); announced as `file_deleted`.
+#[utoipa::path(delete, path = "/api/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "file id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 403, description = "`forbidden`: not the uploader", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn remove(
     state: web::Data<AppState>,
     auth: AuthUser,

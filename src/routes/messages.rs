@@ -1,17 +1,24 @@
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::openapi::ErrorBody;
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
 use crate::chat::{MAX_CONTENT_CHARS, post_message, validate_content};
 use crate::db;
 use crate::db::messages::{MessageParts, PageRequest};
+use crate::db::models::Message;
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Completion, Fingerprint};
 use crate::state::AppState;
 use crate::uploads::{self, UploadForm};
+
+#[derive(OpenApi)]
+#[openapi(paths(create_json, list))]
+pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
@@ -32,15 +39,40 @@ const MAX_CONTENT_BYTES: usize = MAX_CONTENT_CHARS * 4;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateMessageBody)]
 struct CreateBody {
     content: String,
 }
 
-#[derive(Deserialize)]
+/// `multipart/form-data`: the text first, then the files (documentation only: the parts are
+/// read as a stream by `create_with_files`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct MessageForm {
+    /// The message; may be empty when files come with it.
+    content: String,
+    /// Up to 10 files, each within `MAX_FILE_SIZE_MB`.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<Vec<u8>>,
+}
+
+/// A page of messages, newest last.
+#[derive(Serialize, ToSchema)]
+struct MessagePage {
+    messages: Vec<Message>,
+    /// More messages lie beyond this page in the direction asked.
+    has_more: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Messages older than this id.
     before: Option<i32>,
+    /// Messages newer than this id.
     after: Option<i32>,
+    /// At most this many (default 50, at most 100).
     limit: Option<i64>,
 }
 
@@ -54,6 +86,26 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
 
 /// With an `Idempotency-Key`, the fingerprint is the method, the path (which names the
 /// channel) and the content: a retry with the same text replays, another text is refused.
+#[utoipa::path(post, path = "/api/channels/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry safely: docs/api.md"),
+    ),
+    request_body(content(
+        (CreateBody = "application/json"),
+        (MessageForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 201, description = "posted (announced as `message_created`, then one `file_upload_complete` per file)", body = Message),
+        (status = 400, description = "`invalid_content`, `too_many_files`, `invalid_file_name`, `invalid_idempotency_key`, `bad_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_flight`", body = ErrorBody),
+        (status = 413, description = "`file_too_large`, `payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_file_type`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: uploads in flight", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn create_json(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -114,6 +166,7 @@ fn created(
 }
 
 /// `multipart/form-data`: a `content` part, then up to 10 `file` parts. All or nothing.
+/// (Documented with `create_json`: one operation, two content types.)
 ///
 /// With an `Idempotency-Key`, the fingerprint is the method, the path and the `content` part,
 /// not the files: they stream into the store as they arrive, and hashing them before the key
@@ -167,6 +220,14 @@ async fn create_with_files(
     .await
 }
 
+/// Keyset paging by id: `before` for older pages, `after` to catch up.
+#[utoipa::path(get, path = "/api/channels/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id"), ListQuery),
+    responses(
+        (status = 200, description = "a page", body = MessagePage),
+        (status = 400, description = "`bad_request`: a bad paging parameter", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member", body = ErrorBody),
+    ))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -201,6 +262,8 @@ async fn list(
         .into_iter()
         .map(|parts| state.links.message_view(&base, auth.id, parts))
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "messages": messages, "has_more": page.has_more })))
+    Ok(HttpResponse::Ok().json(MessagePage {
+        messages,
+        has_more: page.has_more,
+    }))
 }

@@ -6,6 +6,7 @@ mod channels;
 mod files;
 mod health;
 mod messages;
+mod openapi;
 mod ws;
 
 use actix_web::http::Method;
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(files::configure)
             .configure(admin::configure)
             .configure(ws::configure)
+            .configure(openapi::configure)
             .default_service(web::to(not_found)),
     );
 }

@@ -12,6 +12,7 @@ mod idempotency;
 mod layout;
 mod messages;
 mod migrations;
+mod openapi;
 mod redis;
 mod s3;
 mod tokens;
