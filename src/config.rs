@@ -108,6 +108,17 @@ pub struct S3Settings {
     /// Limits on each call to the store, so that a store that stops answering fails the
     /// request with 503 instead of holding it.
     pub timeouts: S3Timeouts,
+    /// Server-side encryption asked for every object the server writes.
+    pub encryption: Option<S3Encryption>,
+}
+
+/// `AWS_S3_SSE` (and `AWS_S3_SSE_KMS_KEY_ID` for `aws:kms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Encryption {
+    /// SSE-S3: keys managed by S3.
+    Aes256,
+    /// SSE-KMS, with this key (or the account's default `aws/s3` key).
+    Kms { key_id: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -289,6 +300,27 @@ impl Settings {
             read: seconds("AWS_S3_READ_TIMEOUT_SECONDS", 20, 1..=3600)?,
             operation: seconds("AWS_S3_OPERATION_TIMEOUT_SECONDS", 60, 1..=3600)?,
         };
+        let s3_encryption = match get("AWS_S3_SSE").as_deref() {
+            None => None,
+            Some("AES256") => Some(S3Encryption::Aes256),
+            Some("aws:kms") => Some(S3Encryption::Kms {
+                key_id: get("AWS_S3_SSE_KMS_KEY_ID"),
+            }),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "AWS_S3_SSE",
+                    format!("{other:?}: use AES256 or aws:kms"),
+                ));
+            }
+        };
+        if get("AWS_S3_SSE_KMS_KEY_ID").is_some()
+            && !matches!(s3_encryption, Some(S3Encryption::Kms { .. }))
+        {
+            return Err(ConfigError::new(
+                "AWS_S3_SSE_KMS_KEY_ID",
+                "a KMS key needs AWS_S3_SSE=aws:kms",
+            ));
+        }
         let s3 = get("AWS_S3_BUCKET_NAME").map(|bucket| S3Settings {
             bucket,
             region: get("AWS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
@@ -302,6 +334,7 @@ impl Settings {
                 _ => None,
             },
             timeouts: s3_timeouts,
+            encryption: s3_encryption,
         });
         let static_dir = get("STATIC_DIR")
             .map(PathBuf::from)

@@ -22,14 +22,14 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::{Bytes, BytesMut};
 use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{Body, ObjectInfo, Presentation};
-use crate::config::S3Settings;
+use crate::config::{S3Encryption, S3Settings};
 use crate::error::AppError;
 
 /// S3 allows parts of 5 MiB to 5 GiB; 8 MiB keeps memory small and requests few.
@@ -41,6 +41,7 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub struct S3Store {
     client: Client,
     bucket: String,
+    encryption: Option<S3Encryption>,
 }
 
 fn unavailable<E>(e: E) -> AppError
@@ -188,11 +189,27 @@ impl S3Store {
         S3Store {
             client: Client::from_conf(config.build()),
             bucket: settings.bucket.clone(),
+            encryption: settings.encryption.clone(),
         }
     }
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The `x-amz-server-side-encryption` every write asks for (`AWS_S3_SSE`).
+    fn sse(&self) -> Option<ServerSideEncryption> {
+        self.encryption.as_ref().map(|e| match e {
+            S3Encryption::Aes256 => ServerSideEncryption::Aes256,
+            S3Encryption::Kms { .. } => ServerSideEncryption::AwsKms,
+        })
+    }
+
+    fn sse_kms_key_id(&self) -> Option<String> {
+        match &self.encryption {
+            Some(S3Encryption::Kms { key_id }) => key_id.clone(),
+            _ => None,
+        }
     }
 
     pub async fn check(&self) -> Result<(), AppError> {
@@ -221,6 +238,8 @@ impl S3Store {
                 .key(key)
                 .content_type(&presentation.content_type)
                 .content_disposition(&presentation.content_disposition)
+                .set_server_side_encryption(self.sse())
+                .set_ssekms_key_id(self.sse_kms_key_id())
                 .body(ByteStream::from(first))
                 .customize()
                 .disable_payload_signing()
@@ -236,6 +255,8 @@ impl S3Store {
             .key(key)
             .content_type(&presentation.content_type)
             .content_disposition(&presentation.content_disposition)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key_id())
             .send()
             .await
             .map_err(unavailable)?;

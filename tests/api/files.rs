@@ -1125,6 +1125,37 @@ async fn the_sweeper_aborts_uploads_a_killed_instance_left(store: StoreKind) {
     }
 }
 
+/// With `AWS_S3_SSE`, every object the server writes asks S3 to encrypt it: one-part
+/// puts and multipart uploads alike.
+#[tokio::test]
+async fn s3_objects_are_written_with_the_configured_server_side_encryption() {
+    let app = spawn_app_on(StoreKind::S3, &[("AWS_S3_SSE", "AES256")]).await;
+    let (alice, _, channel) = app.two_members().await;
+    let small = fixtures::png(2_000);
+    let large = fixtures::png(12 * 1024 * 1024); // over one part: a multipart upload
+    for (name, bytes) in [("small.png", small), ("large.png", large)] {
+        let response = app
+            .post_files(
+                &alice,
+                channel,
+                name,
+                &[Upload::new(name, "image/png", bytes)],
+            )
+            .await;
+        expect_json(response, StatusCode::CREATED).await;
+    }
+    let writes = app.s3.as_ref().unwrap().encryption_of_writes().await;
+    let keys: Vec<String> = rows(&app).await.into_iter().map(|r| r.s3_key).collect();
+    assert_eq!(keys.len(), 2);
+    for key in &keys {
+        let seen: Vec<_> = writes.iter().filter(|(k, _)| k == key).collect();
+        assert!(!seen.is_empty(), "{key} was not written");
+        for (_, encryption) in seen {
+            assert_eq!(encryption.as_deref(), Some("AES256"), "{key}");
+        }
+    }
+}
+
 async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     let app = spawn_app_on(
         store,

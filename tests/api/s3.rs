@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
@@ -30,7 +31,11 @@ pub struct TestS3 {
 struct InProcess {
     root: tempfile::TempDir,
     stop: watch::Sender<bool>,
+    writes: Writes,
 }
+
+/// What each object write asked for: (key, `x-amz-server-side-encryption`).
+type Writes = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 impl TestS3 {
     pub async fn start() -> TestS3 {
@@ -45,13 +50,14 @@ impl TestS3 {
             },
             Err(_) => {
                 let root = tempfile::tempdir().unwrap();
-                let (endpoint, stop) = serve(root.path().to_path_buf(), None).await;
+                let writes = Writes::default();
+                let (endpoint, stop) = serve(root.path().to_path_buf(), None, writes.clone()).await;
                 TestS3 {
                     endpoint,
                     bucket,
                     access_key: IN_PROCESS_KEY.into(),
                     secret_key: IN_PROCESS_SECRET.into(),
-                    in_process: Some(InProcess { root, stop }),
+                    in_process: Some(InProcess { root, stop, writes }),
                 }
             }
         };
@@ -124,6 +130,35 @@ impl TestS3 {
         }
     }
 
+    /// The server-side encryption of every object written so far, by key: as the in-process
+    /// server saw it asked for, or as an external server reports it (HEAD).
+    pub async fn encryption_of_writes(&self) -> Vec<(String, Option<String>)> {
+        if let Some(p) = &self.in_process {
+            return p.writes.lock().unwrap().clone();
+        }
+        let client = self.client();
+        let listed = client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap();
+        let mut found = Vec::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap().to_owned();
+            let head = client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            let encryption = head.server_side_encryption().map(|e| e.as_str().to_owned());
+            found.push((key, encryption));
+        }
+        found
+    }
+
     /// Stops the in-process server: the listener closes and open connections drop.
     pub fn stop(&self) {
         let p = self
@@ -137,7 +172,7 @@ impl TestS3 {
     pub async fn restart(&mut self) {
         let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
         let p = self.in_process.as_mut().expect("in-process only");
-        let (_, stop) = serve(p.root.path().to_path_buf(), Some(port)).await;
+        let (_, stop) = serve(p.root.path().to_path_buf(), Some(port), p.writes.clone()).await;
         p.stop = stop;
     }
 }
@@ -149,7 +184,18 @@ impl TestS3 {
 struct WithUploadListing {
     fs: s3s_fs::FileSystem,
     /// (bucket, key, upload id) -> started.
-    uploads: std::sync::Mutex<BTreeMap<(String, String, String), SystemTime>>,
+    uploads: Mutex<BTreeMap<(String, String, String), SystemTime>>,
+    writes: Writes,
+}
+
+impl WithUploadListing {
+    fn saw_write(&self, key: &str, encryption: Option<&dto::ServerSideEncryption>) {
+        let encryption = encryption.map(|e| e.as_str().to_owned());
+        self.writes
+            .lock()
+            .unwrap()
+            .push((key.to_owned(), encryption));
+    }
 }
 
 /// The `S3` impl: the listed calls go to s3s-fs, then the items written out. (One macro
@@ -179,15 +225,23 @@ s3_delegating_to_fs!(
         list_buckets: ListBucketsInput -> ListBucketsOutput,
         list_objects: ListObjectsInput -> ListObjectsOutput,
         list_objects_v2: ListObjectsV2Input -> ListObjectsV2Output,
-        put_object: PutObjectInput -> PutObjectOutput,
         upload_part: UploadPartInput -> UploadPartOutput,
         upload_part_copy: UploadPartCopyInput -> UploadPartCopyOutput,
         list_parts: ListPartsInput -> ListPartsOutput;
+
+    async fn put_object(
+        &self,
+        req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        self.saw_write(&req.input.key, req.input.server_side_encryption.as_ref());
+        self.fs.put_object(req).await
+    }
 
     async fn create_multipart_upload(
         &self,
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        self.saw_write(&req.input.key, req.input.server_side_encryption.as_ref());
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let created = self.fs.create_multipart_upload(req).await?;
         if let Some(id) = &created.output.upload_id {
@@ -246,10 +300,11 @@ s3_delegating_to_fs!(
     }
 );
 
-async fn serve(root: PathBuf, port: Option<u16>) -> (String, watch::Sender<bool>) {
+async fn serve(root: PathBuf, port: Option<u16>, writes: Writes) -> (String, watch::Sender<bool>) {
     let fs = WithUploadListing {
         fs: s3s_fs::FileSystem::new(&root).unwrap(),
         uploads: Default::default(),
+        writes,
     };
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(IN_PROCESS_KEY, IN_PROCESS_SECRET));
