@@ -5,7 +5,8 @@
 //! (passwords, JWTs), `links` (signed download links), `storage` (the file store),
 //! `uploads` (receiving files), `chat` (the chat core: what REST and the socket both call),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
-//! (thin HTTP handlers), `state` (what handlers share).
+//! (thin HTTP handlers), `state` (what handlers share), `metrics` (Prometheus metrics, on a
+//! listener of their own).
 //!
 //! Dependency rules (checked by `tests/api/layout.rs`): nothing imports `routes` but
 //! `startup`; `db` imports nothing from `uploads`, `storage`, `chat` or `realtime`;
@@ -19,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod gc;
 pub mod links;
+pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;
 pub mod routes;

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::error::extractors;
 use crate::links::DownloadLinks;
+use crate::metrics::{self, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::realtime::hub::{Hub, HubConfig};
 use crate::realtime::{EventBus, redis_bridge};
@@ -30,6 +31,7 @@ use crate::{realtime, routes, telemetry};
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
     state: AppState,
 }
@@ -40,8 +42,22 @@ impl Application {
         let listener = TcpListener::bind(&state.settings.server.bind_addr)
             .with_context(|| format!("binding {}", state.settings.server.bind_addr))?;
         let port = listener.local_addr()?.port();
-        let server = run(listener, state.clone())?;
+        let metrics_listener = match &state.settings.server.metrics_bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("binding METRICS_BIND_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics_port = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
+        let server = run(listener, metrics_listener, state.clone())?;
         crate::gc::spawn_background(&state);
+        if let (Some(addr), Some(port)) = (&state.settings.server.metrics_bind_addr, metrics_port) {
+            tracing::info!(address = %listener_address(addr, port), "serving metrics");
+        }
         tracing::info!(
             address = %listener_address(&state.settings.server.bind_addr, port),
             database = state.db.backend(),
@@ -54,6 +70,7 @@ impl Application {
         );
         Ok(Application {
             port,
+            metrics_port,
             server,
             state,
         })
@@ -61,6 +78,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The metrics listener's port, when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     pub fn state(&self) -> &AppState {
@@ -76,7 +98,10 @@ impl Application {
 
 /// Connects the database (applying migrations) and the file store: all that the `gc`
 /// command needs.
-pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)> {
+pub async fn connect_storage(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> anyhow::Result<(Db, Store)> {
     let admin_usernames = settings.auth.admin_usernames.clone();
     let db = {
         let target = settings.database.clone();
@@ -89,6 +114,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
             Ok(db)
         })
         .await??
+        .with_metrics(metrics.clone())
     };
     grant_configured_admins(&db, &admin_usernames).await?;
     let key_prefix = match &settings.store.key_prefix {
@@ -102,7 +128,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
                 .await?
         }
     };
-    let store = Store::from_settings(settings, &key_prefix).await?;
+    let store = Store::from_settings(settings, &key_prefix, metrics.clone()).await?;
     match store.check().await {
         Ok(()) => {
             tracing::info!(store = store.kind(), location = %store.location(), "file store ready")
@@ -119,7 +145,8 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
 /// assembles the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
-    let (db, store) = connect_storage(&settings).await?;
+    let metrics = Metrics::new();
+    let (db, store) = connect_storage(&settings, &metrics).await?;
     let links = DownloadLinks::new(
         &settings.auth.jwt_secret,
         settings.auth.download_url_ttl_seconds,
@@ -129,6 +156,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         HubConfig {
             max_connections_per_user: settings.realtime.ws_max_connections_per_user,
         },
+        metrics.clone(),
     );
     let redis = match &settings.realtime.redis_url {
         Some(url) => {
@@ -154,6 +182,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
         upload_slots: UploadSlots::new(settings.limits.max_concurrent_uploads_per_user),
         events: EventBus::new(hub, redis),
+        metrics,
         store,
         db,
         settings,
@@ -162,16 +191,23 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 
 /// The HTTP server: actix-web's `App` for every request, and `realtime::upgrade` for
 /// WebSocket upgrades, which then own their sockets. (This is what `HttpServer` builds,
-/// plus the upgrade service it does not expose.)
-fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+/// plus the upgrade service it does not expose.) With a metrics listener, `GET /metrics`
+/// is served there, and only there.
+fn run(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+) -> anyhow::Result<Server> {
     let workers = state.settings.server.workers;
     let static_dir = state.settings.server.static_dir.clone();
     let policy = content_security_policy(&state.settings);
     let data = web::Data::new(state);
+    let metrics_data = data.clone();
     let address = listener.local_addr()?;
-    let server = actix_server::Server::build()
-        .workers(workers)
-        .listen("chatserver", listener, move || {
+    let mut builder = actix_server::Server::build().workers(workers).listen(
+        "chatserver",
+        listener,
+        move || {
             let upgrades = realtime::upgrade::service(data.clone());
             let data = data.clone();
             let static_dir = static_dir.clone();
@@ -186,6 +222,7 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
                             .add((header::REFERRER_POLICY, "no-referrer")),
                     )
                     .wrap(from_fn(telemetry::log_requests))
+                    .wrap(from_fn(metrics::track_requests))
                     .app_data(data.clone())
                     .app_data(extractors::json_config())
                     .app_data(extractors::query_config())
@@ -212,9 +249,24 @@ fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
                 // (HTTP/1.1 requires one); links are built from the headers.
                 .finish(map_config(app, |_| AppConfig::default()))
                 .tcp()
-        })?
-        .run();
-    Ok(server)
+        },
+    )?;
+    if let Some(listener) = metrics_listener {
+        let address = listener.local_addr()?;
+        builder = builder.listen("metrics", listener, move || {
+            let app = App::new()
+                .app_data(metrics_data.clone())
+                .route("/metrics", web::get().to(metrics::scrape))
+                .default_service(web::to(routes::not_found))
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            HttpService::build()
+                .local_addr(address)
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?;
+    }
+    Ok(builder.run())
 }
 
 /// `ADMIN_USERNAMES` grants administration to accounts that exist when the server starts,

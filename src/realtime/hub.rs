@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::outbox::{Outbox, Refused, WorkerBatches, text_frame};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
+use crate::metrics::Metrics;
 
 /// How long an early event waits for a missing predecessor.
 const GAP_WAIT: Duration = Duration::from_secs(2);
@@ -118,7 +119,7 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub's task on the current runtime.
-    pub fn start(links: DownloadLinks, config: HubConfig) -> Hub {
+    pub fn start(links: DownloadLinks, config: HubConfig, metrics: Metrics) -> Hub {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let tap = broadcast::channel(TAP_CAPACITY).0;
         let stats = Arc::new(HubStats::default());
@@ -127,6 +128,7 @@ impl Hub {
             links,
             tap: tap.clone(),
             stats: stats.clone(),
+            metrics,
             next_connection_id: 1,
             connections: HashMap::new(),
             channels: HashMap::new(),
@@ -246,6 +248,7 @@ struct State {
     links: DownloadLinks,
     tap: broadcast::Sender<Arc<ChannelEvent>>,
     stats: Arc<HubStats>,
+    metrics: Metrics,
     next_connection_id: u64,
     connections: HashMap<u64, ConnectionEntry>,
     channels: HashMap<i32, ChannelState>,
@@ -575,6 +578,7 @@ impl State {
             };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
+            let mut delivered = 0;
             // Few recipients: written from here, no hand-off. Many: each worker thread
             // writes its share, in parallel (see `outbox`).
             let fan_out_to_workers = channel.subscribers.len() > INLINE_FAN_OUT;
@@ -596,15 +600,17 @@ impl State {
                     connection.outbox.push(frame)
                 };
                 match pushed {
-                    Ok(()) => {
-                        self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(()) => delivered += 1,
                     Err(Refused::Full) => too_slow.push(*id),
                     // Closing already; its session disconnects it.
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
             batches.ring();
+            self.stats
+                .frames_queued
+                .fetch_add(delivered, Ordering::Relaxed);
+            self.metrics.events_delivered(delivered);
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }
@@ -746,6 +752,7 @@ mod tests {
             HubConfig {
                 max_connections_per_user: 4,
             },
+            Metrics::new(),
         )
     }
 

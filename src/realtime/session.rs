@@ -62,7 +62,7 @@ pub async fn run(
             .await;
         Box::pin(state.events.hub().disconnect(connection_id)).await;
         if let Some((code, description)) = ending {
-            outbox.close(code, description);
+            close(&state, &outbox, code, description);
         }
     }
     // What is queued (a close frame, if any) goes out; a client that does not read it in
@@ -91,13 +91,13 @@ async fn open(
     let user = match header_auth {
         Some(Ok(user)) => user,
         Some(Err(_)) => {
-            outbox.close(CLOSE_AUTH, "invalid token");
+            close(state, outbox, CLOSE_AUTH, "invalid token");
             return None;
         }
         None => match first_frame_auth(state, outbox, stream).await {
             Ok(user) => user,
             Err((code, reason)) => {
-                outbox.close(code, reason);
+                close(state, outbox, code, reason);
                 return None;
             }
         },
@@ -110,7 +110,7 @@ async fn open(
         Ok(subscriptions) => subscriptions,
         Err(e) => {
             tracing::warn!(error = ?e, "could not load subscriptions");
-            outbox.close(1011, "try again");
+            close(state, outbox, 1011, "try again");
             return None;
         }
     };
@@ -123,14 +123,21 @@ async fn open(
     match connected {
         Ok(connection) => Some((user, connection)),
         Err(ConnectError::TooManyConnections) => {
-            outbox.close(CLOSE_TOO_MANY, "too many connections");
+            close(state, outbox, CLOSE_TOO_MANY, "too many connections");
             None
         }
         Err(ConnectError::Stopped) => {
-            outbox.close(1011, "shutting down");
+            close(state, outbox, 1011, "shutting down");
             None
         }
         Err(ConnectError::Gone) => None,
+    }
+}
+
+/// Queues the close frame, and counts it by its code.
+fn close(state: &AppState, outbox: &Outbox, code: u16, description: &str) {
+    if outbox.close(code, description) {
+        state.metrics.websocket_closed(code);
     }
 }
 

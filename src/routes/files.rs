@@ -53,6 +53,16 @@ async fn upload(
     auth: AuthUser,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let metrics = state.metrics.clone();
+    uploads::counting_refusals(&metrics, attach(req, state, auth, payload)).await
+}
+
+async fn attach(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
     let slot = state.upload_slots.take(auth.id)?;
     let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
     let message_id = match form.next_part().await? {
@@ -86,8 +96,14 @@ async fn upload(
         ));
     }
     let channel_id = message.channel_id;
-    let pending =
-        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
+    let pending = uploads::receive_files(
+        &mut form,
+        &state.store,
+        &state.metrics,
+        &state.upload_rules,
+        channel_id,
+    )
+    .await?;
     let files = pending
         .commit_with(|stored| async {
             if stored.is_empty() {

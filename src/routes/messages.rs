@@ -79,6 +79,18 @@ async fn create_with_files(
     path: web::Path<i32>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let metrics = state.metrics.clone();
+    let created = post_with_files(req, state, auth, path, payload);
+    uploads::counting_refusals(&metrics, created).await
+}
+
+async fn post_with_files(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
     // Refuse before reading any file; the insert checks membership again.
     state
@@ -99,8 +111,14 @@ async fn create_with_files(
         }
     };
     validate_content(&content, true)?;
-    let pending =
-        uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id).await?;
+    let pending = uploads::receive_files(
+        &mut form,
+        &state.store,
+        &state.metrics,
+        &state.upload_rules,
+        channel_id,
+    )
+    .await?;
     let message = pending
         .commit_with(|stored| async {
             validate_content(&content, !stored.is_empty())?;

@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod layout;
 mod messages;
+mod metrics;
 mod migrations;
 mod s3;
 mod tokens;

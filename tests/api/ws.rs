@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
-    JWT_SECRET, TestApp, TestUser, eventually, expect_json, spawn_app, spawn_app_with,
+    JWT_SECRET, TestApp, TestUser, eventually, expect_json, metric, spawn_app, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -128,6 +128,15 @@ impl WsClient {
                 None => panic!("socket ended without a close frame"),
             }
         }
+    }
+
+    /// Closes from the client's side, and reads until the server has closed too.
+    pub async fn close(&mut self) {
+        self.stream.close(None).await.unwrap();
+        let drained = async { while let Some(Ok(_)) = self.stream.next().await {} };
+        tokio::time::timeout(WAIT, drained)
+            .await
+            .expect("the server closes in time");
     }
 
     /// Asserts the very next frame closes the socket (no `ready` first); returns its code.
@@ -522,6 +531,15 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     );
     // When the slow client finally reads, what was queued ends with 4008.
     assert_eq!(slow.closed().await, 4008);
+    let metrics = app.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"chatserver_websocket_closes_total{code="4008"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     // Operators see it counted.
     let status = expect_json(
         app.get("/api/admin/realtime-status", &alice.token).await,
@@ -989,6 +1007,15 @@ async fn events_an_instance_could_not_publish_close_the_channel_elsewhere_with_4
     // Back on Redis, one publishes what it held and names the channel that lost events:
     // two closes Bob's socket so that he catches up.
     assert_eq!(bob_ws.closed().await, 4009);
+    let metrics = two.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"chatserver_websocket_closes_total{code="4009"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let (_bob_ws, _) = WsClient::login(&two, &bob).await;
     let page = expect_json(
         two.get(
