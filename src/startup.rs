@@ -4,9 +4,10 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::HttpService;
+use actix_server::GracefulShutdownSignal;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::http::header;
@@ -33,6 +34,8 @@ pub struct Application {
     port: u16,
     metrics_port: Option<u16>,
     server: Server,
+    /// Resolves when a graceful shutdown (SIGTERM) begins.
+    shutdown: GracefulShutdownSignal,
     state: AppState,
 }
 
@@ -53,7 +56,7 @@ impl Application {
             Some(listener) => Some(listener.local_addr()?.port()),
             None => None,
         };
-        let server = run(listener, metrics_listener, state.clone())?;
+        let (server, shutdown) = run(listener, metrics_listener, state.clone())?;
         crate::gc::spawn_background(&state);
         if let (Some(addr), Some(port)) = (&state.settings.server.metrics_bind_addr, metrics_port) {
             tracing::info!(address = %listener_address(addr, port), "serving metrics");
@@ -72,6 +75,7 @@ impl Application {
             port,
             metrics_port,
             server,
+            shutdown,
             state,
         })
     }
@@ -89,8 +93,37 @@ impl Application {
         &self.state
     }
 
+    /// Serves until the server is stopped. On SIGTERM (a graceful shutdown) the listeners
+    /// stop accepting, WebSockets are closed with 1001 so that their clients reconnect
+    /// elsewhere, requests in flight (uploads) get up to `SHUTDOWN_GRACE_SECONDS` to finish,
+    /// and the events queued for Redis are published within what is left of that time.
+    /// (SIGINT and SIGQUIT stop at once, as actix does.)
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let stopped = self.server.await;
+        let Application {
+            server,
+            shutdown,
+            state,
+            ..
+        } = self;
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+        tokio::pin!(server);
+        let stopped = tokio::select! {
+            stopped = &mut server => stopped,
+            () = shutdown.notified() => {
+                let deadline = Instant::now() + grace;
+                tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+                state.events.hub().shut_down().await;
+                let stopped = server.await;
+                // Nothing publishes any more. At least a moment for Redis, even past the grace.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1));
+                if state.events.flush(left).await && state.settings.realtime.redis_url.is_some() {
+                    tracing::info!("the Redis publishing queue is flushed");
+                }
+                stopped
+            }
+        };
         tracing::info!("stopped");
         stopped
     }
@@ -197,60 +230,62 @@ fn run(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
-) -> anyhow::Result<Server> {
+) -> anyhow::Result<(Server, GracefulShutdownSignal)> {
     let workers = state.settings.server.workers;
+    let grace = state.settings.server.shutdown_grace_seconds;
     let static_dir = state.settings.server.static_dir.clone();
     let policy = content_security_policy(&state.settings);
     let data = web::Data::new(state);
     let metrics_data = data.clone();
     let address = listener.local_addr()?;
-    let mut builder = actix_server::Server::build().workers(workers).listen(
-        "chatserver",
-        listener,
-        move || {
-            let upgrades = realtime::upgrade::service(data.clone());
-            let data = data.clone();
-            let static_dir = static_dir.clone();
-            let policy = policy.clone();
-            let app = move || {
-                App::new()
-                    // Defaults: a response that sets its own (a served file's sandbox) keeps it.
-                    .wrap(
-                        DefaultHeaders::new()
-                            .add((header::CONTENT_SECURITY_POLICY, policy.clone()))
-                            .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                            .add((header::REFERRER_POLICY, "no-referrer")),
-                    )
-                    .wrap(from_fn(telemetry::log_requests))
-                    .wrap(from_fn(metrics::track_requests))
-                    .app_data(data.clone())
-                    .app_data(extractors::json_config())
-                    .app_data(extractors::query_config())
-                    .app_data(extractors::path_config())
-                    .configure(routes::configure)
-                    .service(
-                        actix_files::Files::new("/", &static_dir)
-                            .index_file("index.html")
-                            .default_handler(web::to(routes::not_found)),
-                    )
-            };
-            let app = app()
-                .into_factory()
-                .map_err(|e: actix_web::Error| e.error_response());
-            HttpService::build()
-                // Events are small writes in quick succession: without this, Nagle's
-                // algorithm holds a WebSocket's next frame until the client acknowledges
-                // the last one (a delayed ACK).
-                .tcp_nodelay(true)
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .local_addr(address)
-                .upgrade(upgrades)
-                // The default config's host only stands in for a missing `Host` header
-                // (HTTP/1.1 requires one); links are built from the headers.
-                .finish(map_config(app, |_| AppConfig::default()))
-                .tcp()
-        },
-    )?;
+    let builder = actix_server::Server::build()
+        .workers(workers)
+        // SIGTERM: stop accepting, and give requests in flight this long to finish.
+        .shutdown_timeout(grace);
+    let shutdown = builder.graceful_shutdown_signal();
+    let mut builder = builder.listen("chatserver", listener, move || {
+        let upgrades = realtime::upgrade::service(data.clone());
+        let data = data.clone();
+        let static_dir = static_dir.clone();
+        let policy = policy.clone();
+        let app = move || {
+            App::new()
+                // Defaults: a response that sets its own (a served file's sandbox) keeps it.
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((header::CONTENT_SECURITY_POLICY, policy.clone()))
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((header::REFERRER_POLICY, "no-referrer")),
+                )
+                .wrap(from_fn(telemetry::log_requests))
+                .wrap(from_fn(metrics::track_requests))
+                .app_data(data.clone())
+                .app_data(extractors::json_config())
+                .app_data(extractors::query_config())
+                .app_data(extractors::path_config())
+                .configure(routes::configure)
+                .service(
+                    actix_files::Files::new("/", &static_dir)
+                        .index_file("index.html")
+                        .default_handler(web::to(routes::not_found)),
+                )
+        };
+        let app = app()
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.error_response());
+        HttpService::build()
+            // Events are small writes in quick succession: without this, Nagle's
+            // algorithm holds a WebSocket's next frame until the client acknowledges
+            // the last one (a delayed ACK).
+            .tcp_nodelay(true)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(address)
+            .upgrade(upgrades)
+            // The default config's host only stands in for a missing `Host` header
+            // (HTTP/1.1 requires one); links are built from the headers.
+            .finish(map_config(app, |_| AppConfig::default()))
+            .tcp()
+    })?;
     if let Some(listener) = metrics_listener {
         let address = listener.local_addr()?;
         builder = builder.listen("metrics", listener, move || {
@@ -266,7 +301,7 @@ fn run(
                 .tcp()
         })?;
     }
-    Ok(builder.run())
+    Ok((builder.run(), shutdown))
 }
 
 /// `ADMIN_USERNAMES` grants administration to accounts that exist when the server starts,

@@ -51,6 +51,9 @@ pub const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
 /// another on one thread).
 const INLINE_FAN_OUT: usize = 32;
 const RESYNC: &str = "events were missed: reconnect and catch up with GET messages?after=";
+/// The instance is stopping: reconnect (to another instance) and catch up.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const SHUTTING_DOWN: &str = "server shutting down: reconnect";
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
@@ -80,6 +83,8 @@ pub enum ConnectError {
     TooManyConnections,
     #[error("the hub has stopped")]
     Stopped,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("the connection closed before it was registered")]
     Gone,
 }
@@ -108,6 +113,8 @@ enum Command {
     ResyncChannels(Vec<i32>),
     /// Answered once every command sent before it has been handled.
     Sync(oneshot::Sender<()>),
+    /// Closes every connection with 1001 and refuses new ones: the server is stopping.
+    ShutDown,
 }
 
 #[derive(Clone)]
@@ -129,6 +136,7 @@ impl Hub {
             tap: tap.clone(),
             stats: stats.clone(),
             metrics,
+            shutting_down: false,
             next_connection_id: 1,
             connections: HashMap::new(),
             channels: HashMap::new(),
@@ -209,6 +217,13 @@ impl Hub {
             .await;
     }
 
+    /// Closes every connection with 1001 ("going away": reconnect elsewhere) and refuses
+    /// connections from now on. Returns once the connections have been told.
+    pub async fn shut_down(&self) {
+        let _ = self.commands.send(Command::ShutDown).await;
+        self.sync().await;
+    }
+
     /// Returns once the hub has handled everything sent to it before.
     pub async fn sync(&self) {
         let (reply, answer) = oneshot::channel();
@@ -249,6 +264,8 @@ struct State {
     tap: broadcast::Sender<Arc<ChannelEvent>>,
     stats: Arc<HubStats>,
     metrics: Metrics,
+    /// `ShutDown` was received: connections are refused.
+    shutting_down: bool,
     next_connection_id: u64,
     connections: HashMap<u64, ConnectionEntry>,
     channels: HashMap<i32, ChannelState>,
@@ -354,6 +371,7 @@ impl State {
             Command::Sync(reply) => {
                 let _ = reply.send(());
             }
+            Command::ShutDown => self.shut_down(),
         }
     }
 
@@ -364,6 +382,9 @@ impl State {
         base_url: Arc<str>,
         outbox: Arc<Outbox>,
     ) -> Result<Connection, ConnectError> {
+        if self.shutting_down {
+            return Err(ConnectError::ShuttingDown);
+        }
         let existing = self.users.get(&user_id).map_or(0, HashSet::len);
         if existing >= self.config.max_connections_per_user {
             return Err(ConnectError::TooManyConnections);
@@ -666,6 +687,19 @@ impl State {
         }
     }
 
+    /// Closes every connection with 1001 and refuses new ones.
+    fn shut_down(&mut self) {
+        self.shutting_down = true;
+        let all: Vec<u64> = self.connections.keys().copied().collect();
+        tracing::info!(
+            connections = all.len(),
+            "closing WebSockets with 1001 for their clients to reconnect elsewhere"
+        );
+        for id in all {
+            self.kick(id, CLOSE_GOING_AWAY, SHUTTING_DOWN);
+        }
+    }
+
     /// Closes every connection with 4009.
     fn resync_all(&mut self) {
         let all: Vec<u64> = self.connections.keys().copied().collect();
@@ -889,6 +923,27 @@ mod tests {
         hub.sync().await;
         assert_eq!(hub.stats().resync_disconnects.load(Ordering::Relaxed), 1);
         drop(other);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_every_connection_with_1001_and_refuses_new_ones() {
+        let hub = start();
+        let (first, _) = connect(&hub, vec![(1, 0)]).await;
+        let (second, _) = connect(&hub, vec![]).await;
+        hub.shut_down().await;
+        for connection in [first, second] {
+            let kicked = connection.kicked.await.expect("told to close");
+            assert_eq!(kicked, (CLOSE_GOING_AWAY, SHUTTING_DOWN));
+        }
+        let late = hub
+            .connect(
+                USER,
+                vec![],
+                Arc::from("http://x"),
+                Outbox::new(4, None, None),
+            )
+            .await;
+        assert!(matches!(late, Err(ConnectError::ShuttingDown)));
     }
 
     #[tokio::test]

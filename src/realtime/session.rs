@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 
-use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW, TYPING_EVERY};
+use super::hub::{
+    CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, Connection, SHUTTING_DOWN, TOO_SLOW, TYPING_EVERY,
+};
 use super::outbox::{Flushed, Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::socket::{ClientMessage, FrameReader, ProtocolClose};
@@ -124,6 +126,10 @@ async fn open(
         Ok(connection) => Some((user, connection)),
         Err(ConnectError::TooManyConnections) => {
             close(state, outbox, CLOSE_TOO_MANY, "too many connections");
+            None
+        }
+        Err(ConnectError::ShuttingDown) => {
+            close(state, outbox, CLOSE_GOING_AWAY, SHUTTING_DOWN);
             None
         }
         Err(ConnectError::Stopped) => {

@@ -13,6 +13,7 @@ mod messages;
 mod metrics;
 mod migrations;
 mod s3;
+mod shutdown;
 mod tokens;
 mod writes;
 mod ws;

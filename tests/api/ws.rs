@@ -916,6 +916,35 @@ async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
     drop(redis);
 }
 
+/// A shutdown's last step: what an instance holds for Redis is published before it exits
+/// (within a limit), not lost with the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_waits_until_redis_has_taken_the_queued_events() {
+    let redis = PrivateRedis::start().await;
+    let proxy = CuttableProxy::start(redis.port).await;
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let direct = format!("redis://127.0.0.1:{}", redis.port);
+    let one = spawn_app_with(&[("REDIS_URL", through_proxy.as_str())]).await;
+    let two = one.spawn_peer(&[("REDIS_URL", direct.as_str())]).await;
+    let (alice, bob, channel) = one.two_members().await;
+    let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&two, &bob).await;
+    wait_for_redis(&one, &alice, &mut alice_ws, &mut bob_ws, channel).await;
+    assert!(one.state.events.flush(WAIT).await, "nothing is waiting");
+
+    proxy.cut();
+    one.post_message(&alice, channel, "held").await;
+    // Redis is out of reach: the event stays queued, and a flush gives up at its limit.
+    assert!(!one.state.events.flush(Duration::from_millis(200)).await);
+    proxy.restore();
+    assert!(
+        one.state.events.flush(WAIT).await,
+        "published once Redis is back"
+    );
+    assert_eq!(bob_ws.next().await["data"]["content"], "held");
+    drop(redis);
+}
+
 /// A TCP forwarder to a local port whose connections can be cut (and new ones refused)
 /// for a while: one instance loses Redis while another keeps it.
 struct CuttableProxy {
