@@ -64,6 +64,7 @@ impl Application {
         tracing::info!(
             address = %listener_address(&state.settings.server.bind_addr, port),
             database = state.db.backend(),
+            shutdown_grace_seconds = state.settings.server.shutdown_grace_seconds,
             // The SQLite file (a PostgreSQL URL may carry a password: never logged).
             sqlite_file = match &state.settings.database {
                 crate::config::DatabaseTarget::Sqlite(path) => path.display().to_string(),

@@ -62,6 +62,13 @@ impl Server {
             .iter()
             .find(|line| line.contains(" listening"))
             .expect("the server logs where it listens");
+        // With a target directory shared by several checkouts, the binary there may be
+        // another checkout's build: say so rather than fail obscurely.
+        assert!(
+            listening.contains(&format!("shutdown_grace_seconds={GRACE_SECONDS}")),
+            "{} is not this tree's build: {listening}",
+            env!("CARGO_BIN_EXE_chatserver")
+        );
         let address = listening
             .split_whitespace()
             .find_map(|field| field.strip_prefix("address="))
@@ -225,7 +232,10 @@ async fn sigterm_closes_sockets_with_1001_lets_uploads_finish_and_exits_0() {
         match message {
             Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
             Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
+            other => panic!(
+                "expected a close frame, got {other:?}; logs:\n{}",
+                server.logs().join("\n")
+            ),
         }
     };
     assert_eq!(u16::from(close.code), 1001, "{close:?}");
