@@ -211,6 +211,12 @@ impl Outbox {
     /// Queues the close frame after whatever is waiting; later frames are refused. False
     /// when the connection was closing already (or its socket failed): nothing was queued.
     pub fn close(&self, code: u16, description: &str) -> bool {
+        self.close_then(code, description, || {})
+    }
+
+    /// `close`, running `queued` once the frame is queued and before it can reach the
+    /// client (to count it: whoever reads the close may look at the counter next).
+    pub fn close_then(&self, code: u16, description: &str, queued: impl FnOnce()) -> bool {
         let mut inner = self.lock();
         if inner.closing || inner.failed {
             return false;
@@ -223,6 +229,7 @@ impl Outbox {
         };
         Parser::write_close(&mut close, Some(reason), false);
         inner.frames.push(close.freeze());
+        queued();
         if inner.frames.len() == 1 && !inner.write_scheduled {
             self.write_queued(&mut inner);
         }

@@ -142,9 +142,7 @@ async fn open(
 
 /// Queues the close frame, and counts it by its code.
 fn close(state: &AppState, outbox: &Outbox, code: u16, description: &str) {
-    if outbox.close(code, description) {
-        state.metrics.websocket_closed(code);
-    }
+    outbox.close_then(code, description, || state.metrics.websocket_closed(code));
 }
 
 /// Waits for `{"type":"auth","token":...}` as the first frame; otherwise the close to send.
