@@ -156,6 +156,12 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub bind_addr: String,
+    /// `METRICS_BIND_ADDR`: where `GET /metrics` is served, on a listener of its own. Unset:
+    /// no metrics listener.
+    pub metrics_bind_addr: Option<String>,
+    /// After SIGTERM, how long requests in flight (uploads) may take to finish before the
+    /// server stops anyway; the Redis publishing queue is flushed within the same time.
+    pub shutdown_grace_seconds: u64,
     pub workers: usize,
     pub static_dir: PathBuf,
     pub data_dir: PathBuf,
@@ -354,6 +360,8 @@ impl Settings {
         let mut settings = Settings {
             server: ServerSettings {
                 bind_addr: get("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+                metrics_bind_addr: get("METRICS_BIND_ADDR"),
+                shutdown_grace_seconds: parse_number(&get, "SHUTDOWN_GRACE_SECONDS", 30, 0..=3600)?,
                 workers: parse_number(&get, "WORKERS", default_workers(), 1..=256)?,
                 static_dir,
                 data_dir,
@@ -619,6 +627,8 @@ mod tests {
         assert_eq!(s.auth.download_url_ttl_seconds, 900);
         assert_eq!(s.auth.jwt_ttl_seconds, 86_400);
         assert!(s.store.s3.is_none());
+        assert_eq!(s.server.metrics_bind_addr, None);
+        assert_eq!(s.server.shutdown_grace_seconds, 30);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! (safe retries: `Idempotency-Key` and the socket's `client_id`), `chat` (the chat core: what
 //! REST and the socket both call),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
-//! (thin HTTP handlers), `state` (what handlers share).
+//! (thin HTTP handlers), `state` (what handlers share), `metrics` (Prometheus metrics, on a
+//! listener of their own).
 //!
 //! Dependency rules (checked by `tests/api/layout.rs`): nothing imports `routes` but
 //! `startup`; `db` imports nothing from `uploads`, `storage`, `chat` or `realtime`;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gc;
 pub mod idempotency;
 pub mod links;
+pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;
 pub mod routes;

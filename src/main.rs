@@ -89,7 +89,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Gc => {
             // The database and the store only: no hub, no Redis, no listener.
-            let (db, store) = chatserver::startup::connect_storage(&settings).await?;
+            let (db, store) = chatserver::startup::connect_storage(
+                &settings,
+                &chatserver::metrics::Metrics::new(),
+            )
+            .await?;
             let sweeper = chatserver::gc::Sweeper {
                 db,
                 store,

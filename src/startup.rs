@@ -4,9 +4,10 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::HttpService;
+use actix_server::GracefulShutdownSignal;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::http::header;
@@ -20,6 +21,7 @@ use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::error::extractors;
 use crate::links::DownloadLinks;
+use crate::metrics::{self, Metrics};
 use crate::ratelimit::{AuthLimits, RateLimiter};
 use crate::realtime::hub::{Hub, HubConfig};
 use crate::realtime::{EventBus, redis_bridge};
@@ -30,7 +32,10 @@ use crate::{realtime, routes, telemetry};
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    /// Resolves when a graceful shutdown (SIGTERM) begins.
+    shutdown: GracefulShutdownSignal,
     state: AppState,
 }
 
@@ -40,11 +45,26 @@ impl Application {
         let listener = TcpListener::bind(&state.settings.server.bind_addr)
             .with_context(|| format!("binding {}", state.settings.server.bind_addr))?;
         let port = listener.local_addr()?.port();
-        let server = run(listener, state.clone())?;
+        let metrics_listener = match &state.settings.server.metrics_bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("binding METRICS_BIND_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics_port = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
+        let (server, shutdown) = run(listener, metrics_listener, state.clone())?;
         crate::gc::spawn_background(&state);
+        if let (Some(addr), Some(port)) = (&state.settings.server.metrics_bind_addr, metrics_port) {
+            tracing::info!(address = %listener_address(addr, port), "serving metrics");
+        }
         tracing::info!(
             address = %listener_address(&state.settings.server.bind_addr, port),
             database = state.db.backend(),
+            shutdown_grace_seconds = state.settings.server.shutdown_grace_seconds,
             // The SQLite file (a PostgreSQL URL may carry a password: never logged).
             sqlite_file = match &state.settings.database {
                 crate::config::DatabaseTarget::Sqlite(path) => path.display().to_string(),
@@ -54,7 +74,9 @@ impl Application {
         );
         Ok(Application {
             port,
+            metrics_port,
             server,
+            shutdown,
             state,
         })
     }
@@ -63,12 +85,46 @@ impl Application {
         self.port
     }
 
+    /// The metrics listener's port, when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
+    /// Serves until the server is stopped. On SIGTERM (a graceful shutdown) the listeners
+    /// stop accepting, WebSockets are closed with 1001 so that their clients reconnect
+    /// elsewhere, requests in flight (uploads) get up to `SHUTDOWN_GRACE_SECONDS` to finish,
+    /// and the events queued for Redis are published within what is left of that time.
+    /// (SIGINT and SIGQUIT stop at once, as actix does.)
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let stopped = self.server.await;
+        let Application {
+            server,
+            shutdown,
+            state,
+            ..
+        } = self;
+        let grace = Duration::from_secs(state.settings.server.shutdown_grace_seconds);
+        tokio::pin!(server);
+        let stopped = tokio::select! {
+            stopped = &mut server => stopped,
+            () = shutdown.notified() => {
+                let deadline = Instant::now() + grace;
+                tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+                state.events.hub().shut_down().await;
+                let stopped = server.await;
+                // Nothing publishes any more. At least a moment for Redis, even past the grace.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1));
+                if state.events.flush(left).await && state.settings.realtime.redis_url.is_some() {
+                    tracing::info!("the Redis publishing queue is flushed");
+                }
+                stopped
+            }
+        };
         tracing::info!("stopped");
         stopped
     }
@@ -76,7 +132,10 @@ impl Application {
 
 /// Connects the database (applying migrations) and the file store: all that the `gc`
 /// command needs.
-pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)> {
+pub async fn connect_storage(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> anyhow::Result<(Db, Store)> {
     let admin_usernames = settings.auth.admin_usernames.clone();
     let db = {
         let (target, busy_timeout) = (settings.database.clone(), settings.database_busy_timeout);
@@ -89,6 +148,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
             Ok(db)
         })
         .await??
+        .with_metrics(metrics.clone())
     };
     grant_configured_admins(&db, &admin_usernames).await?;
     let key_prefix = match &settings.store.key_prefix {
@@ -102,7 +162,7 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
                 .await?
         }
     };
-    let store = Store::from_settings(settings, &key_prefix).await?;
+    let store = Store::from_settings(settings, &key_prefix, metrics.clone()).await?;
     match store.check().await {
         Ok(()) => {
             tracing::info!(store = store.kind(), location = %store.location(), "file store ready")
@@ -119,7 +179,8 @@ pub async fn connect_storage(settings: &Settings) -> anyhow::Result<(Db, Store)>
 /// assembles the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
-    let (db, store) = connect_storage(&settings).await?;
+    let metrics = Metrics::new();
+    let (db, store) = connect_storage(&settings, &metrics).await?;
     let links = DownloadLinks::new(
         &settings.auth.jwt_secret,
         settings.auth.download_url_ttl_seconds,
@@ -129,6 +190,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         HubConfig {
             max_connections_per_user: settings.realtime.ws_max_connections_per_user,
         },
+        metrics.clone(),
     );
     let redis = match &settings.realtime.redis_url {
         Some(url) => {
@@ -154,6 +216,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         upload_rules: Arc::new(UploadRules::from_settings(&settings)),
         upload_slots: UploadSlots::new(settings.limits.max_concurrent_uploads_per_user),
         events: EventBus::new(hub, redis),
+        metrics,
         store,
         db,
         settings,
@@ -162,59 +225,84 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 
 /// The HTTP server: actix-web's `App` for every request, and `realtime::upgrade` for
 /// WebSocket upgrades, which then own their sockets. (This is what `HttpServer` builds,
-/// plus the upgrade service it does not expose.)
-fn run(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+/// plus the upgrade service it does not expose.) With a metrics listener, `GET /metrics`
+/// is served there, and only there.
+fn run(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+) -> anyhow::Result<(Server, GracefulShutdownSignal)> {
     let workers = state.settings.server.workers;
+    let grace = state.settings.server.shutdown_grace_seconds;
     let static_dir = state.settings.server.static_dir.clone();
     let policy = content_security_policy(&state.settings);
     let data = web::Data::new(state);
+    let metrics_data = data.clone();
     let address = listener.local_addr()?;
-    let server = actix_server::Server::build()
+    let builder = actix_server::Server::build()
         .workers(workers)
-        .listen("chatserver", listener, move || {
-            let upgrades = realtime::upgrade::service(data.clone());
-            let data = data.clone();
-            let static_dir = static_dir.clone();
-            let policy = policy.clone();
-            let app = move || {
-                App::new()
-                    // Defaults: a response that sets its own (a served file's sandbox) keeps it.
-                    .wrap(
-                        DefaultHeaders::new()
-                            .add((header::CONTENT_SECURITY_POLICY, policy.clone()))
-                            .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                            .add((header::REFERRER_POLICY, "no-referrer")),
-                    )
-                    .wrap(from_fn(telemetry::log_requests))
-                    .app_data(data.clone())
-                    .app_data(extractors::json_config())
-                    .app_data(extractors::query_config())
-                    .app_data(extractors::path_config())
-                    .configure(routes::configure)
-                    .service(
-                        actix_files::Files::new("/", &static_dir)
-                            .index_file("index.html")
-                            .default_handler(web::to(routes::not_found)),
-                    )
-            };
-            let app = app()
+        // SIGTERM: stop accepting, and give requests in flight this long to finish.
+        .shutdown_timeout(grace);
+    let shutdown = builder.graceful_shutdown_signal();
+    let mut builder = builder.listen("chatserver", listener, move || {
+        let upgrades = realtime::upgrade::service(data.clone());
+        let data = data.clone();
+        let static_dir = static_dir.clone();
+        let policy = policy.clone();
+        let app = move || {
+            App::new()
+                // Defaults: a response that sets its own (a served file's sandbox) keeps it.
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((header::CONTENT_SECURITY_POLICY, policy.clone()))
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((header::REFERRER_POLICY, "no-referrer")),
+                )
+                .wrap(from_fn(telemetry::log_requests))
+                .wrap(from_fn(metrics::track_requests))
+                .app_data(data.clone())
+                .app_data(extractors::json_config())
+                .app_data(extractors::query_config())
+                .app_data(extractors::path_config())
+                .configure(routes::configure)
+                .service(
+                    actix_files::Files::new("/", &static_dir)
+                        .index_file("index.html")
+                        .default_handler(web::to(routes::not_found)),
+                )
+        };
+        let app = app()
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.error_response());
+        HttpService::build()
+            // Events are small writes in quick succession: without this, Nagle's
+            // algorithm holds a WebSocket's next frame until the client acknowledges
+            // the last one (a delayed ACK).
+            .tcp_nodelay(true)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(address)
+            .upgrade(upgrades)
+            // The default config's host only stands in for a missing `Host` header
+            // (HTTP/1.1 requires one); links are built from the headers.
+            .finish(map_config(app, |_| AppConfig::default()))
+            .tcp()
+    })?;
+    if let Some(listener) = metrics_listener {
+        let address = listener.local_addr()?;
+        builder = builder.listen("metrics", listener, move || {
+            let app = App::new()
+                .app_data(metrics_data.clone())
+                .route("/metrics", web::get().to(metrics::scrape))
+                .default_service(web::to(routes::not_found))
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.error_response());
             HttpService::build()
-                // Events are small writes in quick succession: without this, Nagle's
-                // algorithm holds a WebSocket's next frame until the client acknowledges
-                // the last one (a delayed ACK).
-                .tcp_nodelay(true)
-                .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(address)
-                .upgrade(upgrades)
-                // The default config's host only stands in for a missing `Host` header
-                // (HTTP/1.1 requires one); links are built from the headers.
                 .finish(map_config(app, |_| AppConfig::default()))
                 .tcp()
-        })?
-        .run();
-    Ok(server)
+        })?;
+    }
+    Ok((builder.run(), shutdown))
 }
 
 /// `ADMIN_USERNAMES` grants administration to accounts that exist when the server starts,

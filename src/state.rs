@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::db::{AnyConnection, Db};
 use crate::error::AppError;
 use crate::links::DownloadLinks;
+use crate::metrics::Metrics;
 use crate::ratelimit::{AuthLimits, RateLimiter};
 use crate::realtime::{Event, EventBus};
 use crate::storage::Store;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// The threads that hash passwords (`PASSWORD_HASH_CONCURRENCY`).
     pub passwords: PasswordHashing,
     pub events: EventBus,
+    /// This instance's metrics (served on `METRICS_BIND_ADDR`).
+    pub metrics: Metrics,
 }
 
 /// The events a write announces once committed, numbered from `first_seq` (which the write

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 pub use crate::db::models::StoredFile;
 use crate::error::{AppError, ErrorCode};
+use crate::metrics::Metrics;
 use crate::storage::{Presentation, Store};
 
 /// How many leading bytes decide the type.
@@ -132,6 +133,18 @@ impl Drop for UploadSlot {
             }
         }
     }
+}
+
+/// Runs an upload's handler, counting its refusal (or failure) by error code.
+pub async fn counting_refusals<T>(
+    metrics: &Metrics,
+    upload: impl Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    let result = upload.await;
+    if let Err(e) = &result {
+        metrics.upload_refused(e.code());
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------
@@ -316,6 +329,7 @@ where
 /// Streams one file part into the store under a new key.
 pub async fn store_file_part(
     store: &Store,
+    metrics: &Metrics,
     rules: &UploadRules,
     channel_id: i32,
     field: &mut Field,
@@ -346,6 +360,7 @@ pub async fn store_file_part(
     let presentation = Presentation::of(&file_name, &sniffed.mime);
     let stored = store.put_stream(&key, &presentation, &mut body).await?;
     debug_assert_eq!(stored, body.size);
+    metrics.upload_stored(body.size);
     Ok(StoredFile {
         key,
         file_name,
@@ -477,6 +492,7 @@ async fn delete_all(store: &Store, files: Vec<StoredFile>) {
 pub async fn receive_files(
     form: &mut UploadForm,
     store: &Store,
+    metrics: &Metrics,
     rules: &UploadRules,
     channel_id: i32,
 ) -> Result<PendingObjects, AppError> {
@@ -495,7 +511,7 @@ pub async fn receive_files(
                     format!("at most {MAX_FILE_PARTS} files per request"),
                 ));
             }
-            let stored = store_file_part(store, rules, channel_id, &mut field).await?;
+            let stored = store_file_part(store, metrics, rules, channel_id, &mut field).await?;
             pending.files.push(stored);
         }
         Ok(())

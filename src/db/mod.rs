@@ -13,7 +13,7 @@ pub mod schema;
 pub mod users;
 mod writer;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
@@ -23,6 +23,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseTarget;
 use crate::error::AppError;
+use crate::metrics::{Metrics, PoolState};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -109,6 +110,7 @@ pub struct Db {
     pool: Pool,
     writer: Option<writer::Writer>,
     backend: &'static str,
+    metrics: Metrics,
 }
 
 impl Db {
@@ -150,7 +152,24 @@ impl Db {
             pool,
             writer,
             backend: target.backend_name(),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// Counts this handle's work (and its clones') in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Db {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The pool as of now, for the metrics.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -159,6 +178,17 @@ impl Db {
 
     /// Runs `work` with a pooled connection on the blocking thread pool.
     pub async fn run<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let started = Instant::now();
+        let result = self.on_pool(work).await;
+        self.metrics.db_call("read", started, &result);
+        result
+    }
+
+    async fn on_pool<T, F>(&self, work: F) -> Result<T, AppError>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
@@ -183,10 +213,13 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        match &self.writer {
+        let started = Instant::now();
+        let result = match &self.writer {
             Some(writer) => writer.write(work).await,
-            None => self.run(move |conn| conn.transaction(work)).await,
-        }
+            None => self.on_pool(move |conn| conn.transaction(work)).await,
+        };
+        self.metrics.db_call("write", started, &result);
+        result
     }
 
     /// A pooled connection, for commands that run outside the server (no writer thread

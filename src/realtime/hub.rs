@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::outbox::{Outbox, Refused, WorkerBatches, text_frame};
 use super::{ChannelEvent, Event, Viewer};
 use crate::links::DownloadLinks;
+use crate::metrics::Metrics;
 
 /// How long an early event waits for a missing predecessor.
 const GAP_WAIT: Duration = Duration::from_secs(2);
@@ -50,6 +51,9 @@ pub const TOO_SLOW: &str = "too slow: catch up with GET messages?after=";
 /// another on one thread).
 const INLINE_FAN_OUT: usize = 32;
 const RESYNC: &str = "events were missed: reconnect and catch up with GET messages?after=";
+/// The instance is stopping: reconnect (to another instance) and catch up.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const SHUTTING_DOWN: &str = "server shutting down: reconnect";
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
@@ -79,6 +83,8 @@ pub enum ConnectError {
     TooManyConnections,
     #[error("the hub has stopped")]
     Stopped,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("the connection closed before it was registered")]
     Gone,
 }
@@ -107,6 +113,8 @@ enum Command {
     ResyncChannels(Vec<i32>),
     /// Answered once every command sent before it has been handled.
     Sync(oneshot::Sender<()>),
+    /// Closes every connection with 1001 and refuses new ones: the server is stopping.
+    ShutDown,
 }
 
 #[derive(Clone)]
@@ -118,7 +126,7 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub's task on the current runtime.
-    pub fn start(links: DownloadLinks, config: HubConfig) -> Hub {
+    pub fn start(links: DownloadLinks, config: HubConfig, metrics: Metrics) -> Hub {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let tap = broadcast::channel(TAP_CAPACITY).0;
         let stats = Arc::new(HubStats::default());
@@ -127,6 +135,8 @@ impl Hub {
             links,
             tap: tap.clone(),
             stats: stats.clone(),
+            metrics,
+            shutting_down: false,
             next_connection_id: 1,
             connections: HashMap::new(),
             channels: HashMap::new(),
@@ -207,6 +217,13 @@ impl Hub {
             .await;
     }
 
+    /// Closes every connection with 1001 ("going away": reconnect elsewhere) and refuses
+    /// connections from now on. Returns once the connections have been told.
+    pub async fn shut_down(&self) {
+        let _ = self.commands.send(Command::ShutDown).await;
+        self.sync().await;
+    }
+
     /// Returns once the hub has handled everything sent to it before.
     pub async fn sync(&self) {
         let (reply, answer) = oneshot::channel();
@@ -246,6 +263,9 @@ struct State {
     links: DownloadLinks,
     tap: broadcast::Sender<Arc<ChannelEvent>>,
     stats: Arc<HubStats>,
+    metrics: Metrics,
+    /// `ShutDown` was received: connections are refused.
+    shutting_down: bool,
     next_connection_id: u64,
     connections: HashMap<u64, ConnectionEntry>,
     channels: HashMap<i32, ChannelState>,
@@ -351,6 +371,7 @@ impl State {
             Command::Sync(reply) => {
                 let _ = reply.send(());
             }
+            Command::ShutDown => self.shut_down(),
         }
     }
 
@@ -361,6 +382,9 @@ impl State {
         base_url: Arc<str>,
         outbox: Arc<Outbox>,
     ) -> Result<Connection, ConnectError> {
+        if self.shutting_down {
+            return Err(ConnectError::ShuttingDown);
+        }
         let existing = self.users.get(&user_id).map_or(0, HashSet::len);
         if existing >= self.config.max_connections_per_user {
             return Err(ConnectError::TooManyConnections);
@@ -575,6 +599,7 @@ impl State {
             };
             let mut too_slow = Vec::new();
             let mut gone = Vec::new();
+            let mut delivered = 0;
             // Few recipients: written from here, no hand-off. Many: each worker thread
             // writes its share, in parallel (see `outbox`).
             let fan_out_to_workers = channel.subscribers.len() > INLINE_FAN_OUT;
@@ -596,15 +621,17 @@ impl State {
                     connection.outbox.push(frame)
                 };
                 match pushed {
-                    Ok(()) => {
-                        self.stats.frames_queued.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(()) => delivered += 1,
                     Err(Refused::Full) => too_slow.push(*id),
                     // Closing already; its session disconnects it.
                     Err(Refused::Closed) => gone.push(*id),
                 }
             }
             batches.ring();
+            self.stats
+                .frames_queued
+                .fetch_add(delivered, Ordering::Relaxed);
+            self.metrics.events_delivered(delivered);
             for id in too_slow {
                 self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
             }
@@ -657,6 +684,19 @@ impl State {
                 connection.channels.remove(&channel_id);
             }
             self.unsubscribe_channel(channel_id, id);
+        }
+    }
+
+    /// Closes every connection with 1001 and refuses new ones.
+    fn shut_down(&mut self) {
+        self.shutting_down = true;
+        let all: Vec<u64> = self.connections.keys().copied().collect();
+        tracing::info!(
+            connections = all.len(),
+            "closing WebSockets with 1001 for their clients to reconnect elsewhere"
+        );
+        for id in all {
+            self.kick(id, CLOSE_GOING_AWAY, SHUTTING_DOWN);
         }
     }
 
@@ -746,6 +786,7 @@ mod tests {
             HubConfig {
                 max_connections_per_user: 4,
             },
+            Metrics::new(),
         )
     }
 
@@ -882,6 +923,27 @@ mod tests {
         hub.sync().await;
         assert_eq!(hub.stats().resync_disconnects.load(Ordering::Relaxed), 1);
         drop(other);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_every_connection_with_1001_and_refuses_new_ones() {
+        let hub = start();
+        let (first, _) = connect(&hub, vec![(1, 0)]).await;
+        let (second, _) = connect(&hub, vec![]).await;
+        hub.shut_down().await;
+        for connection in [first, second] {
+            let kicked = connection.kicked.await.expect("told to close");
+            assert_eq!(kicked, (CLOSE_GOING_AWAY, SHUTTING_DOWN));
+        }
+        let late = hub
+            .connect(
+                USER,
+                vec![],
+                Arc::from("http://x"),
+                Outbox::new(4, None, None),
+            )
+            .await;
+        assert!(matches!(late, Err(ConnectError::ShuttingDown)));
     }
 
     #[tokio::test]

@@ -191,4 +191,13 @@ impl EventBus {
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
+
+    /// Waits until the events queued for Redis have been published, for at most
+    /// `timeout`; whether they were (true without Redis).
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        match &self.redis {
+            Some(redis) => redis.flush(timeout).await,
+            None => true,
+        }
+    }
 }

@@ -208,11 +208,18 @@ impl Outbox {
         !inner.failed
     }
 
-    /// Queues the close frame after whatever is waiting; later frames are refused.
-    pub fn close(&self, code: u16, description: &str) {
+    /// Queues the close frame after whatever is waiting; later frames are refused. False
+    /// when the connection was closing already (or its socket failed): nothing was queued.
+    pub fn close(&self, code: u16, description: &str) -> bool {
+        self.close_then(code, description, || {})
+    }
+
+    /// `close`, running `queued` once the frame is queued and before it can reach the
+    /// client (to count it: whoever reads the close may look at the counter next).
+    pub fn close_then(&self, code: u16, description: &str, queued: impl FnOnce()) -> bool {
         let mut inner = self.lock();
         if inner.closing || inner.failed {
-            return;
+            return false;
         }
         inner.closing = true;
         let mut close = BytesMut::new();
@@ -222,9 +229,11 @@ impl Outbox {
         };
         Parser::write_close(&mut close, Some(reason), false);
         inner.frames.push(close.freeze());
+        queued();
         if inner.frames.len() == 1 && !inner.write_scheduled {
             self.write_queued(&mut inner);
         }
+        true
     }
 
     /// Refuses frames from now on (the session is over); what is queued may still leave
@@ -427,7 +436,7 @@ mod tests {
         outbox.text("bc").unwrap();
         // Two unmasked text frames: 0x81, length, payload.
         assert_eq!(&outbox.take_queued()[..], b"\x81\x01a\x81\x02bc");
-        outbox.close(4008, "x");
+        assert!(outbox.close(4008, "x"));
         assert_eq!(outbox.text("late"), Err(Refused::Closed));
         let close = outbox.take_queued();
         assert_eq!(close[0], 0x88, "a close frame");

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ChannelEvent, Hub};
 
@@ -107,8 +107,15 @@ pub fn start(client: redis::Client, channel: String, hub: Hub, queue_capacity: u
 /// The sending side: cheap to clone, never waits.
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<Arc<ChannelEvent>>,
+    queue: mpsc::Sender<Queued>,
     dropped: Arc<Mutex<Dropped>>,
+}
+
+/// What the publishing task takes, in order.
+enum Queued {
+    Event(Arc<ChannelEvent>),
+    /// Answered once everything queued before it has been published.
+    Flush(oneshot::Sender<()>),
 }
 
 /// What found the publishing queue full since the last notice.
@@ -121,10 +128,12 @@ struct Dropped {
 impl Publisher {
     /// Queues an event for the other instances.
     pub fn publish(&self, event: Arc<ChannelEvent>) {
-        let Err(refused) = self.queue.try_send(event) else {
+        let Err(refused) = self.queue.try_send(Queued::Event(event)) else {
             return;
         };
-        let event = refused.into_inner();
+        let Queued::Event(event) = refused.into_inner() else {
+            unreachable!("an event was sent")
+        };
         let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         // Log the first of a run only; the count says how many.
         if dropped.events == 0 {
@@ -136,13 +145,35 @@ impl Publisher {
             dropped.channels.add(event.channel_id);
         }
     }
+
+    /// Waits until every event queued so far has been published (and lost ones announced),
+    /// for at most `timeout`; whether that happened. For a shutdown: events not published
+    /// are lost to the other instances.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, flushed) = oneshot::channel();
+        let waited = tokio::time::timeout(timeout, async {
+            self.queue.send(Queued::Flush(done)).await.ok()?;
+            flushed.await.ok()
+        })
+        .await;
+        let complete = matches!(waited, Ok(Some(())));
+        if !complete {
+            // The marker is among them (when it got in).
+            let waiting = self.queue.max_capacity() - self.queue.capacity();
+            tracing::warn!(
+                waiting,
+                "Redis did not take the queued events in time; other instances miss them"
+            );
+        }
+        complete
+    }
 }
 
 async fn publish_queued(
     client: redis::Client,
     channel: String,
     origin: u64,
-    mut queued: mpsc::Receiver<Arc<ChannelEvent>>,
+    mut queued: mpsc::Receiver<Queued>,
     dropped: Arc<Mutex<Dropped>>,
 ) {
     let mut connection = RedisPublisher {
@@ -154,7 +185,17 @@ async fn publish_queued(
     let mut failing = false;
     // An event stays in hand until it is published.
     let mut next = queued.recv().await;
-    while let Some(event) = next.take() {
+    while let Some(item) = next.take() {
+        let event = match item {
+            Queued::Event(event) => event,
+            Queued::Flush(done) => {
+                // Everything before it is published: what did not fit is told now.
+                announce_lost(&mut connection, origin, &dropped).await;
+                let _ = done.send(());
+                next = queued.recv().await;
+                continue;
+            }
+        };
         let envelope = Envelope {
             origin,
             event: Some(&*event),
@@ -176,7 +217,7 @@ async fn publish_queued(
                 connection.manager = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                next = Some(event);
+                next = Some(Queued::Event(event));
             }
         }
     }

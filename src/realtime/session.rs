@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 
-use super::hub::{CLOSE_TOO_SLOW, Connection, TOO_SLOW, TYPING_EVERY};
+use super::hub::{
+    CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, Connection, SHUTTING_DOWN, TOO_SLOW, TYPING_EVERY,
+};
 use super::outbox::{Flushed, Outbox, Refused};
 use super::protocol::{self, ClientFrame, FrameError};
 use super::socket::{ClientMessage, FrameReader, ProtocolClose};
@@ -64,7 +66,7 @@ pub async fn run(
             .await;
         Box::pin(state.events.hub().disconnect(connection_id)).await;
         if let Some((code, description)) = ending {
-            outbox.close(code, description);
+            close(&state, &outbox, code, description);
         }
     }
     // What is queued (a close frame, if any) goes out; a client that does not read it in
@@ -93,13 +95,13 @@ async fn open(
     let user = match header_auth {
         Some(Ok(user)) => user,
         Some(Err(_)) => {
-            outbox.close(CLOSE_AUTH, "invalid token");
+            close(state, outbox, CLOSE_AUTH, "invalid token");
             return None;
         }
         None => match first_frame_auth(state, outbox, stream).await {
             Ok(user) => user,
             Err((code, reason)) => {
-                outbox.close(code, reason);
+                close(state, outbox, code, reason);
                 return None;
             }
         },
@@ -112,7 +114,7 @@ async fn open(
         Ok(subscriptions) => subscriptions,
         Err(e) => {
             tracing::warn!(error = ?e, "could not load subscriptions");
-            outbox.close(1011, "try again");
+            close(state, outbox, 1011, "try again");
             return None;
         }
     };
@@ -125,15 +127,24 @@ async fn open(
     match connected {
         Ok(connection) => Some((user, connection)),
         Err(ConnectError::TooManyConnections) => {
-            outbox.close(CLOSE_TOO_MANY, "too many connections");
+            close(state, outbox, CLOSE_TOO_MANY, "too many connections");
+            None
+        }
+        Err(ConnectError::ShuttingDown) => {
+            close(state, outbox, CLOSE_GOING_AWAY, SHUTTING_DOWN);
             None
         }
         Err(ConnectError::Stopped) => {
-            outbox.close(1011, "shutting down");
+            close(state, outbox, 1011, "shutting down");
             None
         }
         Err(ConnectError::Gone) => None,
     }
+}
+
+/// Queues the close frame, and counts it by its code.
+fn close(state: &AppState, outbox: &Outbox, code: u16, description: &str) {
+    outbox.close_then(code, description, || state.metrics.websocket_closed(code));
 }
 
 /// Waits for `{"type":"auth","token":...}` as the first frame; otherwise the close to send.

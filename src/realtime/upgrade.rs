@@ -47,7 +47,17 @@ pub fn service(
             Box::pin(async move {
                 let (span, _) =
                     telemetry::request_span(request.headers(), request.method(), request.path());
-                let accepted = handshake(&state, request, framed).instrument(span).await;
+                let started = std::time::Instant::now();
+                let method = request.method().clone();
+                let route = if request.path() == PATH {
+                    PATH
+                } else {
+                    crate::metrics::UNMATCHED
+                };
+                let (status, accepted) = handshake(&state, request, framed).instrument(span).await;
+                state
+                    .metrics
+                    .http_request(&method, route, status, started.elapsed());
                 // The session holds nothing of the upgrade request (its headers share the read
                 // buffer's allocation), nor a span: an idle connection costs a few KiB.
                 if let Some(accepted) = accepted {
@@ -68,22 +78,21 @@ struct Accepted {
     base_url: String,
 }
 
-/// Checks and answers the handshake; `None` when the request was refused (and answered).
+/// Checks and answers the handshake: the status answered, and what the session takes
+/// (`None` when the request was refused, and answered).
 async fn handshake(
     state: &AppState,
     request: Request,
     mut framed: Framed<TcpStream, Codec>,
-) -> Option<Accepted> {
+) -> (u16, Option<Accepted>) {
     if request.path() != PATH {
-        let _ = refuse(&mut framed, &AppError::NotFound).await;
-        return None;
+        return (refuse(&mut framed, &AppError::NotFound).await, None);
     }
     let mut handshake = match ws::handshake(request.head()) {
         Ok(handshake) => handshake,
         Err(e) => {
             let error = AppError::bad_request(ErrorCode::BadRequest, e.to_string());
-            let _ = refuse(&mut framed, &error).await;
-            return None;
+            return (refuse(&mut framed, &error).await, None);
         }
     };
     // A header that is there but not a bearer token fails at once, like a bad token.
@@ -99,22 +108,27 @@ async fn handshake(
     let base_url = crate::links::base_url_of(headers, "localhost");
     let mut response = handshake.finish().drop_body();
     response.head_mut().set_camel_case_headers(false);
-    framed
+    if framed
         .send(Message::Item((response, BodySize::None)))
         .await
-        .ok()?;
+        .is_err()
+    {
+        return (101, None);
+    }
     tracing::info!(status = 101, "request");
     let parts = framed.into_parts();
-    Some(Accepted {
+    let accepted = Accepted {
         socket: parts.io,
         // Copied: the read buffer's allocation is shared with the request's headers.
         leftover: BytesMut::from(&parts.read_buf[..]),
         header_auth,
         base_url,
-    })
+    };
+    (101, Some(accepted))
 }
 
 async fn run_session(state: Data<AppState>, accepted: Accepted) {
+    let _open = state.metrics.websocket_opened();
     let socket = Arc::new(accepted.socket);
     // With the kernel's autotuning, a client that stops reading parks megabytes there before
     // its outbox fills and it is closed with 4008; capped (64 KiB), it is found out after
@@ -141,8 +155,16 @@ async fn run_session(state: Data<AppState>, accepted: Accepted) {
     .await;
 }
 
-/// Answers the upgrade request with an error, in the API's format, and ends the connection.
-async fn refuse(framed: &mut Framed<TcpStream, Codec>, error: &AppError) -> Result<(), ()> {
+/// Answers the upgrade request with an error, in the API's format, and ends the connection;
+/// returns the status.
+async fn refuse(framed: &mut Framed<TcpStream, Codec>, error: &AppError) -> u16 {
+    let status = actix_web::ResponseError::status_code(error).as_u16();
+    // The client may be gone already: nothing more to do then.
+    let _ = send_error(framed, error).await;
+    status
+}
+
+async fn send_error(framed: &mut Framed<TcpStream, Codec>, error: &AppError) -> Result<(), ()> {
     let body = Bytes::from(error.body().to_string());
     let status = actix_web::ResponseError::status_code(error);
     let response = Response::build(StatusCode::from_u16(status.as_u16()).unwrap_or_default())

@@ -107,6 +107,16 @@ async fn upload(
     auth: AuthUser,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let metrics = state.metrics.clone();
+    uploads::counting_refusals(&metrics, attach(req, state, auth, payload)).await
+}
+
+async fn attach(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
     let key = idempotency::key_of(&req)?;
     let slot = state.upload_slots.take(auth.id)?;
     let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
@@ -144,9 +154,14 @@ async fn upload(
             ));
         }
         let channel_id = message.channel_id;
-        let pending =
-            uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id)
-                .await?;
+        let pending = uploads::receive_files(
+            &mut form,
+            &state.store,
+            &state.metrics,
+            &state.upload_rules,
+            channel_id,
+        )
+        .await?;
         let render = {
             let (links, base) = (state.links.clone(), base.clone());
             move |files: &Vec<FileUpload>| files_body(&links, &base, auth.id, files)

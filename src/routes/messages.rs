@@ -179,6 +179,18 @@ async fn create_with_files(
     path: web::Path<i32>,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let metrics = state.metrics.clone();
+    let created = post_with_files(req, state, auth, path, payload);
+    uploads::counting_refusals(&metrics, created).await
+}
+
+async fn post_with_files(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
     let key = idempotency::key_of(&req)?;
     let channel_id = path.into_inner();
     // Refuse before reading any file; the insert checks membership again.
@@ -205,9 +217,14 @@ async fn create_with_files(
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
         validate_content(&content, true)?;
-        let pending =
-            uploads::receive_files(&mut form, &state.store, &state.upload_rules, channel_id)
-                .await?;
+        let pending = uploads::receive_files(
+            &mut form,
+            &state.store,
+            &state.metrics,
+            &state.upload_rules,
+            channel_id,
+        )
+        .await?;
         let (message, body) = pending
             .commit_with(|stored| async {
                 validate_content(&content, !stored.is_empty())?;

@@ -9,6 +9,7 @@ mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::header::{
     Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
@@ -22,6 +23,7 @@ pub use s3::S3Store;
 
 use crate::config::Settings;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 
 /// The body of an object being stored: chunks, or the error that ends the upload.
 pub trait Body: Stream<Item = Result<Bytes, AppError>> + Unpin {}
@@ -92,6 +94,8 @@ impl Presentation {
 pub struct Store {
     backend: Backend,
     key_prefix: Arc<str>,
+    /// Each call is timed, and failures of the store counted.
+    metrics: Metrics,
 }
 
 #[derive(Clone)]
@@ -103,7 +107,11 @@ enum Backend {
 impl Store {
     /// The store named by the settings (S3 when a bucket is set, else the local
     /// directory), for the deployment whose objects live under `key_prefix`.
-    pub async fn from_settings(settings: &Settings, key_prefix: &str) -> anyhow::Result<Store> {
+    pub async fn from_settings(
+        settings: &Settings,
+        key_prefix: &str,
+        metrics: Metrics,
+    ) -> anyhow::Result<Store> {
         let backend = match &settings.store.s3 {
             Some(s3) => Backend::S3(S3Store::connect(s3).await),
             None => Backend::Local(LocalStore::open(settings.server.data_dir.join("files"))?),
@@ -111,7 +119,20 @@ impl Store {
         Ok(Store {
             backend,
             key_prefix: Arc::from(key_prefix.trim_matches('/')),
+            metrics,
         })
+    }
+
+    /// Times a call to the store and counts its failure.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.store_call(operation, started, &result);
+        result
     }
 
     /// This deployment's prefix, without a trailing `/`.
@@ -153,10 +174,13 @@ impl Store {
 
     /// A live round trip to the bucket or directory.
     pub async fn check(&self) -> Result<(), AppError> {
-        match &self.backend {
-            Backend::S3(s) => s.check().await,
-            Backend::Local(l) => l.check().await,
-        }
+        self.measured("check", async {
+            match &self.backend {
+                Backend::S3(s) => s.check().await,
+                Backend::Local(l) => l.check().await,
+            }
+        })
+        .await
     }
 
     /// Stores `body` under `key`, all or nothing; returns the number of bytes stored. S3
@@ -168,26 +192,35 @@ impl Store {
         presentation: &Presentation,
         body: &mut dyn Body,
     ) -> Result<u64, AppError> {
-        match &self.backend {
-            Backend::S3(s) => s.put_stream(key, presentation, body).await,
-            Backend::Local(l) => l.put_stream(key, body).await,
-        }
+        self.measured("put", async {
+            match &self.backend {
+                Backend::S3(s) => s.put_stream(key, presentation, body).await,
+                Backend::Local(l) => l.put_stream(key, body).await,
+            }
+        })
+        .await
     }
 
     /// Deletes an object; deleting one that is not there is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), AppError> {
-        match &self.backend {
-            Backend::S3(s) => s.delete(key).await,
-            Backend::Local(l) => l.delete(key).await,
-        }
+        self.measured("delete", async {
+            match &self.backend {
+                Backend::S3(s) => s.delete(key).await,
+                Backend::Local(l) => l.delete(key).await,
+            }
+        })
+        .await
     }
 
     /// The size of an object, or `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<u64>, AppError> {
-        match &self.backend {
-            Backend::S3(s) => s.head(key).await,
-            Backend::Local(l) => l.head(key).await,
-        }
+        self.measured("head", async {
+            match &self.backend {
+                Backend::S3(s) => s.head(key).await,
+                Backend::Local(l) => l.head(key).await,
+            }
+        })
+        .await
     }
 
     /// Every object whose key starts with `prefix`.
@@ -202,10 +235,13 @@ impl Store {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {
-        match &self.backend {
-            Backend::S3(s) => s.list(prefix).await,
-            Backend::Local(l) => l.list(prefix).await,
-        }
+        self.measured("list", async {
+            match &self.backend {
+                Backend::S3(s) => s.list(prefix).await,
+                Backend::Local(l) => l.list(prefix).await,
+            }
+        })
+        .await
     }
 
     /// A short-lived URL that serves the object directly (S3), or `None` when the server
@@ -217,8 +253,11 @@ impl Store {
         lifetime_seconds: u64,
     ) -> Result<Option<String>, AppError> {
         match &self.backend {
-            Backend::S3(s) => s
-                .presigned_get(key, presentation, lifetime_seconds)
+            Backend::S3(s) => self
+                .measured(
+                    "presign",
+                    s.presigned_get(key, presentation, lifetime_seconds),
+                )
                 .await
                 .map(Some),
             Backend::Local(_) => Ok(None),
@@ -244,6 +283,7 @@ mod tests {
         let store = Store {
             backend: Backend::Local(LocalStore::open(dir.path().to_owned()).unwrap()),
             key_prefix: Arc::from("d0123456789ab"),
+            metrics: Metrics::new(),
         };
         let key = store.new_object_key(7, "png");
         assert!(key.starts_with("d0123456789ab/channels/7/"), "{key}");

@@ -21,6 +21,8 @@ pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when `METRICS_BIND_ADDR` is set.
+    pub metrics_address: Option<String>,
     /// Does not follow redirects, so tests see them.
     pub client: reqwest::Client,
     pub state: AppState,
@@ -160,10 +162,12 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
         .await
         .expect("building the app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = metrics_address(&app);
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -175,6 +179,11 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
         _data_dir: data_dir,
         postgres,
     }
+}
+
+fn metrics_address(app: &Application) -> Option<String> {
+    app.metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"))
 }
 
 fn init_logging() {
@@ -197,10 +206,12 @@ impl TestApp {
         let settings = test_settings(self._data_dir.path(), &self.database_url, &vars);
         let app = Application::build(settings).await.expect("building a peer");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = metrics_address(&app);
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             address,
+            metrics_address,
             client: self.client.clone(),
             state,
             s3: None,
@@ -209,6 +220,12 @@ impl TestApp {
             _data_dir: tempfile::tempdir().unwrap(),
             postgres: None,
         }
+    }
+
+    /// This instance's metrics as the metrics listener would serve them (in process: no
+    /// listener needed).
+    pub fn metrics(&self) -> String {
+        self.state.metrics.render(self.state.db.pool_state())
     }
 
     /// The database this app uses (for the CLI).
@@ -395,6 +412,16 @@ pub async fn eventually(mut ready: impl AsyncFnMut() -> bool) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// The value of one series (`name{labels}` exactly as rendered) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
 }
 
 /// Asserts the status and returns the JSON body.

@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
-    JWT_SECRET, TestApp, TestUser, eventually, expect_json, spawn_app, spawn_app_with,
+    JWT_SECRET, TestApp, TestUser, eventually, expect_json, metric, spawn_app, spawn_app_with,
 };
 use crate::redis::{PrivateRedis, TestRedis};
 
@@ -129,6 +129,15 @@ impl WsClient {
                 None => panic!("socket ended without a close frame"),
             }
         }
+    }
+
+    /// Closes from the client's side, and reads until the server has closed too.
+    pub async fn close(&mut self) {
+        self.stream.close(None).await.unwrap();
+        let drained = async { while let Some(Ok(_)) = self.stream.next().await {} };
+        tokio::time::timeout(WAIT, drained)
+            .await
+            .expect("the server closes in time");
     }
 
     /// Asserts the very next frame closes the socket (no `ready` first); returns its code.
@@ -523,6 +532,15 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() {
     );
     // When the slow client finally reads, what was queued ends with 4008.
     assert_eq!(slow.closed().await, 4008);
+    let metrics = app.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"chatserver_websocket_closes_total{code="4008"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     // Operators see it counted.
     let status = expect_json(
         app.get("/api/admin/realtime-status", &alice.token).await,
@@ -855,6 +873,39 @@ async fn after_a_redis_outage_instances_resync_their_clients_and_carry_on() {
     drop(redis);
 }
 
+/// A shutdown's last step: what an instance holds for Redis is published before it exits
+/// (within a limit), not lost with the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_waits_until_redis_has_taken_the_queued_events() {
+    let Some(redis) =
+        PrivateRedis::start("a_flush_waits_until_redis_has_taken_the_queued_events").await
+    else {
+        return;
+    };
+    let proxy = CuttableProxy::start(redis.port).await;
+    let through_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let direct = format!("redis://127.0.0.1:{}", redis.port);
+    let one = spawn_app_with(&[("REDIS_URL", through_proxy.as_str())]).await;
+    let two = one.spawn_peer(&[("REDIS_URL", direct.as_str())]).await;
+    let (alice, bob, channel) = one.two_members().await;
+    let (mut alice_ws, _) = WsClient::login(&one, &alice).await;
+    let (mut bob_ws, _) = WsClient::login(&two, &bob).await;
+    wait_for_redis(&one, &alice, &mut alice_ws, &mut bob_ws, channel).await;
+    assert!(one.state.events.flush(WAIT).await, "nothing is waiting");
+
+    proxy.cut();
+    one.post_message(&alice, channel, "held").await;
+    // Redis is out of reach: the event stays queued, and a flush gives up at its limit.
+    assert!(!one.state.events.flush(Duration::from_millis(200)).await);
+    proxy.restore();
+    assert!(
+        one.state.events.flush(WAIT).await,
+        "published once Redis is back"
+    );
+    assert_eq!(bob_ws.next().await["data"]["content"], "held");
+    drop(redis);
+}
+
 /// A TCP forwarder to a local port whose connections can be cut (and new ones refused)
 /// for a while: one instance loses Redis while another keeps it.
 struct CuttableProxy {
@@ -952,6 +1003,15 @@ async fn events_an_instance_could_not_publish_close_the_channel_elsewhere_with_4
     // Back on Redis, one publishes what it held and names the channel that lost events:
     // two closes Bob's socket so that he catches up.
     assert_eq!(bob_ws.closed().await, 4009);
+    let metrics = two.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"chatserver_websocket_closes_total{code="4009"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let (_bob_ws, _) = WsClient::login(&two, &bob).await;
     let page = expect_json(
         two.get(
