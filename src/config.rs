@@ -195,12 +195,17 @@ pub struct StoreSettings {
     pub orphan_min_age_seconds: i64,
     /// How often the background sweeper runs; 0 turns it off.
     pub gc_interval_seconds: u64,
+    /// `FILE_RETENTION_DAYS`: files older than this are deleted (a channel's own, shorter,
+    /// limit wins); `None`: kept until deleted.
+    pub file_retention_days: Option<u32>,
 }
 
 /// What one user or request may do.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub max_file_size_mb: u64,
+    /// `USER_QUOTA_MB`: bytes of live files one user may keep; `None`: unlimited.
+    pub user_quota_bytes: Option<u64>,
     /// An upload body that sends nothing for this long is cut off (408).
     pub body_idle_timeout_seconds: u64,
     /// Uploads one user may have in flight at once, per instance (429 beyond).
@@ -410,9 +415,20 @@ impl Settings {
                     0..=31_536_000,
                 )?,
                 gc_interval_seconds: parse_number(&get, "GC_INTERVAL_SECONDS", 600, 0..=86_400)?,
+                file_retention_days: match get("FILE_RETENTION_DAYS") {
+                    None => None,
+                    Some(_) => Some(parse_number(&get, "FILE_RETENTION_DAYS", 0, 1..=36_500)?),
+                },
             },
             limits: LimitSettings {
                 max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
+                user_quota_bytes: match get("USER_QUOTA_MB") {
+                    None => None,
+                    Some(_) => {
+                        let mb: u64 = parse_number(&get, "USER_QUOTA_MB", 0, 1..=1 << 30)?;
+                        Some(mb * 1024 * 1024)
+                    }
+                },
                 body_idle_timeout_seconds: parse_number(
                     &get,
                     "BODY_IDLE_TIMEOUT_SECONDS",

@@ -36,6 +36,7 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     PayloadTooLarge,
     FileTooLarge,
+    QuotaExceeded,
     TooManyFiles,
     UnsupportedFileType,
     RateLimited,
@@ -73,6 +74,7 @@ impl ErrorCode {
         ErrorCode::InvalidIdempotencyKey,
         ErrorCode::PayloadTooLarge,
         ErrorCode::FileTooLarge,
+        ErrorCode::QuotaExceeded,
         ErrorCode::TooManyFiles,
         ErrorCode::UnsupportedFileType,
         ErrorCode::RateLimited,
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::TooManyFiles => "too_many_files",
             ErrorCode::UnsupportedFileType => "unsupported_file_type",
             ErrorCode::RateLimited => "rate_limited",
@@ -161,6 +164,9 @@ pub enum AppError {
     /// An upload over the size limit (413 file_too_large).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The upload would take the user past `USER_QUOTA_MB` (413 `quota_exceeded`).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A request body over its limit that is not an upload (413 payload_too_large).
     #[error("{0}")]
     BodyTooLarge(String),
@@ -228,6 +234,7 @@ impl AppError {
             AppError::IdempotencyKeyInFlight => ErrorCode::IdempotencyKeyInFlight,
             AppError::NotFound => ErrorCode::NotFound,
             AppError::PayloadTooLarge(_) => ErrorCode::FileTooLarge,
+            AppError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             AppError::BodyTooLarge(_) => ErrorCode::PayloadTooLarge,
             AppError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             AppError::UnsupportedFileType(_) => ErrorCode::UnsupportedFileType,
@@ -256,9 +263,9 @@ impl ResponseError for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } | AppError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             AppError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::PayloadTooLarge(_) | AppError::BodyTooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            AppError::PayloadTooLarge(_)
+            | AppError::BodyTooLarge(_)
+            | AppError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UnsupportedFileType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

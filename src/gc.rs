@@ -26,6 +26,9 @@ use crate::state::AppState;
 use crate::storage::Store;
 
 const PURGE_BATCH: i64 = 500;
+/// A quota reservation older than this belongs to a request a crash cut off (the idle
+/// timeout ends a live one long before).
+const STALE_RESERVATION: TimeDelta = TimeDelta::hours(6);
 
 #[derive(Debug, Default, Serialize)]
 pub struct SweepReport {
@@ -36,6 +39,8 @@ pub struct SweepReport {
     /// Ids of rows whose object is not in the store.
     pub missing_objects: Vec<i32>,
     pub idempotency_keys_expired: usize,
+    /// Quota reservations left by requests a crash cut off.
+    pub quota_reservations_released: usize,
 }
 
 /// What the sweeper works on: the database, the store and the settings, nothing more (the
@@ -105,6 +110,10 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         report.orphans_removed += 1;
     }
     report.stale_uploads_aborted = state.store.abort_stale_uploads(cutoff).await?;
+    report.quota_reservations_released = state
+        .db
+        .write(|conn| Ok(db::quota::release_stale(conn, STALE_RESERVATION)?))
+        .await?;
     Ok(report)
 }
 

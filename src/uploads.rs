@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 pub use crate::db::models::StoredFile;
+use crate::db::{self, Db};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::storage::{Presentation, Store};
@@ -145,6 +146,97 @@ pub async fn counting_refusals<T>(
         metrics.upload_refused(e.code());
     }
     result
+}
+
+// ---------------------------------------------------------------------------------------
+// Quota
+
+/// Bytes an upload request may store under its user's `USER_QUOTA_MB`, reserved in the
+/// database before any byte is stored (so concurrent uploads of one user, on any instance,
+/// cannot together overshoot), and released when the request ends. The files a request
+/// commits are counted in the user's used bytes by the same transaction that records them,
+/// so between that commit and the release they count twice: stricter, never looser.
+pub struct QuotaReservation {
+    db: Db,
+    id: Option<i64>,
+    /// What the request may store, `None` when there is no quota.
+    budget: Option<u64>,
+}
+
+impl QuotaReservation {
+    /// A request that declares its `Content-Length` reserves that many bytes (the multipart
+    /// envelope counts too: a few hundred bytes); one that does not reserves whatever the
+    /// user has left, up to what one request may carry. `413 quota_exceeded` when that is
+    /// more than is left (or nothing is).
+    pub async fn take(
+        db: &Db,
+        quota: Option<u64>,
+        user_id: i32,
+        req: &HttpRequest,
+        rules: &UploadRules,
+    ) -> Result<QuotaReservation, AppError> {
+        let Some(quota) = quota else {
+            return Ok(QuotaReservation {
+                db: db.clone(),
+                id: None,
+                budget: None,
+            });
+        };
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let most_one_request = rules.max_file_bytes * MAX_FILE_PARTS as u64;
+        let (want, at_least) = match declared {
+            Some(length) => (length, length),
+            None => (most_one_request, 1),
+        };
+        let (want, at_least, quota) = (clamp(want), clamp(at_least), clamp(quota));
+        let reserved = db
+            .write(move |conn| Ok(db::quota::reserve(conn, user_id, want, at_least, quota)?))
+            .await?;
+        match reserved {
+            Some((id, bytes)) => Ok(QuotaReservation {
+                db: db.clone(),
+                id: Some(id),
+                budget: Some(bytes as u64),
+            }),
+            None => Err(quota_exceeded(quota as u64)),
+        }
+    }
+
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+}
+
+fn clamp(bytes: u64) -> i64 {
+    bytes.min(i64::MAX as u64) as i64
+}
+
+fn quota_exceeded(quota: u64) -> AppError {
+    AppError::QuotaExceeded(format!(
+        "this would take you over your storage quota of {} MB: delete some files first",
+        quota / (1024 * 1024)
+    ))
+}
+
+impl Drop for QuotaReservation {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let db = self.db.clone();
+            // What a crash leaves, the sweeper releases after a few hours.
+            tokio::spawn(async move {
+                if let Err(e) = db
+                    .write(move |conn| Ok(db::quota::release(conn, id)?))
+                    .await
+                {
+                    tracing::warn!(error = %e, "releasing a quota reservation failed");
+                }
+            });
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -332,6 +424,7 @@ pub async fn store_file_part(
     metrics: &Metrics,
     rules: &UploadRules,
     channel_id: i32,
+    quota_left: Option<u64>,
     field: &mut Field,
 ) -> Result<StoredFile, AppError> {
     let file_name = clean_file_name(
@@ -355,6 +448,7 @@ pub async fn store_file_part(
         rest_done: complete,
         size: 0,
         limit: rules.max_file_bytes,
+        quota_left,
         hasher: Sha256::new(),
     };
     let presentation = Presentation::of(&file_name, &sniffed.mime);
@@ -390,6 +484,8 @@ struct CheckedBody<'a> {
     rest_done: bool,
     size: u64,
     limit: u64,
+    /// What the request's quota reservation has left for this file, if there is a quota.
+    quota_left: Option<u64>,
     hasher: Sha256,
 }
 
@@ -411,6 +507,11 @@ impl Stream for CheckedBody<'_> {
             },
         };
         self.size += chunk.len() as u64;
+        if self.quota_left.is_some_and(|left| self.size > left) {
+            return Poll::Ready(Some(Err(AppError::QuotaExceeded(
+                "this upload would take you over your storage quota".into(),
+            ))));
+        }
         if self.size > self.limit {
             let limit_mb = self.limit / (1024 * 1024);
             return Poll::Ready(Some(Err(AppError::PayloadTooLarge(format!(
@@ -495,8 +596,10 @@ pub async fn receive_files(
     metrics: &Metrics,
     rules: &UploadRules,
     channel_id: i32,
+    quota: &QuotaReservation,
 ) -> Result<PendingObjects, AppError> {
     let mut pending = PendingObjects::new(store.clone());
+    let mut quota_left = quota.budget();
     let result = async {
         while let Some(mut field) = form.next_part().await? {
             if part_name(&field) != "file" {
@@ -511,7 +614,9 @@ pub async fn receive_files(
                     format!("at most {MAX_FILE_PARTS} files per request"),
                 ));
             }
-            let stored = store_file_part(store, metrics, rules, channel_id, &mut field).await?;
+            let stored =
+                store_file_part(store, metrics, rules, channel_id, quota_left, &mut field).await?;
+            quota_left = quota_left.map(|left| left.saturating_sub(stored.size));
             pending.files.push(stored);
         }
         Ok(())

@@ -18,6 +18,9 @@ pub fn insert_all(
     stored: &[StoredFile],
 ) -> QueryResult<Vec<FileUpload>> {
     let uploaded_at = now();
+    // The uploader's quota count moves with the rows, in the same transaction.
+    let bytes: i64 = stored.iter().map(|f| f.size as i64).sum();
+    super::quota::add_used(conn, uploaded_by, bytes)?;
     stored
         .iter()
         .map(|file| {
@@ -81,8 +84,10 @@ pub fn live_for_messages(
 }
 
 /// Marks a file deleted; `false` if it already was.
+/// Marks a file deleted (its object is purged later) and gives its bytes back to its
+/// uploader's quota; `false` if it was deleted already.
 pub fn soft_delete(conn: &mut AnyConnection, file_id: i32) -> QueryResult<bool> {
-    let updated = diesel::update(
+    let mark = diesel::update(
         file_uploads::table
             .filter(file_uploads::id.eq(file_id))
             .filter(file_uploads::is_deleted.eq(false)),
@@ -91,8 +96,18 @@ pub fn soft_delete(conn: &mut AnyConnection, file_id: i32) -> QueryResult<bool> 
         file_uploads::is_deleted.eq(true),
         file_uploads::deleted_at.eq(Some(now())),
     ))
-    .execute(conn)?;
-    Ok(updated == 1)
+    .returning((file_uploads::uploaded_by, file_uploads::file_size));
+    let marked: Option<(Option<i32>, Option<i64>)> =
+        crate::per_backend!(conn, |c| mark.get_result(c).optional())?;
+    match marked {
+        Some((uploaded_by, size)) => {
+            if let (Some(user_id), Some(bytes)) = (uploaded_by, size) {
+                super::quota::add_used(conn, user_id, -bytes)?;
+            }
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 pub fn record_download(conn: &mut AnyConnection, file_id: i32) -> QueryResult<()> {

@@ -74,6 +74,9 @@ pub struct Channel {
     pub created_by: i32,
     #[serde(with = "rfc3339")]
     pub created_at: NaiveDateTime,
+    /// Files older than this many days are deleted (the deployment's
+    /// `FILE_RETENTION_DAYS` applies too; the shorter wins). Null: the deployment's alone.
+    pub retention_days: Option<i32>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamp,
         is_admin -> Bool,
+        storage_used_bytes -> BigInt,
     }
 }
 
@@ -26,6 +27,7 @@ diesel::table! {
         created_by -> Integer,
         created_at -> Timestamp,
         event_seq -> BigInt,
+        retention_days -> Nullable<Integer>,
     }
 }
 
@@ -82,6 +84,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quota_reservations (id) {
+        id -> BigInt,
+        user_id -> Integer,
+        bytes -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(channel_members -> channels (channel_id));
 diesel::joinable!(channel_members -> users (user_id));
 diesel::joinable!(channels -> users (created_by));
@@ -89,6 +100,7 @@ diesel::joinable!(messages -> channels (channel_id));
 diesel::joinable!(messages -> users (user_id));
 diesel::joinable!(file_uploads -> messages (message_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
+diesel::joinable!(quota_reservations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -97,4 +109,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     file_uploads,
     idempotency_keys,
+    quota_reservations,
 );

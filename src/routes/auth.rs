@@ -14,7 +14,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(register, login, me))]
+#[openapi(paths(register, login, me, my_storage))]
 pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -26,7 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/auth/login",
         vec![(Method::POST, web::to(login))],
     ))
-    .service(endpoint("/me", vec![(Method::GET, web::to(me))]));
+    .service(endpoint("/me", vec![(Method::GET, web::to(me))]))
+    .service(endpoint(
+        "/me/storage",
+        vec![(Method::GET, web::to(my_storage))],
+    ));
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -137,6 +141,37 @@ async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<User
         .run(move |conn| Ok(db::users::find(conn, auth.id)?))
         .await?;
     Ok(web::Json(user))
+}
+
+/// What the caller's files take, against `USER_QUOTA_MB`.
+#[derive(Serialize, ToSchema)]
+struct StorageUsage {
+    /// Bytes of the caller's live (not deleted) files.
+    used_bytes: i64,
+    /// Null: unlimited.
+    quota_bytes: Option<u64>,
+    file_count: i64,
+}
+
+/// The caller's storage: used bytes, quota, live files.
+#[utoipa::path(get, path = "/api/me/storage", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's storage", body = StorageUsage),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+    ))]
+async fn my_storage(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<web::Json<StorageUsage>, AppError> {
+    let (used_bytes, file_count) = state
+        .db
+        .run(move |conn| Ok(db::quota::usage(conn, auth.id)?))
+        .await?;
+    Ok(web::Json(StorageUsage {
+        used_bytes,
+        quota_bytes: state.settings.limits.user_quota_bytes,
+        file_count,
+    }))
 }
 
 fn session(state: &AppState, user: User) -> Result<Session, AppError> {

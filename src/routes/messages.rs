@@ -14,7 +14,7 @@ use crate::db::models::Message;
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Completion, Fingerprint};
 use crate::state::AppState;
-use crate::uploads::{self, UploadForm};
+use crate::uploads::{self, QuotaReservation, UploadForm};
 
 #[derive(OpenApi)]
 #[openapi(paths(create_json, list))]
@@ -217,12 +217,22 @@ async fn post_with_files(
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
         validate_content(&content, true)?;
+        // Before any byte is stored; released when this request ends.
+        let quota = QuotaReservation::take(
+            &state.db,
+            state.settings.limits.user_quota_bytes,
+            auth.id,
+            &req,
+            &state.upload_rules,
+        )
+        .await?;
         let pending = uploads::receive_files(
             &mut form,
             &state.store,
             &state.metrics,
             &state.upload_rules,
             channel_id,
+            &quota,
         )
         .await?;
         let (message, body) = pending

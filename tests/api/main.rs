@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod files;
 mod fixtures;
+mod governance;
 mod health;
 mod helpers;
 mod idempotency;
