@@ -5,7 +5,7 @@ use crate::db::models::{FileUpload, StoredFile};
 use crate::db::{self, messages::MessageParts};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::Answer;
-use crate::realtime::Event;
+use crate::realtime::{DeletionReason, Event};
 use crate::state::{Announcement, AppState};
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
@@ -127,7 +127,11 @@ pub async fn delete_file(state: &AppState, user_id: i32, file_id: i32) -> Result
             if !db::files::soft_delete(conn, file_id)? {
                 return Err(AppError::NotFound);
             }
-            let deleted = Event::FileDeleted { id, message_id };
+            let deleted = Event::FileDeleted {
+                id,
+                message_id,
+                reason: DeletionReason::User,
+            };
             Ok(((), Announcement::one(channel_id, seq, deleted)))
         })
         .await

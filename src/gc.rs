@@ -22,10 +22,13 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::db::{self, Db, models::now};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::realtime::{DeletionReason, Event};
+use crate::state::{Announcement, AppState};
 use crate::storage::Store;
 
 const PURGE_BATCH: i64 = 500;
+/// Files the retention sweep reads (and deletes, one transaction per channel) at a time.
+const RETENTION_BATCH: i64 = 500;
 /// A quota reservation older than this belongs to a request a crash cut off (the idle
 /// timeout ends a live one long before).
 const STALE_RESERVATION: TimeDelta = TimeDelta::hours(6);
@@ -144,8 +147,92 @@ async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
     Ok(purged)
 }
 
+/// Deletes the files older than their retention (`FILE_RETENTION_DAYS`, or a channel's
+/// `retention_days`; the shorter wins) as their uploader's delete would: each announced as
+/// `file_deleted` with `"reason": "retention"`, its bytes given back to the quota, its object
+/// purged later by [`sweep`]. In batches: the files are never all in memory.
+///
+/// It needs the event bus, so the server's background sweeper runs it; `chatserver gc`
+/// (no hub, no Redis) does not.
+pub async fn apply_retention(state: &AppState) -> Result<usize, AppError> {
+    let global = state.settings.store.file_retention_days.map(|d| d as i32);
+    let own = state
+        .db
+        .run(|conn| Ok(db::channels::with_retention(conn)?))
+        .await?;
+    let mut deleted = 0;
+    for (channel_id, days) in own {
+        let days = global.map_or(days, |global| days.min(global));
+        deleted += expire(state, Some(channel_id), days).await?;
+    }
+    if let Some(days) = global {
+        deleted += expire(state, None, days).await?;
+    }
+    Ok(deleted)
+}
+
+async fn expire(state: &AppState, channel_id: Option<i32>, days: i32) -> Result<usize, AppError> {
+    let cutoff = now() - TimeDelta::days(days.into());
+    let mut deleted = 0;
+    loop {
+        let batch = state
+            .db
+            .run(move |conn| {
+                Ok(db::files::past_retention(
+                    conn,
+                    channel_id,
+                    cutoff,
+                    RETENTION_BATCH,
+                )?)
+            })
+            .await?;
+        let full = batch.len() as i64 == RETENTION_BATCH;
+        let mut by_channel: std::collections::BTreeMap<i32, Vec<(i32, i32)>> = Default::default();
+        for (id, message_id, channel) in batch {
+            by_channel
+                .entry(channel)
+                .or_default()
+                .push((id, message_id));
+        }
+        for (channel, files) in by_channel {
+            deleted += state
+                .write_and_announce(move |conn| {
+                    // The channel's row first, as every announcing write takes it: the
+                    // same lock order as a user's delete of one of these files.
+                    db::allocate_event_seq(conn, channel, 0)?;
+                    let mut events = Vec::new();
+                    for (id, message_id) in files {
+                        if db::files::soft_delete(conn, id)? {
+                            events.push(Event::FileDeleted {
+                                id,
+                                message_id,
+                                reason: DeletionReason::Retention,
+                            });
+                        }
+                    }
+                    let count = events.len();
+                    let first_seq = match count {
+                        0 => 0,
+                        n => db::allocate_event_seq(conn, channel, n as i64)?,
+                    };
+                    let announcement = Announcement {
+                        channel_id: channel,
+                        first_seq,
+                        events,
+                    };
+                    Ok((count, announcement))
+                })
+                .await?;
+        }
+        if !full {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Runs the sweeper every `GC_INTERVAL_SECONDS` in the background.
 pub fn spawn_background(state: &AppState) {
+    let app = state.clone();
     let state = Sweeper::from(state);
     let every = state.settings.store.gc_interval_seconds;
     if every == 0 {
@@ -156,6 +243,13 @@ pub fn spawn_background(state: &AppState) {
         ticker.tick().await; // the first tick is immediate: let startup finish first
         loop {
             ticker.tick().await;
+            match apply_retention(&app).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "files deleted by retention"),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "retention sweep failed; retrying next interval")
+                }
+            }
             match sweep(&state).await {
                 Ok(report)
                     if report.purged

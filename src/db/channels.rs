@@ -31,6 +31,30 @@ pub fn create(
     Ok((channel, seq))
 }
 
+/// Sets a channel's retention (days; `None`: the deployment's alone).
+pub fn set_retention(
+    conn: &mut AnyConnection,
+    channel_id: i32,
+    retention_days: Option<i32>,
+) -> QueryResult<Channel> {
+    crate::per_backend!(conn, |c| diesel::update(channels::table.find(channel_id))
+        .set(channels::retention_days.eq(retention_days))
+        .returning(Channel::as_returning())
+        .get_result(c))
+}
+
+/// Channels with a retention of their own: `(id, days)`.
+pub fn with_retention(conn: &mut AnyConnection) -> QueryResult<Vec<(i32, i32)>> {
+    let rows: Vec<(i32, Option<i32>)> = channels::table
+        .filter(channels::retention_days.is_not_null())
+        .select((channels::id, channels::retention_days))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, days)| days.map(|d| (id, d)))
+        .collect())
+}
+
 pub fn find(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<Channel> {
     channels::table
         .find(channel_id)

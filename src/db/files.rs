@@ -83,7 +83,31 @@ pub fn live_for_messages(
     Ok(by_message)
 }
 
-/// Marks a file deleted; `false` if it already was.
+/// Live files uploaded before `cutoff`, in `channel_id` if given, oldest id first:
+/// `(id, message_id, channel_id)`, at most `limit`.
+pub fn past_retention(
+    conn: &mut AnyConnection,
+    channel_id: Option<i32>,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(i32, i32, i32)>> {
+    let mut query = file_uploads::table
+        .filter(file_uploads::is_deleted.eq(false))
+        .filter(file_uploads::uploaded_at.lt(cutoff))
+        .select((
+            file_uploads::id,
+            file_uploads::message_id,
+            file_uploads::channel_id,
+        ))
+        .order(file_uploads::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(channel_id) = channel_id {
+        query = query.filter(file_uploads::channel_id.eq(channel_id));
+    }
+    query.load(conn)
+}
+
 /// Marks a file deleted (its object is purged later) and gives its bytes back to its
 /// uploader's quota; `false` if it was deleted already.
 pub fn soft_delete(conn: &mut AnyConnection, file_id: i32) -> QueryResult<bool> {

@@ -805,6 +805,7 @@ mod tests {
             Event::FileDeleted {
                 id: seq as i32,
                 message_id: 1,
+                reason: Default::default(),
             },
         )
     }

@@ -42,6 +42,9 @@ pub enum Event {
     FileDeleted {
         id: i32,
         message_id: i32,
+        /// Absent in events of older instances (a rolling upgrade): a user's delete.
+        #[serde(default)]
+        reason: DeletionReason,
     },
     MemberJoined {
         user: User,
@@ -75,6 +78,17 @@ impl Event {
             _ => false,
         }
     }
+}
+
+/// Why a file went: `data.reason` of `file_deleted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionReason {
+    /// Its uploader deleted it.
+    #[default]
+    User,
+    /// Older than its channel's or the deployment's retention.
+    Retention,
 }
 
 /// An event in a channel. `seq` is the channel's event number (commit order); ephemeral
@@ -118,8 +132,17 @@ impl ChannelEvent {
                         .file_view(viewer.base_url, viewer.user_id, file)
                 )
             }
-            Event::FileDeleted { id, message_id } => {
-                json!({ "id": id, "message_id": message_id, "channel_id": self.channel_id })
+            Event::FileDeleted {
+                id,
+                message_id,
+                reason,
+            } => {
+                json!({
+                    "id": id,
+                    "message_id": message_id,
+                    "channel_id": self.channel_id,
+                    "reason": reason,
+                })
             }
             Event::MemberJoined { user } | Event::MemberLeft { user } => {
                 json!({ "channel_id": self.channel_id, "user": user })

@@ -350,6 +350,7 @@ mod tests {
             event: super::super::Event::FileDeleted {
                 id: 1,
                 message_id: 2,
+                reason: Default::default(),
             },
         };
         let wire = serde_json::to_value(Envelope {

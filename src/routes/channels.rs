@@ -14,7 +14,17 @@ use crate::realtime::Event;
 use crate::state::{Announcement, AppState};
 
 #[derive(OpenApi)]
-#[openapi(paths(create, list_mine, list_public, show, join, add_member, members, leave))]
+#[openapi(paths(
+    create,
+    list_mine,
+    list_public,
+    show,
+    update,
+    join,
+    add_member,
+    members,
+    leave
+))]
 pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,7 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(endpoint(
         "/channels/{id}",
-        vec![(Method::GET, web::to(show))],
+        vec![
+            (Method::GET, web::to(show)),
+            (Method::PATCH, web::to(update)),
+        ],
     ))
     .service(endpoint(
         "/channels/{id}/join",
@@ -59,6 +72,24 @@ struct CreateBody {
     name: String,
     #[serde(default)]
     is_private: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct UpdateBody {
+    /// Files older than this many days are deleted (1 to 36500); null: keep them as long
+    /// as the deployment does. Required: send null to clear it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>, required)]
+    retention_days: Option<Option<i32>>,
+}
+
+/// A field that must be present but may be null: `Some(None)` for null.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -146,6 +177,54 @@ async fn show(
     let channel = state
         .db
         .run(move |conn| Ok(db::channels::find_for_member(conn, channel_id, auth.id)?))
+        .await?;
+    Ok(web::Json(channel))
+}
+
+/// Changes a channel's settings: its retention. The creator only.
+#[utoipa::path(patch, path = "/api/channels/{id}", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "the channel as changed", body = Channel),
+        (status = 400, description = "`bad_request`: retention_days missing or out of range", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the channel's creator", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or not a member", body = ErrorBody),
+    ))]
+async fn update(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    body: web::Json<UpdateBody>,
+) -> Result<web::Json<Channel>, AppError> {
+    let channel_id = path.into_inner();
+    let Some(retention_days) = body.into_inner().retention_days else {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "retention_days is required (null keeps files as long as the deployment does)",
+        ));
+    };
+    if retention_days.is_some_and(|days| !(1..=36_500).contains(&days)) {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "retention_days is 1 to 36500, or null",
+        ));
+    }
+    let channel = state
+        .db
+        .write(move |conn| {
+            let channel = db::channels::find_for_member(conn, channel_id, auth.id)?;
+            if channel.created_by != auth.id {
+                return Err(AppError::forbidden(
+                    "only the channel's creator may change its settings",
+                ));
+            }
+            Ok(db::channels::set_retention(
+                conn,
+                channel_id,
+                retention_days,
+            )?)
+        })
         .await?;
     Ok(web::Json(channel))
 }

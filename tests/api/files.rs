@@ -832,7 +832,7 @@ async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) 
     assert_eq!(event["type"], "file_deleted");
     assert_eq!(
         event["data"],
-        json!({ "id": id, "message_id": file["message_id"], "channel_id": channel })
+        json!({ "id": id, "message_id": file["message_id"], "channel_id": channel, "reason": "user" })
     );
 
     for path in [

@@ -27,6 +27,7 @@ for_each_store!(
     an_upload_over_the_quota_is_refused_before_anything_is_stored,
     a_streamed_upload_is_stopped_at_the_quota,
     racing_uploads_and_deletes_never_exceed_the_quota_and_the_count_stays_exact,
+    retention_deletes_files_past_the_shorter_limit_with_events_then_purges_them,
 );
 
 const KIB: usize = 1024;
@@ -271,4 +272,203 @@ async fn racing_uploads_and_deletes_never_exceed_the_quota_and_the_count_stays_e
     assert!(recount <= 1024 * 1024);
     assert!(kept["files"][0]["id"].is_i64());
     assert!(eventually(async || reservations(&one).await == 0).await);
+}
+
+async fn patch_channel(
+    app: &TestApp,
+    user: &TestUser,
+    channel: i64,
+    body: Value,
+) -> reqwest::Response {
+    app.client
+        .patch(app.url(&format!("/api/channels/{channel}")))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Moves a file's upload time back by `days`.
+async fn age(app: &TestApp, file_id: i64, days: i64) {
+    let id = file_id as i32;
+    app.state
+        .db
+        .write(move |conn| {
+            let when = chatserver::db::models::now() - chrono::TimeDelta::days(days);
+            diesel::update(file_uploads::table.find(id))
+                .set(file_uploads::uploaded_at.eq(when))
+                .execute(conn)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_the_creator_sets_a_channels_retention() {
+    let app = spawn_app_on(StoreKind::Local, &[]).await;
+    let (alice, bob, channel) = app.two_members().await;
+    let outsider = app.register("outsider").await;
+    let set = expect_json(
+        patch_channel(
+            &app,
+            &alice,
+            channel,
+            serde_json::json!({ "retention_days": 7 }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(set["retention_days"], 7);
+    let shown = expect_json(
+        app.get(&format!("/api/channels/{channel}"), &bob.token)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["retention_days"], 7);
+    let by_member = patch_channel(
+        &app,
+        &bob,
+        channel,
+        serde_json::json!({ "retention_days": 1 }),
+    )
+    .await;
+    expect_error(by_member, StatusCode::FORBIDDEN, "forbidden").await;
+    let by_outsider = patch_channel(
+        &app,
+        &outsider,
+        channel,
+        serde_json::json!({ "retention_days": 1 }),
+    )
+    .await;
+    expect_error(by_outsider, StatusCode::NOT_FOUND, "not_found").await;
+    for bad in [
+        serde_json::json!({ "retention_days": 0 }),
+        serde_json::json!({ "retention_days": 40000 }),
+        serde_json::json!({ "retention_days": "7" }),
+        serde_json::json!({}),
+    ] {
+        let refused = patch_channel(&app, &alice, channel, bad.clone()).await;
+        expect_error(refused, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    let cleared = expect_json(
+        patch_channel(
+            &app,
+            &alice,
+            channel,
+            serde_json::json!({ "retention_days": null }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cleared["retention_days"], Value::Null);
+}
+
+/// `FILE_RETENTION_DAYS=30`; channel `short` keeps files 7 days, `long` has no limit of its
+/// own. One run deletes the files past their limit (with `file_deleted`, reason
+/// `retention`, and their quota given back), keeps the others, and the purge then removes
+/// their objects.
+async fn retention_deletes_files_past_the_shorter_limit_with_events_then_purges_them(
+    store: StoreKind,
+) {
+    let app = spawn_app_on(
+        store,
+        &[
+            ("FILE_RETENTION_DAYS", "30"),
+            ("FILE_PURGE_AFTER_SECONDS", "0"),
+        ],
+    )
+    .await;
+    let alice = app.register("alice").await;
+    let short = app.create_channel(&alice, "short", false).await;
+    let long = app.create_channel(&alice, "long", false).await;
+    let set = patch_channel(
+        &app,
+        &alice,
+        short,
+        serde_json::json!({ "retention_days": 7 }),
+    )
+    .await;
+    expect_json(set, StatusCode::OK).await;
+    let mut ids = Vec::new();
+    for (channel, name, days) in [
+        (short, "short-old", 10),
+        (short, "short-new", 1),
+        (long, "long-old", 10),
+        (long, "long-ancient", 40),
+    ] {
+        let posted = expect_json(
+            app.post_files(&alice, channel, name, &[pdf(&format!("{name}.pdf"), 1000)])
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let id = posted["files"][0]["id"].as_i64().unwrap();
+        age(&app, id, days).await;
+        ids.push((name, id, posted["id"].clone()));
+    }
+    let before = objects(&app).await;
+    assert_eq!(before.len(), 4);
+    let mut events = app.events().await;
+
+    let deleted = chatserver::gc::apply_retention(&app.state).await.unwrap();
+    assert_eq!(deleted, 2);
+    let expected: Vec<(i64, &Value)> = ids
+        .iter()
+        .filter(|(name, _, _)| ["short-old", "long-ancient"].contains(name))
+        .map(|(_, id, message)| (*id, message))
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("a file_deleted event")
+            .unwrap();
+        let wire = app.render(&event, &alice);
+        assert_eq!(wire["type"], "file_deleted");
+        assert_eq!(wire["data"]["reason"], "retention");
+        seen.push((
+            wire["data"]["id"].as_i64().unwrap(),
+            wire["data"]["message_id"].clone(),
+        ));
+    }
+    seen.sort_by_key(|(id, _)| *id);
+    let expected: Vec<(i64, Value)> = expected
+        .into_iter()
+        .map(|(id, m)| (id, m.clone()))
+        .collect();
+    assert_eq!(seen, expected);
+
+    for (name, id, _) in &ids {
+        let status = app
+            .get(&format!("/api/files/{id}"), &alice.token)
+            .await
+            .status();
+        let gone = ["short-old", "long-ancient"].contains(name);
+        assert_eq!(
+            status,
+            if gone {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            },
+            "{name}"
+        );
+    }
+    let (counter, recount) = used_bytes(&app, &alice).await;
+    assert_eq!(counter, recount);
+    assert_eq!(recount, 2 * fixtures::pdf(1000).len() as i64);
+    // A second run finds nothing more.
+    assert_eq!(
+        chatserver::gc::apply_retention(&app.state).await.unwrap(),
+        0
+    );
+
+    let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+    assert_eq!(report.purged, 2);
+    assert_eq!(objects(&app).await.len(), 2);
 }

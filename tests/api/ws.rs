@@ -347,7 +347,7 @@ async fn a_second_user_sees_messages_files_and_deletions_in_order() {
     assert_eq!(gone["type"], "file_deleted");
     assert_eq!(
         gone["data"],
-        json!({ "id": file_id, "message_id": message["id"], "channel_id": channel })
+        json!({ "id": file_id, "message_id": message["id"], "channel_id": channel, "reason": "user" })
     );
     assert_eq!(
         reqwest::get(url).await.unwrap().status(),
