@@ -62,6 +62,8 @@ export function describeError(err) {
       return 'The server cannot reach its database right now. Try again in a moment.';
     case 'rate_limited':
       return `Too many requests. Try again in ${err.retryAfter || 'a few'} seconds.`;
+    case 'quota_exceeded':
+      return 'This would take you over your storage quota. Delete some of your files first; nothing was sent.';
     case 'too_many_files':
       return 'At most 10 files can be sent in one message.';
     case 'invalid_credentials':
@@ -142,6 +144,7 @@ export const api = {
       : { username, password }),
   login: (username, password) => request('POST', '/api/auth/login', { username, password }),
   me: () => request('GET', '/api/me'),
+  myStorage: () => request('GET', '/api/me/storage'),
 
   myChannels: () => request('GET', '/api/channels'),
   publicChannels: () => request('GET', '/api/channels/public'),

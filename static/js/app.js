@@ -8,6 +8,7 @@ import { setupPane, showChannelView, openChannel, clearTyping } from './pane.js'
 import { setupSidebar, loadChannels } from './sidebar.js';
 import { setupComposer, attachments, outbox } from './composer.js';
 import { setupLightbox } from './filecards.js';
+import { refreshStorage } from './storage.js';
 
 let authMode = 'login';
 
@@ -80,6 +81,7 @@ async function startApp(user) {
   $('app-view').hidden = false;
   $('me-name').textContent = user.display_name || user.username;
   Object.assign($('connection').dataset, { state: 'connecting', retrying: '' });
+  refreshStorage();
   await loadChannels();
   socket.start();
   const remembered = Number(sessionStorage.getItem('chat.channel'));

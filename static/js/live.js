@@ -6,6 +6,7 @@ import { ChatSocket } from './socket.js';
 import { $, state, announceStatus } from './state.js';
 import { fileCard, noticeItem } from './views.js';
 import { fileActions, removeFileCard } from './filecards.js';
+import { refreshStorage } from './storage.js';
 import { catchUp, noteSeen, showNewMessage, showTyping, stopTyping } from './pane.js';
 import {
   loadChannels, renderChannels, renderChannelMeta, forgetChannel, memberMap, loadMembers,
@@ -87,6 +88,7 @@ function onEvent({ type, channel_id: channelId, data }) {
       }
       break;
     case 'file_upload_complete': {
+      if (data.uploaded_by === state.me.id) refreshStorage();
       if (!open || document.querySelector(`.file-card[data-file-id="${data.id}"]`)) break;
       const item = document.getElementById(`message-${data.message_id}`);
       const list = item?.querySelector('.attachments');
@@ -97,6 +99,8 @@ function onEvent({ type, channel_id: channelId, data }) {
       break;
     }
     case 'file_deleted':
+      // The event does not say whose file it was: ask (at most once a second).
+      if (state.storage && state.storage.quota_bytes != null) refreshStorage();
       removeFileCard(data.id);
       break;
     case 'member_joined':

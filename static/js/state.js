@@ -16,13 +16,14 @@ export const state = {
   view: null, // the open channel's pane: {id, oldest, newest, hasOlder, loadingOlder, loaded}
   typing: new Map(), // user id -> timer, for the open channel
   lastTypingSent: 0,
+  storage: null, // {used_bytes, quota_bytes, file_count} from GET /api/me/storage
 };
 
 /** Forgets everything about the signed-in user (log out). */
 export function resetState() {
   Object.assign(state, {
     me: null, channels: new Map(), publicChannels: [], unread: new Map(), lastSeen: new Map(),
-    members: new Map(), current: null, view: null, lastTypingSent: 0,
+    members: new Map(), current: null, view: null, lastTypingSent: 0, storage: null,
   });
 }
 

@@ -4,6 +4,7 @@
 import { uploadMessage, describeError } from './api.js';
 import { checkFile, humanSize, MAX_FILES_PER_MESSAGE } from './files.js';
 import { h, fileChip, typeIcon } from './views.js';
+import { storageLeft } from './storage.js';
 
 /** The files chosen for the next message, shown as chips. */
 export class Attachments {
@@ -20,8 +21,11 @@ export class Attachments {
     let added = 0;
     for (const file of Array.from(fileList || [])) {
       const problem = checkFile(file);
+      const queued = this.files.reduce((sum, f) => sum + f.size, 0);
       if (problem) {
         problems.push(problem);
+      } else if (queued + file.size > storageLeft()) {
+        problems.push(`“${file.name}” was not added: it does not fit in your storage quota (${humanSize(storageLeft() - queued)} left). Delete some of your files first.`);
       } else if (this.files.length >= MAX_FILES_PER_MESSAGE) {
         problems.push(`“${file.name}” was not added: at most ${MAX_FILES_PER_MESSAGE} files per message.`);
       } else {
