@@ -274,13 +274,6 @@ impl TestApp {
         self._data_dir.path()
     }
 
-    /// The SQLite database file, when the tests run on SQLite.
-    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
-        self.database_url
-            .strip_prefix("sqlite://")
-            .map(std::path::PathBuf::from)
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
