@@ -1583,3 +1583,64 @@ async fn a_store_that_never_answers_fails_uploads_with_503_in_time() {
     .await;
     assert_eq!(page["messages"], json!([]), "no message without its file");
 }
+
+/// Links are built from `Host`; a proxy's `Forwarded` / `X-Forwarded-*` headers count only
+/// when the TCP peer is one of `TRUSTED_PROXIES` (from anyone else they would let a client
+/// have links to another host issued in its name).
+#[tokio::test]
+async fn links_follow_forwarding_headers_only_from_trusted_proxies() {
+    let forwarding: [&[(&str, &str)]; 2] = [
+        &[("forwarded", "for=203.0.113.9;proto=https;host=chat.example")],
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "chat.example"),
+        ],
+    ];
+    for (trusted, expected) in [
+        (None, None),
+        (Some("127.0.0.1"), Some("https://chat.example")),
+    ] {
+        let settings: Vec<(&str, &str)> = trusted
+            .map(|t| vec![("TRUSTED_PROXIES", t)])
+            .unwrap_or_default();
+        let app = spawn_app_with(&settings).await;
+        let (alice, _, channel) = app.two_members().await;
+        let file = upload_one(&app, &alice, channel).await;
+        let id = file["id"].as_i64().unwrap();
+        let expected = expected.map(str::to_owned).unwrap_or(app.address.clone());
+        for headers in forwarding {
+            let mut request = app
+                .client
+                .get(app.url(&format!("/api/files/download/{id}")))
+                .bearer_auth(&alice.token);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let link = expect_json(request.send().await.unwrap(), StatusCode::OK).await;
+            let url = link["url"].as_str().unwrap();
+            assert!(
+                url.starts_with(&format!("{expected}/api/files/{id}/content?token=")),
+                "trusted proxies {trusted:?}, {headers:?}: {url}"
+            );
+        }
+        // Host alone is always the caller's.
+        let link = expect_json(
+            app.client
+                .get(app.url(&format!("/api/files/download/{id}")))
+                .bearer_auth(&alice.token)
+                .header("host", "other.example:8080")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert!(
+            link["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://other.example:8080/api/files/"),
+            "{link}"
+        );
+    }
+}

@@ -1317,3 +1317,41 @@ async fn a_large_fan_out_reaches_every_socket_in_order() {
         socket.assert_quiet().await;
     }
 }
+
+/// Links in a socket's events follow the same rule as REST answers: a `Forwarded` header
+/// counts only from a `TRUSTED_PROXIES` peer.
+#[tokio::test]
+async fn links_in_events_follow_forwarding_headers_only_from_trusted_proxies() {
+    for (trusted, from_proxy) in [("", false), ("127.0.0.1", true)] {
+        let app = spawn_app_with(&[("TRUSTED_PROXIES", trusted)]).await;
+        let (alice, bob, channel) = app.two_members().await;
+        let url = app.url("/api/ws").replace("http://", "ws://");
+        let mut request = url.into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", bob.token).parse().unwrap(),
+        );
+        headers.insert(
+            "forwarded",
+            "proto=https;host=chat.example".parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut bob_ws = WsClient { stream };
+        assert_eq!(bob_ws.next().await["type"], "ready");
+        let files = [Upload::new("p.png", "image/png", fixtures::png(500))];
+        let response = app.post_files(&alice, channel, "pic", &files).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let complete = bob_ws.next_of("file_upload_complete").await;
+        let link = complete["data"]["url"].as_str().unwrap();
+        let base = if from_proxy {
+            "https://chat.example".to_owned()
+        } else {
+            app.address.clone()
+        };
+        assert!(
+            link.starts_with(&format!("{base}/api/files/")),
+            "trusted {trusted:?}: {link}"
+        );
+    }
+}
