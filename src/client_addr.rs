@@ -45,6 +45,12 @@ impl ClientAddr {
     }
 }
 
+/// Whether the TCP peer is one of `TRUSTED_PROXIES`: only then are its forwarding headers
+/// (`X-Forwarded-For` here, `Forwarded` and `X-Forwarded-Proto`/`-Host` for links) believed.
+pub fn peer_is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
+    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
+
 fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

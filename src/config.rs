@@ -166,7 +166,8 @@ pub struct ServerSettings {
     pub static_dir: PathBuf,
     pub data_dir: PathBuf,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client (for per-address
-    /// limits); nobody else's is believed.
+    /// limits) and whose `Forwarded`/`X-Forwarded-Proto`/`-Host` name the links' base URL;
+    /// nobody else's is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 

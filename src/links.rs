@@ -105,13 +105,19 @@ impl DownloadLinks {
     }
 }
 
-/// `scheme://host` the client used to reach us, for absolute links: from the proxy's
-/// `Forwarded` (or `X-Forwarded-Proto` / `X-Forwarded-Host`) headers, else `Host`, else
-/// `fallback_host` (as actix-web's `ConnectionInfo` does).
-pub fn base_url_of(headers: &actix_web::http::header::HeaderMap, fallback_host: &str) -> String {
+/// `scheme://host` the client used to reach us, for absolute links: when the request came
+/// `from_proxy` (a trusted one), from its `Forwarded` (or `X-Forwarded-Proto` /
+/// `X-Forwarded-Host`) headers; else from `Host`, else `fallback_host`. Forwarding headers
+/// from anyone else are ignored: they would let a client have links to another host issued.
+pub fn base_url_of(
+    headers: &actix_web::http::header::HeaderMap,
+    fallback_host: &str,
+    from_proxy: bool,
+) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let proxy_header = |name: &str| header(name).filter(|_| from_proxy);
     let forwarded = |key: &str| {
-        header("forwarded")?
+        proxy_header("forwarded")?
             .split([';', ','])
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
@@ -120,11 +126,11 @@ pub fn base_url_of(headers: &actix_web::http::header::HeaderMap, fallback_host: 
     let first = |value: &str| value.split(',').next().unwrap_or("").trim().to_owned();
     let scheme = forwarded("proto")
         .map(str::to_owned)
-        .or_else(|| header("x-forwarded-proto").map(first))
+        .or_else(|| proxy_header("x-forwarded-proto").map(first))
         .unwrap_or_else(|| "http".to_owned());
     let host = forwarded("host")
         .map(str::to_owned)
-        .or_else(|| header("x-forwarded-host").map(first))
+        .or_else(|| proxy_header("x-forwarded-host").map(first))
         .or_else(|| header("host").map(str::to_owned))
         .unwrap_or_else(|| fallback_host.to_owned());
     format!("{scheme}://{host}")
@@ -180,18 +186,27 @@ mod tests {
             }
             map
         };
-        assert_eq!(base_url_of(&headers(&[]), "fallback"), "http://fallback");
-        assert_eq!(base_url_of(&headers(&[("host", "a:1")]), "x"), "http://a:1");
+        assert_eq!(
+            base_url_of(&headers(&[]), "fallback", true),
+            "http://fallback"
+        );
+        assert_eq!(
+            base_url_of(&headers(&[("host", "a:1")]), "x", true),
+            "http://a:1"
+        );
         let proxied = headers(&[
             ("host", "a"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "b, c"),
         ]);
-        assert_eq!(base_url_of(&proxied, "x"), "https://b");
+        assert_eq!(base_url_of(&proxied, "x", true), "https://b");
         let forwarded = headers(&[
             ("host", "a"),
             ("forwarded", "for=1.2.3.4;proto=https;host=\"chat.example\""),
         ]);
-        assert_eq!(base_url_of(&forwarded, "x"), "https://chat.example");
+        assert_eq!(base_url_of(&forwarded, "x", true), "https://chat.example");
+        // Not from a trusted proxy: only Host counts.
+        assert_eq!(base_url_of(&proxied, "x", false), "http://a");
+        assert_eq!(base_url_of(&forwarded, "x", false), "http://a");
     }
 }

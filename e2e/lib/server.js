@@ -117,6 +117,15 @@ export async function hasWebSocket(server) {
   return res.status !== 404;
 }
 
+/**
+ * The local store's uploads in progress (DATA_DIR/files/tmp): a cancelled upload must leave
+ * none behind. (storedObjects lists them too, but under names no channel filter matches.)
+ */
+export function tempFiles(server) {
+  const tmp = join(server.dataDir, 'files', 'tmp');
+  return existsSync(tmp) ? readdirSync(tmp) : [];
+}
+
 /** Every object in the server's local file store (DATA_DIR/files). */
 export function storedObjects(server) {
   const root = join(server.dataDir, 'files');

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync, truncateSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { startServer, hasWebSocket, storedObjects, Api, uniqueName } from '../lib/server.js';
+import { startServer, hasWebSocket, storedObjects, tempFiles, Api, uniqueName } from '../lib/server.js';
 import {
   launchBrowser, openPage, logIn, openChannel, messageLocator, card, screenshot,
   throttleUploads, SCREENSHOTS,
@@ -397,15 +397,28 @@ describe('attachments', () => {
       const bar = document.querySelector('#outbox .upload progress');
       return bar && bar.value > 0.05;
     });
+    // Cancel once the server is writing the file (its temporary file exists), so the check
+    // below is about cleaning it up, not about a file that never was.
+    const writing = Date.now() + 10_000;
+    while (tempFiles(server).length === 0 && Date.now() < writing) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(tempFiles(server).length, 1, 'the upload never reached the store');
     await upload.getByRole('button', { name: 'Cancel upload' }).click();
     await upload.locator('.upload-error', { hasText: 'Cancelled. Nothing was sent.' }).waitFor();
 
     // The server drops what it had stored for the request (in the background).
+    // Both the objects and the temporary file the upload was being written to (tests run
+    // one at a time, so no other upload has one open).
+    const leftovers = () => [
+      ...storedObjects(server).filter((f) => f.includes(`/channels/${channel.id}/`)),
+      ...tempFiles(server),
+    ];
     const deadline = Date.now() + 10_000;
-    while (storedObjects(server).some((f) => f.includes(`/channels/${channel.id}/`)) && Date.now() < deadline) {
+    while (leftovers().length > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 200));
     }
-    assert.deepEqual(storedObjects(server).filter((f) => f.includes(`/channels/${channel.id}/`)), []);
+    assert.deepEqual(leftovers(), []);
     assert.equal((await alice.messages(channel.id)).messages.length, 0);
 
     await restore();

@@ -177,6 +177,12 @@ impl Db {
         self.backend
     }
 
+    /// SQLite: writes waiting for the writer thread (not counting the batch it is running).
+    /// `None` on PostgreSQL, where writes do not queue.
+    pub fn queued_writes(&self) -> Option<usize> {
+        self.writer.as_ref().map(writer::Writer::queued)
+    }
+
     /// Runs `work` with a pooled connection on the blocking thread pool.
     pub async fn run<T, F>(&self, work: F) -> Result<T, AppError>
     where

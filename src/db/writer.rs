@@ -87,6 +87,11 @@ impl Writer {
         })
     }
 
+    /// Writes queued and not yet taken by the writer thread.
+    pub fn queued(&self) -> usize {
+        QUEUE - self.jobs.capacity()
+    }
+
     /// Runs `work` in its own savepoint of the next batch; returns its result once the
     /// batch has committed.
     pub async fn write<T, F>(&self, work: F) -> Result<T, AppError>

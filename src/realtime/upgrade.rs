@@ -105,7 +105,11 @@ async fn handshake(
             })?;
             state.tokens.verify(token)
         });
-    let base_url = crate::links::base_url_of(headers, "localhost");
+    // As `routes::base_url`: forwarding headers only from a trusted proxy.
+    let peer = framed.io_ref().peer_addr().ok().map(|a| a.ip());
+    let from_proxy =
+        crate::client_addr::peer_is_trusted(peer, &state.settings.server.trusted_proxies);
+    let base_url = crate::links::base_url_of(headers, "localhost", from_proxy);
     let mut response = handshake.finish().drop_body();
     response.head_mut().set_camel_case_headers(false);
     if framed

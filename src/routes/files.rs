@@ -257,8 +257,11 @@ async fn download_link(
     }))
 }
 
+/// A link without its token is as invalid as one with a forged token: `403 invalid_link`,
+/// not the query extractor's `400`.
 #[derive(Deserialize)]
 struct LinkQuery {
+    #[serde(default)]
     token: String,
 }
 

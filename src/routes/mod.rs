@@ -52,7 +52,14 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
-/// `scheme://host` the client used to reach us, for absolute links in answers.
+/// `scheme://host` the client used to reach us, for absolute links in answers. A proxy's
+/// `Forwarded` / `X-Forwarded-*` headers count only when the TCP peer is one of
+/// `TRUSTED_PROXIES`; from anyone else they could point links at another host.
 pub fn base_url(req: &HttpRequest) -> String {
-    crate::links::base_url_of(req.headers(), req.app_config().host())
+    let trusted = req
+        .app_data::<web::Data<crate::state::AppState>>()
+        .map(|state| state.settings.server.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    let from_proxy = crate::client_addr::peer_is_trusted(req.peer_addr().map(|a| a.ip()), trusted);
+    crate::links::base_url_of(req.headers(), req.app_config().host(), from_proxy)
 }

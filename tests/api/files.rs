@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
-    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, spawn_app_on,
+    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, recv_within, spawn_app_on,
     spawn_app_with,
 };
 
@@ -48,6 +48,7 @@ for_each_store!(
     the_sweeper_purges_deleted_and_orphaned_objects,
     the_sweeper_aborts_uploads_a_killed_instance_left,
     storage_status_is_for_admins,
+    downloads_serve_byte_ranges,
 );
 
 async fn app_on(store: StoreKind) -> TestApp {
@@ -82,21 +83,117 @@ async fn objects(app: &TestApp) -> Vec<String> {
     keys
 }
 
-/// Waits (bounded) for background clean-up to finish, then asserts the store is empty.
+/// Waits (bounded) for background clean-up to finish, then asserts the store is empty:
+/// no object, no open S3 multipart upload, and no local temporary file (`files/tmp`, where
+/// the local store's uploads in progress live; `objects()` lists only `files/objects`).
 async fn assert_store_empties(app: &TestApp) {
-    eventually(async || objects(app).await.is_empty() && pending_uploads(app).await == 0).await;
+    eventually(async || {
+        objects(app).await.is_empty()
+            && pending_uploads(app).await == 0
+            && local_temp_files(app).is_empty()
+    })
+    .await;
     assert_eq!(
         objects(app).await,
         Vec::<String>::new(),
         "objects left behind"
     );
     assert_eq!(pending_uploads(app).await, 0, "multipart uploads left open");
+    assert_eq!(
+        local_temp_files(app),
+        Vec::<String>::new(),
+        "temporary files left behind in files/tmp"
+    );
 }
 
 async fn pending_uploads(app: &TestApp) -> usize {
     match &app.s3 {
         Some(s3) => s3.pending_multipart_uploads().await,
         None => 0,
+    }
+}
+
+/// Opens a download link one hop at a time (`TestApp::client` follows no redirect),
+/// checking the hop each store documents: the local store answers with the bytes; S3 with
+/// a `302` to a presigned URL that lives at most 60 s and tells S3 which type, disposition
+/// and caching to answer with (`response-content-*`). Returns the response carrying the
+/// bytes: the server's, or S3's.
+async fn open_link(app: &TestApp, url: &str, range: Option<&str>) -> reqwest::Response {
+    let get = |url: &str| {
+        let mut request = app.client.get(url);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        request.send()
+    };
+    let response = get(url).await.unwrap();
+    let Some(s3) = &app.s3 else {
+        return response;
+    };
+    assert_eq!(response.status(), StatusCode::FOUND, "an S3 link redirects");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&s3.endpoint), "{location}");
+    let query: std::collections::HashMap<String, String> = reqwest::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let lifetime: u64 = query["X-Amz-Expires"].parse().unwrap();
+    assert!(
+        (1..=60).contains(&lifetime),
+        "the presigned URL lives {lifetime} s, documented at most 60"
+    );
+    for asked in ["response-content-type", "response-content-disposition"] {
+        assert!(query.contains_key(asked), "{asked} missing from {location}");
+    }
+    assert_eq!(query["response-cache-control"], "private, no-store");
+    let served = get(&location).await.unwrap();
+    // What S3 answers is what the link asked for.
+    let headers = served.headers();
+    assert_eq!(
+        headers["content-type"],
+        query["response-content-type"].as_str()
+    );
+    assert_eq!(
+        headers["content-disposition"],
+        query["response-content-disposition"].as_str()
+    );
+    served
+}
+
+/// Asserts the documented download headers on a response that carries a file's bytes,
+/// from either store.
+fn assert_download_headers(
+    store: StoreKind,
+    headers: &reqwest::header::HeaderMap,
+    content_type: &str,
+    encoded_name: &str,
+) {
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(content_type),
+        "{headers:?}"
+    );
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    let inline = ["image/", "audio/", "video/"]
+        .iter()
+        .any(|p| content_type.starts_with(p));
+    let kind = if inline { "inline;" } else { "attachment;" };
+    assert!(disposition.starts_with(kind), "{disposition}");
+    // RFC 6266 with the exact name in RFC 5987 form.
+    assert!(
+        disposition.contains(&format!("filename*=UTF-8''{encoded_name}")),
+        "{disposition}"
+    );
+    assert_eq!(headers["cache-control"], "private, no-store");
+    if store == StoreKind::Local {
+        // Only a response of the server's own can carry these; S3 answers with its own.
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("sandbox"), "{csp}");
     }
 }
 
@@ -198,36 +295,15 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
             StatusCode::OK,
         )
         .await;
-        let response = fetch(link["url"].as_str().unwrap()).await;
+        let response = open_link(&app, link["url"].as_str().unwrap(), None).await;
         assert_eq!(response.status(), StatusCode::OK, "{}", upload.name);
-        let headers = response.headers().clone();
+        assert_download_headers(store, response.headers(), sniffed, &upload.name);
         assert_eq!(
             response.bytes().await.unwrap(),
             upload.bytes,
             "{}",
             upload.name
         );
-        if store == StoreKind::Local {
-            assert_eq!(headers["x-content-type-options"], "nosniff");
-            assert!(
-                headers["content-security-policy"]
-                    .to_str()
-                    .unwrap()
-                    .contains("sandbox")
-            );
-            assert!(
-                headers["content-type"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with(sniffed)
-            );
-            let disposition = headers["content-disposition"].to_str().unwrap();
-            assert!(disposition.contains(&upload.name), "{disposition}");
-            let inline = ["image/", "audio/", "video/"]
-                .iter()
-                .any(|p| sniffed.starts_with(p));
-            assert_eq!(disposition.starts_with("inline"), inline, "{disposition}");
-        }
         // The link in the listing works too.
         assert_eq!(
             fetch(file["url"].as_str().unwrap())
@@ -262,20 +338,24 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
     );
 
     // One message_created, then exactly one file_upload_complete per file.
-    let first = app.render(&events.recv().await.unwrap(), &bob);
+    let first = app.render(&recv_within(&mut events, "message_created").await, &bob);
     assert_eq!(first["type"], "message_created");
     assert_eq!(
         first["data"]["files"].as_array().unwrap().len(),
         uploads.len()
     );
     for file in listed {
-        let event = app.render(&events.recv().await.unwrap(), &bob);
+        let event = app.render(
+            &recv_within(&mut events, "file_upload_complete").await,
+            &bob,
+        );
         assert_eq!(event["type"], "file_upload_complete");
         assert_eq!(event["data"]["id"], file["id"]);
         let url = event["data"]["url"].as_str().unwrap();
         assert_eq!(fetch(url).await.status(), StatusCode::OK);
     }
-    assert!(events.try_recv().is_err(), "no further events");
+    app.assert_no_more_events(&mut events, &alice, channel)
+        .await;
 }
 
 async fn a_large_file_streams_through_multipart_upload(store: StoreKind) {
@@ -367,7 +447,12 @@ async fn spoofed_types_are_refused_and_leave_nothing(store: StoreKind) {
     assert_eq!(page["messages"], json!([]), "no message either");
 }
 
-/// A chunked body (no Content-Length) far over the limit.
+/// A chunked body (no Content-Length) over the limit is refused while it streams: the
+/// client sends 2 MiB of a 1 MiB limit and then holds the body open, unfinished. The `413`
+/// must arrive while the body is still open; a server that read to the end first would
+/// never answer, and the test fails at its deadline. (Holding the body open is also what
+/// lets the client read the answer at all: a client still pushing megabytes at a server
+/// that has stopped reading can see its write fail before it sees the response.)
 async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) {
     let app = spawn_app_on(store, &[("MAX_FILE_SIZE_MB", "1")]).await;
     let (alice, _, channel) = app.two_members().await;
@@ -377,14 +462,8 @@ async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) 
          --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n\
          Content-Type: video/mp4\r\n\r\n"
     );
-    let total_mb = 64;
-    let chunks = futures_util::stream::iter(
-        std::iter::once(head.into_bytes())
-            .chain(std::iter::once(fixtures::mp4(1024)))
-            .chain((0..total_mb * 16).map(|i| fixtures::filler(64 * 1024, i)))
-            .map(Ok::<_, std::io::Error>),
-    );
-    let result = app
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let request = app
         .client
         .post(app.url(&format!("/api/channels/{channel}/messages")))
         .bearer_auth(&alice.token)
@@ -392,23 +471,33 @@ async fn oversize_chunked_uploads_are_refused_while_streaming(store: StoreKind) 
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
         )
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await;
-    match result {
-        Ok(response) => {
-            expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(receiver)))
+        .send();
+    let response = tokio::spawn(request);
+    // 2 MiB of file, over the limit, then the body stays open. In a task of its own: the
+    // server may stop reading anywhere past the limit, and then a send waits for ever.
+    let feeder = tokio::spawn(async move {
+        sender.send(Ok(head.into_bytes())).await.unwrap();
+        sender.send(Ok(fixtures::mp4(1024))).await.unwrap();
+        for i in 0..32 {
+            if sender
+                .send(Ok(fixtures::filler(64 * 1024, i)))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        // The server may close the connection while the client is still sending the rest:
-        // that too is refusing without reading it.
-        Err(e) => {
-            eprintln!("oversize: the server closed the connection mid-body: {e}");
-            assert!(
-                e.is_request() || e.is_body(),
-                "unexpected client error: {e}"
-            )
-        }
-    }
+        std::future::pending::<()>().await;
+    });
+    let answered = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("no answer while the body was still open: it was not refused while streaming")
+        .unwrap()
+        .expect("the answer, not a transport error");
+    assert!(!feeder.is_finished(), "the body was still open");
+    expect_error(answered, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    feeder.abort();
     assert!(rows(&app).await.is_empty());
     assert_store_empties(&app).await;
 }
@@ -494,6 +583,16 @@ async fn names_are_nfc_and_blank_names_are_refused(store: StoreKind) {
     )
     .await;
     assert_eq!(message["files"][0]["file_name"], "Ren\u{e9}e notes.txt");
+    // Downloads name it exactly, in RFC 5987 form, whichever store serves it.
+    let url = message["files"][0]["url"].as_str().unwrap();
+    let served = open_link(&app, url, None).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_download_headers(
+        store,
+        served.headers(),
+        "text/plain",
+        "Ren%C3%A9e%20notes.txt",
+    );
 
     if let Some(s3) = &app.s3 {
         // The object itself says what it is and how it downloads, for any link to it.
@@ -598,7 +697,16 @@ async fn a_client_that_disconnects_leaves_nothing(store: StoreKind) {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the test is named for: the client goes while its file is being written to the
+    // store (an open multipart upload on S3, a temporary file on the local store).
+    let under_way = async || match app.s3 {
+        Some(_) => pending_uploads(&app).await == 1,
+        None => local_temp_files(&app).len() == 1,
+    };
+    assert!(
+        eventually(under_way).await,
+        "the upload never reached the store"
+    );
     drop(socket);
     assert_store_empties(&app).await;
     assert!(rows(&app).await.is_empty());
@@ -653,11 +761,19 @@ async fn status_line(socket: &mut tokio::net::TcpStream, within: Duration) -> St
     text.lines().next().unwrap().to_owned()
 }
 
-/// The local store's uploads in progress (`files/tmp`); none for S3.
-fn local_temp_files(app: &TestApp) -> usize {
-    std::fs::read_dir(app.data_dir().join("files/tmp"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
+/// The local store's uploads in progress (`files/tmp`); none for S3. On the local store the
+/// directory must exist: a moved one would make every "nothing left" check pass vacuously.
+fn local_temp_files(app: &TestApp) -> Vec<String> {
+    if app.s3.is_some() {
+        return Vec::new();
+    }
+    let tmp = app.data_dir().join("files/tmp");
+    let mut names: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap_or_else(|e| panic!("the local store's {}: {e}", tmp.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 async fn a_stalled_upload_times_out_with_408_and_leaves_nothing(store: StoreKind) {
@@ -673,10 +789,6 @@ async fn a_stalled_upload_times_out_with_408_and_leaves_nothing(store: StoreKind
         "cut off after the idle timeout"
     );
     assert_store_empties(&app).await;
-    assert!(
-        eventually(async || local_temp_files(&app) == 0).await,
-        "temporary files left behind"
-    );
     assert!(rows(&app).await.is_empty());
 }
 
@@ -742,7 +854,9 @@ async fn a_refused_third_file_keeps_no_message_and_no_file(store: StoreKind) {
     )
     .await;
     assert_eq!(page["messages"], json!([]));
-    assert!(events.try_recv().is_err(), "nothing was announced");
+    // Nothing was announced: the next event is a later message's.
+    app.assert_no_more_events(&mut events, &alice, channel)
+        .await;
 }
 
 /// Uploads one PNG as alice and returns the file JSON.
@@ -828,7 +942,7 @@ async fn deleted_files_vanish_everywhere_and_their_links_stop(store: StoreKind) 
             .status(),
         StatusCode::NO_CONTENT
     );
-    let event = app.render(&events.recv().await.unwrap(), &bob);
+    let event = app.render(&recv_within(&mut events, "file_deleted").await, &bob);
     assert_eq!(event["type"], "file_deleted");
     assert_eq!(
         event["data"],
@@ -895,7 +1009,7 @@ async fn leaving_the_channel_stops_issued_links(store: StoreKind) {
 }
 
 async fn tampered_and_expired_links_are_refused(store: StoreKind) {
-    let app = spawn_app_on(store, &[("DOWNLOAD_URL_TTL_SECONDS", "1")]).await;
+    let app = app_on(store).await;
     let (alice, _, channel) = app.two_members().await;
     let first = upload_one(&app, &alice, channel).await;
     let second = upload_one(&app, &alice, channel).await;
@@ -918,16 +1032,20 @@ async fn tampered_and_expired_links_are_refused(store: StoreKind) {
         format!("{base}token="),
         base.trim_end_matches(['?', '&']).to_owned(),
     ];
+    // The API has one answer for every kind of bad link.
     for bad in &tampered {
-        let status = fetch(bad).await.status();
-        assert!(
-            status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST,
-            "{bad}: {status}"
-        );
+        expect_error(fetch(bad).await, StatusCode::FORBIDDEN, "invalid_link").await;
     }
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let response = fetch(&url).await;
-    expect_error(response, StatusCode::FORBIDDEN, "invalid_link").await;
+    // Expired: a link signed with the server's key that ran out ten seconds ago (issued
+    // with a negative lifetime, instead of waiting for a real one to run out).
+    let expired = chatserver::links::DownloadLinks::new(&app.state.settings.auth.jwt_secret, -10);
+    let first_id = first["id"].as_i64().unwrap() as i32;
+    let (stale, _) = expired.issue(&app.address, first_id, alice.id as i32);
+    expect_error(fetch(&stale).await, StatusCode::FORBIDDEN, "invalid_link").await;
+    // The same link with a live expiry works: only the expiry made the difference.
+    let live = chatserver::links::DownloadLinks::new(&app.state.settings.auth.jwt_secret, 60);
+    let (fresh, _) = live.issue(&app.address, first_id, alice.id as i32);
+    assert_eq!(fetch(&fresh).await.status(), StatusCode::OK);
 }
 
 async fn attaching_to_an_existing_message(store: StoreKind) {
@@ -962,7 +1080,10 @@ async fn attaching_to_an_existing_message(store: StoreKind) {
     )
     .await;
     assert_eq!(created["files"][0]["message_id"], message["id"]);
-    let event = app.render(&events.recv().await.unwrap(), &bob);
+    let event = app.render(
+        &recv_within(&mut events, "file_upload_complete").await,
+        &bob,
+    );
     assert_eq!(event["type"], "file_upload_complete");
     assert_eq!(event["data"]["id"], created["files"][0]["id"]);
 
@@ -1156,15 +1277,22 @@ async fn s3_objects_are_written_with_the_configured_server_side_encryption() {
     }
 }
 
+/// A sweeper of `app`'s deployment for which everything the test has made so far is old
+/// enough to purge or remove: its cutoffs lie 5 s in the future. Timestamps are kept to
+/// the second, so with cutoffs of "now" the tests used to sleep past a second boundary.
+fn eager_sweeper(app: &TestApp) -> chatserver::gc::Sweeper {
+    let mut settings = (*app.state.settings).clone();
+    settings.store.file_purge_after_seconds = -5;
+    settings.store.orphan_min_age_seconds = -5;
+    chatserver::gc::Sweeper {
+        db: app.state.db.clone(),
+        store: app.state.store.clone(),
+        settings: std::sync::Arc::new(settings),
+    }
+}
+
 async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
-    let app = spawn_app_on(
-        store,
-        &[
-            ("FILE_PURGE_AFTER_SECONDS", "0"),
-            ("ORPHAN_MIN_AGE_SECONDS", "0"),
-        ],
-    )
-    .await;
+    let app = app_on(store).await;
     let (alice, _, channel) = app.two_members().await;
     let kept = upload_one(&app, &alice, channel).await;
     let deleted = upload_one(&app, &alice, channel).await;
@@ -1193,9 +1321,9 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
             .unwrap();
     }
     assert_eq!(objects(&app).await.len(), 5);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sweeper = eager_sweeper(&app);
 
-    let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+    let report = chatserver::gc::sweep(&sweeper).await.unwrap();
     assert_eq!(report.purged, 1);
     assert_eq!(report.orphans_removed, 1);
     assert!(report.missing_objects.is_empty());
@@ -1218,16 +1346,46 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     );
 
     // A second sweep (another instance, say) finds nothing to do.
-    let again = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+    let again = chatserver::gc::sweep(&sweeper).await.unwrap();
     assert_eq!((again.purged, again.orphans_removed), (0, 0));
     // A row whose object vanished is reported, and its link answers 404, not 500.
     app.state.store.delete(&kept_row.s3_key).await.unwrap();
-    let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+    let report = chatserver::gc::sweep(&sweeper).await.unwrap();
     assert_eq!(report.missing_objects, vec![kept_row.id]);
     assert_eq!(
         fetch(kept["url"].as_str().unwrap()).await.status(),
         StatusCode::NOT_FOUND
     );
+}
+
+/// `Range` on a download link: `206` with the asked bytes and `Content-Range`, from the
+/// server itself (local store) or from S3 after the redirect.
+async fn downloads_serve_byte_ranges(store: StoreKind) {
+    let app = app_on(store).await;
+    let (alice, _, channel) = app.two_members().await;
+    let bytes = fixtures::pdf(5000);
+    let message = expect_json(
+        app.post_files(
+            &alice,
+            channel,
+            "doc",
+            &[Upload::new("d.pdf", "application/pdf", bytes.clone())],
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let url = message["files"][0]["url"].as_str().unwrap();
+    let partial = open_link(&app, url, Some("bytes=100-199")).await;
+    assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        partial.headers()["content-range"],
+        format!("bytes 100-199/{}", bytes.len()).as_str()
+    );
+    assert_eq!(partial.bytes().await.unwrap(), bytes[100..200]);
+    let tail = open_link(&app, url, Some("bytes=-10")).await;
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.bytes().await.unwrap(), bytes[bytes.len() - 10..]);
 }
 
 async fn storage_status_is_for_admins(store: StoreKind) {
@@ -1265,10 +1423,8 @@ async fn storage_status_is_for_admins(store: StoreKind) {
 /// S3 only: the store goes away in the middle of an upload.
 #[tokio::test]
 async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
-    let mut app = app_on(StoreKind::S3).await;
-    if !app.s3.as_ref().unwrap().is_in_process() {
-        return; // an external server cannot be stopped from here
-    }
+    // In process even when TEST_S3_ENDPOINT names another server: it is stopped here.
+    let mut app = app_on(StoreKind::S3InProcess).await;
     let (alice, _, channel) = app.two_members().await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let boundary = "stopstop";
@@ -1287,6 +1443,7 @@ async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
         .body(reqwest::Body::wrap_stream(tokio_stream_from(receiver)))
         .send();
     let response = tokio::spawn(request);
+    // 9 MiB: past the first 8 MiB part, so a multipart upload is open.
     sender.send(Ok(head.into_bytes())).await.unwrap();
     sender.send(Ok(fixtures::mp4(1024))).await.unwrap();
     for i in 0..(9 * 16) {
@@ -1295,33 +1452,39 @@ async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The precondition the test is named for, not a pause: the upload is under way in S3.
+    assert!(
+        eventually(async || pending_uploads(&app).await == 1).await,
+        "no multipart upload was ever open"
+    );
     app.s3.as_ref().unwrap().stop();
-    // Keep sending until the server gives up on the upload.
-    for i in 0..(16 * 16) {
-        if sender
-            .send(Ok(fixtures::filler(64 * 1024, i)))
-            .await
-            .is_err()
-        {
-            break;
+    // More of the file, then the body stays open: the server must give up and answer while
+    // the client is still sending (and, holding the body open, the client sees the answer
+    // rather than a failed write).
+    let feeder = tokio::spawn(async move {
+        for i in 0..(16 * 16) {
+            if sender
+                .send(Ok(fixtures::filler(64 * 1024, i)))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-    }
-    let _ = sender
-        .send(Ok(format!("\r\n--{boundary}--\r\n").into_bytes()))
-        .await;
-    drop(sender);
-    match response.await.unwrap() {
-        Ok(response) => {
-            expect_error(
-                response,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-            )
-            .await;
-        }
-        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
-    }
+        std::future::pending::<()>().await;
+    });
+    let answered = tokio::time::timeout(Duration::from_secs(30), response)
+        .await
+        .expect("no answer while the body was open")
+        .unwrap()
+        .expect("the answer, not a transport error");
+    expect_error(
+        answered,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    )
+    .await;
+    feeder.abort();
     assert!(rows(&app).await.is_empty());
     // Back up: no object was completed. (The abort could not reach a stopped server; the
     // sweeper and the bucket's lifecycle rules handle such leftovers.)
@@ -1344,10 +1507,7 @@ fn tokio_stream_from<T: Send + 'static>(
 
 #[tokio::test]
 async fn the_store_being_down_is_503_storage_unavailable() {
-    let app = app_on(StoreKind::S3).await;
-    if !app.s3.as_ref().unwrap().is_in_process() {
-        return;
-    }
+    let app = app_on(StoreKind::S3InProcess).await;
     let (alice, _, channel) = app.two_members().await;
     app.s3.as_ref().unwrap().stop();
     let response = app
@@ -1375,10 +1535,9 @@ async fn the_store_being_down_is_503_storage_unavailable() {
 /// live under a prefix recorded in its own database.
 #[tokio::test]
 async fn deployments_sharing_a_store_keep_their_files_apart() {
-    let sweeping = [("ORPHAN_MIN_AGE_SECONDS", "0")];
-    let first = spawn_app_with(&sweeping).await;
+    let first = spawn_app_with(&[]).await;
     let shared_dir = first.data_dir().display().to_string();
-    let second = spawn_app_with(&[sweeping[0], ("DATA_DIR", shared_dir.as_str())]).await;
+    let second = spawn_app_with(&[("DATA_DIR", shared_dir.as_str())]).await;
     let (first_prefix, second_prefix) = (
         first.state.store.owned_prefix(),
         second.state.store.owned_prefix(),
@@ -1398,9 +1557,8 @@ async fn deployments_sharing_a_store_keep_their_files_apart() {
         2,
         "one store holds both deployments' files"
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     for app in [&first, &second] {
-        let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
+        let report = chatserver::gc::sweep(&eager_sweeper(app)).await.unwrap();
         assert_eq!(report.orphans_removed, 0, "swept another deployment's file");
     }
     for file in &files {
@@ -1455,4 +1613,65 @@ async fn a_store_that_never_answers_fails_uploads_with_503_in_time() {
     )
     .await;
     assert_eq!(page["messages"], json!([]), "no message without its file");
+}
+
+/// Links are built from `Host`; a proxy's `Forwarded` / `X-Forwarded-*` headers count only
+/// when the TCP peer is one of `TRUSTED_PROXIES` (from anyone else they would let a client
+/// have links to another host issued in its name).
+#[tokio::test]
+async fn links_follow_forwarding_headers_only_from_trusted_proxies() {
+    let forwarding: [&[(&str, &str)]; 2] = [
+        &[("forwarded", "for=203.0.113.9;proto=https;host=chat.example")],
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "chat.example"),
+        ],
+    ];
+    for (trusted, expected) in [
+        (None, None),
+        (Some("127.0.0.1"), Some("https://chat.example")),
+    ] {
+        let settings: Vec<(&str, &str)> = trusted
+            .map(|t| vec![("TRUSTED_PROXIES", t)])
+            .unwrap_or_default();
+        let app = spawn_app_with(&settings).await;
+        let (alice, _, channel) = app.two_members().await;
+        let file = upload_one(&app, &alice, channel).await;
+        let id = file["id"].as_i64().unwrap();
+        let expected = expected.map(str::to_owned).unwrap_or(app.address.clone());
+        for headers in forwarding {
+            let mut request = app
+                .client
+                .get(app.url(&format!("/api/files/download/{id}")))
+                .bearer_auth(&alice.token);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let link = expect_json(request.send().await.unwrap(), StatusCode::OK).await;
+            let url = link["url"].as_str().unwrap();
+            assert!(
+                url.starts_with(&format!("{expected}/api/files/{id}/content?token=")),
+                "trusted proxies {trusted:?}, {headers:?}: {url}"
+            );
+        }
+        // Host alone is always the caller's.
+        let link = expect_json(
+            app.client
+                .get(app.url(&format!("/api/files/download/{id}")))
+                .bearer_auth(&alice.token)
+                .header("host", "other.example:8080")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        assert!(
+            link["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://other.example:8080/api/files/"),
+            "{link}"
+        );
+    }
 }

@@ -37,7 +37,11 @@ pub struct TestApp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     Local,
+    /// The in-process S3 server, or `TEST_S3_ENDPOINT`'s when set.
     S3,
+    /// Always the in-process S3 server, whatever `TEST_S3_ENDPOINT` says: for tests that
+    /// stop and restart the store.
+    S3InProcess,
 }
 
 pub struct TestUser {
@@ -51,10 +55,46 @@ pub enum TestDatabase {
     Postgres(String),
 }
 
+/// SQLite without `TEST_DATABASE_URL`; PostgreSQL with a `postgres://` (or `postgresql://`)
+/// one. Anything else set there is a mistake, not a reason to test SQLite instead while
+/// the run claims to be a PostgreSQL one.
 pub fn test_database() -> TestDatabase {
     match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres") => TestDatabase::Postgres(url),
-        _ => TestDatabase::Sqlite,
+        Err(std::env::VarError::NotPresent) => TestDatabase::Sqlite,
+        Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            TestDatabase::Postgres(url)
+        }
+        Ok(url) => {
+            panic!("TEST_DATABASE_URL={url:?} is not a postgres:// URL (unset it for SQLite)")
+        }
+        Err(e) => panic!("TEST_DATABASE_URL: {e}"),
+    }
+}
+
+/// Says that `test` did not run and why; fails it when skips are forbidden
+/// (`TEST_FORBID_SKIPS=1`, as `.ci/run` sets), so a skip never passes as a pass there.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("TEST_FORBID_SKIPS").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run: {why} (TEST_FORBID_SKIPS=1)");
+    }
+    // Straight to the process's stderr: libtest captures only the print macros.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// How long a test waits for an event it expects before failing (never a hang).
+pub const EVENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The next event the hub delivers, within [`EVENT_DEADLINE`]; panics, saying what was
+/// awaited, when none comes.
+pub async fn recv_within(
+    events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<ChannelEvent>>,
+    what: &str,
+) -> ChannelEvent {
+    match tokio::time::timeout(EVENT_DEADLINE, events.recv()).await {
+        Ok(Ok(event)) => (*event).clone(),
+        Ok(Err(e)) => panic!("waiting for {what}: the event tap failed: {e}"),
+        Err(_) => panic!("waiting for {what}: no event within {EVENT_DEADLINE:?}"),
     }
 }
 
@@ -138,6 +178,7 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
     let s3 = match store {
         StoreKind::Local => None,
         StoreKind::S3 => Some(TestS3::start().await),
+        StoreKind::S3InProcess => Some(TestS3::start_in_process().await),
     };
     let s3_settings = s3.as_ref().map(TestS3::settings).unwrap_or_default();
     let mut extra: Vec<(&str, &str)> = extra.to_vec();
@@ -254,13 +295,6 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    /// The SQLite database file, when the tests run on SQLite.
-    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
-        self.database_url
-            .strip_prefix("sqlite://")
-            .map(std::path::PathBuf::from)
-    }
-
     pub fn backend(&self) -> &'static str {
         if self.postgres.is_some() {
             "postgres"
@@ -276,6 +310,27 @@ impl TestApp {
         self.state.events.hub().sync().await;
         while events.try_recv().is_ok() {}
         events
+    }
+
+    /// Asserts that the hub delivers nothing more in `channel` from what came before: posts
+    /// a marker message there as `user` and expects it to be the very next event. Events
+    /// of a channel are delivered in commit order and the marker commits after everything
+    /// the caller already got an answer for, so anything still queued would come first.
+    /// (Checking `try_recv` right after a reply would race the hub instead.)
+    pub async fn assert_no_more_events(
+        &self,
+        events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<ChannelEvent>>,
+        user: &TestUser,
+        channel_id: i64,
+    ) {
+        let marker = format!("marker {}", uuid::Uuid::new_v4().simple());
+        self.post_message(user, channel_id, &marker).await;
+        let next = self.render(&recv_within(events, "the marker message").await, user);
+        assert_eq!(
+            (next["type"].as_str(), next["data"]["content"].as_str()),
+            (Some("message_created"), Some(marker.as_str())),
+            "an event came before the marker: {next}"
+        );
     }
 
     /// Posts a message with files as `multipart/form-data`: `content`, then `file` parts.

@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, expect_error, expect_json, spawn_app};
+use crate::helpers::{TestApp, TestUser, expect_error, expect_json, recv_within, spawn_app};
 
 async fn page(app: &TestApp, user: &TestUser, channel: i64, query: &str) -> (Vec<i64>, bool) {
     let response = app
@@ -43,7 +43,7 @@ async fn a_posted_message_has_the_contract_shape() {
     assert_eq!(ids, vec![message["id"].as_i64().unwrap()]);
     assert!(!has_more);
 
-    let event = app.render(&events.recv().await.unwrap(), &alice);
+    let event = app.render(&recv_within(&mut events, "message_created").await, &alice);
     assert_eq!(event["type"], "message_created");
     assert_eq!(event["data"]["id"], message["id"]);
 }

@@ -3,21 +3,11 @@
 //! stderr that says so (not swallowed by the test harness); with `TEST_FORBID_SKIPS=1`, as
 //! `.ci/run` sets, a skip fails instead.
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 
 use tokio::net::TcpStream;
 
-use crate::helpers::eventually;
-
-/// Says that `test` did not run and why; fails it when skips are forbidden.
-pub fn skip(test: &str, why: &str) {
-    if std::env::var("TEST_FORBID_SKIPS").is_ok_and(|v| v == "1") {
-        panic!("{test} cannot run: {why} (TEST_FORBID_SKIPS=1)");
-    }
-    // Straight to the process's stderr: libtest captures only the print macros.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
+use crate::helpers::{eventually, skip};
 
 fn has_redis_server() -> bool {
     Command::new("redis-server")

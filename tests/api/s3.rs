@@ -39,16 +39,25 @@ type Writes = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 impl TestS3 {
     pub async fn start() -> TestS3 {
+        TestS3::start_on(std::env::var("TEST_S3_ENDPOINT").ok()).await
+    }
+
+    /// The in-process server even when `TEST_S3_ENDPOINT` is set (to stop and restart it).
+    pub async fn start_in_process() -> TestS3 {
+        TestS3::start_on(None).await
+    }
+
+    async fn start_on(external: Option<String>) -> TestS3 {
         let bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let s3 = match std::env::var("TEST_S3_ENDPOINT") {
-            Ok(endpoint) => TestS3 {
+        let s3 = match external {
+            Some(endpoint) => TestS3 {
                 endpoint,
                 bucket,
                 access_key: std::env::var("TEST_S3_ACCESS_KEY").expect("TEST_S3_ACCESS_KEY"),
                 secret_key: std::env::var("TEST_S3_SECRET_KEY").expect("TEST_S3_SECRET_KEY"),
                 in_process: None,
             },
-            Err(_) => {
+            None => {
                 let root = tempfile::tempdir().unwrap();
                 let writes = Writes::default();
                 let (endpoint, stop) = serve(root.path().to_path_buf(), None, writes.clone()).await;
@@ -68,10 +77,6 @@ impl TestS3 {
             .await
             .expect("creating a test bucket");
         s3
-    }
-
-    pub fn is_in_process(&self) -> bool {
-        self.in_process.is_some()
     }
 
     /// The settings that point the server at this bucket.

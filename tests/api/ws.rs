@@ -168,6 +168,30 @@ impl WsClient {
         }
     }
 
+    /// Sends a WebSocket-level ping (a control frame, which no frame budget counts) and
+    /// returns the JSON frames that arrive before its pong: the answers to everything sent
+    /// before it.
+    pub async fn frames_before_control_pong(&mut self) -> Vec<Value> {
+        let payload = uuid::Uuid::new_v4().simple().to_string();
+        self.send_raw(Message::Ping(payload.clone().into_bytes().into()))
+            .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut frames = Vec::new();
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("the pong in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => frames.push(serde_json::from_str(&text).unwrap()),
+                Message::Pong(bytes) if bytes[..] == *payload.as_bytes() => return frames,
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
     /// Asserts nothing else is queued: a ping is answered by the very next frame.
     pub async fn assert_quiet(&mut self) {
         self.send(json!({ "type": "ping" })).await;
@@ -577,6 +601,8 @@ async fn a_client_that_does_not_read_its_close_frame_is_cut_off() {
     }
     // Its 4008 waits behind frames it does not read; after the close timeout the server
     // shuts the socket down instead of keeping it open for as long as the client likes.
+    // This sleep stays on purpose: what is tested is a client that does not read for
+    // longer than WS_CLOSE_TIMEOUT_SECONDS (1 s), which takes that much wall-clock time.
     tokio::time::sleep(Duration::from_secs(3)).await;
     loop {
         let message = tokio::time::timeout(WAIT, slow.stream.next())
@@ -625,20 +651,50 @@ async fn bad_frames_get_errors_and_oversized_frames_close_with_1009() {
     assert_eq!(client.next().await["code"], "unsupported_frame");
     client.assert_quiet().await;
 
-    // A flood: refused with an error, and the connection stays usable.
-    for _ in 0..3000 {
-        client
-            .send(json!({ "type": "typing", "channel_id": channel }))
-            .await;
-    }
-    assert_eq!(client.next_of("error").await["code"], "rate_limited");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    client.send(json!({ "type": "ping" })).await;
-    client.next_of("pong").await;
-
     let huge = json!({ "type": "message", "channel_id": channel, "content": "y".repeat(100_000) });
     client.send(huge).await;
     assert_eq!(client.closed().await, u16::from(CloseCode::Size));
+}
+
+/// At most 1200 frames a minute: a flood's first 1200 are served, the excess is dropped
+/// (with a `rate_limited` error at most once a second, not one per frame), and the
+/// connection stays open and usable.
+#[tokio::test]
+async fn frames_beyond_1200_a_minute_are_dropped_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let (mut client, _) = WsClient::login(&app, &alice).await;
+    let flood = 3000;
+    for _ in 0..flood {
+        client.send(json!({ "type": "ping" })).await;
+    }
+    let answers = client.frames_before_control_pong().await;
+    let pongs = answers.iter().filter(|f| f["type"] == "pong").count();
+    let errors: Vec<&Value> = answers.iter().filter(|f| f["type"] == "error").collect();
+    assert_eq!(pongs + errors.len(), answers.len(), "{answers:?}");
+    assert!(
+        pongs >= 1200,
+        "the budget's 1200 frames were served: {pongs}"
+    );
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e["code"] == "rate_limited"),
+        "{errors:?}"
+    );
+    assert!(
+        pongs + errors.len() < flood - 1000,
+        "the excess was dropped: {pongs} pongs, {} errors for {flood} frames",
+        errors.len()
+    );
+    // Still open, and served again once the budget refills (20 frames a second).
+    let served_again = async || {
+        client.send(json!({ "type": "ping" })).await;
+        let answers = client.frames_before_control_pong().await;
+        answers.iter().any(|f| f["type"] == "pong")
+    };
+    assert!(
+        eventually(served_again).await,
+        "never served again after the flood"
+    );
 }
 
 #[tokio::test]
@@ -684,7 +740,8 @@ async fn typing_is_relayed_to_other_members_and_not_stored() {
     );
     assert_eq!(to_alice, [] as [Value; 0], "not told of her own typing");
 
-    // Two seconds on, she may say so again.
+    // Two seconds on, she may say so again. (A sleep on purpose: the window is 2 s of
+    // wall-clock time in the server, documented and not a setting.)
     tokio::time::sleep(Duration::from_millis(2100)).await;
     alice_ws
         .send(json!({ "type": "typing", "channel_id": channel }))
@@ -1145,12 +1202,23 @@ async fn protocol_violations_close_with_1002_and_oversized_fragments_with_1009()
     let alice = app.register("alice").await;
     let ping = json!({ "type": "ping" }).to_string();
 
-    // A client frame without a mask.
-    let mut unmasked = RawWs::open(&app, &alice.token).await;
-    unmasked
-        .send(&RawWs::frame(true, 0x1, ping.as_bytes(), false))
-        .await;
-    assert_eq!(unmasked.close_code().await, 1002);
+    // A client frame without a mask, before authentication and after.
+    for token in [None, Some(alice.token.as_str())] {
+        let mut unmasked = RawWs::open_with(&app, token).await;
+        unmasked
+            .send(&RawWs::frame(true, 0x1, ping.as_bytes(), false))
+            .await;
+        assert_eq!(
+            unmasked.close_code().await,
+            1002,
+            "authenticated: {}",
+            token.is_some()
+        );
+    }
+    // A reserved opcode before authentication.
+    let mut reserved = RawWs::open_with(&app, None).await;
+    reserved.send(&RawWs::frame(true, 0x3, b"??", true)).await;
+    assert_eq!(reserved.close_code().await, 1002);
 
     // A reserved opcode.
     let mut reserved = RawWs::open(&app, &alice.token).await;
@@ -1375,5 +1443,43 @@ async fn a_large_fan_out_reaches_every_socket_in_order() {
             assert_eq!(event["data"]["content"], format!("m{n}"));
         }
         socket.assert_quiet().await;
+    }
+}
+
+/// Links in a socket's events follow the same rule as REST answers: a `Forwarded` header
+/// counts only from a `TRUSTED_PROXIES` peer.
+#[tokio::test]
+async fn links_in_events_follow_forwarding_headers_only_from_trusted_proxies() {
+    for (trusted, from_proxy) in [("", false), ("127.0.0.1", true)] {
+        let app = spawn_app_with(&[("TRUSTED_PROXIES", trusted)]).await;
+        let (alice, bob, channel) = app.two_members().await;
+        let url = app.url("/api/ws").replace("http://", "ws://");
+        let mut request = url.into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "authorization",
+            format!("Bearer {}", bob.token).parse().unwrap(),
+        );
+        headers.insert(
+            "forwarded",
+            "proto=https;host=chat.example".parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut bob_ws = WsClient { stream };
+        assert_eq!(bob_ws.next().await["type"], "ready");
+        let files = [Upload::new("p.png", "image/png", fixtures::png(500))];
+        let response = app.post_files(&alice, channel, "pic", &files).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let complete = bob_ws.next_of("file_upload_complete").await;
+        let link = complete["data"]["url"].as_str().unwrap();
+        let base = if from_proxy {
+            "https://chat.example".to_owned()
+        } else {
+            app.address.clone()
+        };
+        assert!(
+            link.starts_with(&format!("{base}/api/files/")),
+            "trusted {trusted:?}: {link}"
+        );
     }
 }
