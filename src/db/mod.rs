@@ -9,6 +9,7 @@ pub mod files;
 pub mod idempotency;
 pub mod messages;
 pub mod models;
+pub mod reactions;
 pub mod schema;
 pub mod users;
 mod writer;

@@ -26,6 +26,8 @@ diesel::table! {
         created_by -> Integer,
         created_at -> Timestamp,
         event_seq -> BigInt,
+        kind -> Text,
+        dm_key -> Nullable<Text>,
     }
 }
 
@@ -44,6 +46,21 @@ diesel::table! {
         channel_id -> Integer,
         user_id -> Integer,
         content -> Text,
+        created_at -> Timestamp,
+        edited_at -> Nullable<Timestamp>,
+        deleted_at -> Nullable<Timestamp>,
+        thread_id -> Nullable<Integer>,
+        reply_count -> Integer,
+        last_reply_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    message_reactions (id) {
+        id -> Integer,
+        message_id -> Integer,
+        user_id -> Integer,
+        emoji -> Text,
         created_at -> Timestamp,
     }
 }
@@ -88,6 +105,8 @@ diesel::joinable!(channels -> users (created_by));
 diesel::joinable!(messages -> channels (channel_id));
 diesel::joinable!(messages -> users (user_id));
 diesel::joinable!(file_uploads -> messages (message_id));
+diesel::joinable!(message_reactions -> messages (message_id));
+diesel::joinable!(message_reactions -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -95,6 +114,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     channels,
     channel_members,
     messages,
+    message_reactions,
     file_uploads,
     idempotency_keys,
 );
