@@ -855,3 +855,78 @@ async fn the_public_config_needs_no_token() {
     assert_eq!(config["direct_uploads"], false);
     assert_eq!(config["max_reactions_per_message"], 20);
 }
+
+/// The history page: 50 top-level messages with their files, reactions and reply counts
+/// take one query per kind (messages with authors, files, reactions), however many
+/// messages, files and reactions; counted with diesel's instrumentation.
+#[tokio::test]
+async fn a_history_page_is_one_query_per_kind() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chatserver::db::messages::PageRequest;
+    use diesel::Connection;
+    use diesel::connection::InstrumentationEvent;
+
+    let app = spawn_app().await;
+    let (alice, bob, channel) = app.two_members().await;
+    for i in 0..50 {
+        let message = expect_json(
+            app.post_files(
+                &alice,
+                channel,
+                &format!("message {i}"),
+                &[Upload::new("a.png", "image/png", fixtures::png(200))],
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        for (user, emoji) in [(&alice, "👍"), (&bob, "👍"), (&bob, "🎉")] {
+            let path = reaction_path(channel, &message, emoji);
+            assert_eq!(
+                app.put(&path, &user.token).await.status(),
+                StatusCode::NO_CONTENT
+            );
+        }
+        if i % 5 == 0 {
+            app.reply(&bob, channel, &message, "a reply").await;
+        }
+    }
+
+    let channel_id = channel as i32;
+    let (page, queries, elapsed) = app
+        .state
+        .db
+        .run(move |conn| {
+            let queries = Arc::new(AtomicUsize::new(0));
+            let counter = queries.clone();
+            conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+                if let InstrumentationEvent::StartQuery { .. } = event {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let request = PageRequest {
+                before: None,
+                after: None,
+                limit: 50,
+            };
+            let started = std::time::Instant::now();
+            let page = chatserver::db::messages::page(conn, channel_id, request);
+            let elapsed = started.elapsed();
+            // The connection goes back to the pool: stop counting.
+            conn.set_instrumentation(|_: InstrumentationEvent<'_>| {});
+            Ok((page?, queries.load(Ordering::Relaxed), elapsed))
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 50);
+    assert!(page.messages.iter().all(|m| m.files.len() == 1));
+    assert!(page.messages.iter().all(|m| m.reactions.len() == 2));
+    assert_eq!(page.messages[0].row.reply_count, 1);
+    assert_eq!(queries, 3, "messages, files, reactions: one query each");
+    eprintln!(
+        "history page on {}: 50 messages, 50 files, 150 reactions in {queries} queries, {elapsed:?}",
+        app.backend()
+    );
+}
