@@ -1,14 +1,16 @@
 //! The chat core: what a message is allowed to be, and posting it. REST handlers and the
 //! WebSocket session both call this; it knows the database and the event bus, not HTTP.
 
-use crate::db::models::{FileUpload, StoredFile};
-use crate::db::{self, messages::MessageParts};
+use crate::db;
+use crate::db::models::{Channel, FileUpload, MessageParts, MessageRow, StoredFile, User};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::Answer;
-use crate::realtime::{DeletionReason, Event};
+use crate::realtime::{DeletionReason, Event, ReactionChange};
 use crate::state::{Announcement, AppState};
 
 pub const MAX_CONTENT_CHARS: usize = 4000;
+/// Distinct emoji on one message at most.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 20;
 
 /// Content is 1 to 4000 characters and not only white space; it may be empty when files
 /// are attached.
@@ -24,40 +26,73 @@ pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> 
 }
 
 /// Stores a message with its already-stored files in one transaction, then announces it.
-/// Shared by REST and the socket.
+/// Shared by REST and the socket. With `thread_id`, the message is a reply in the thread of
+/// that top-level message of the channel (anything else is `400 bad_request`), and the
+/// root's new `reply_count` is announced as `message_updated` after the reply's events.
 ///
 /// With an idempotency `answer`, the key's answer is stored in the same transaction as the
 /// message (and returned, to be sent as is): a crash cannot leave a message whose key would
 /// let a retry post it again, and a request whose key was taken over posts nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn post_message(
     state: &AppState,
     user_id: i32,
     channel_id: i32,
     content: String,
+    thread_id: Option<i32>,
     stored: Vec<StoredFile>,
     client_id: Option<String>,
     answer: Option<Answer<MessageParts>>,
 ) -> Result<(MessageParts, Option<serde_json::Value>), AppError> {
     state
         .write_and_announce(move |conn| {
-            // One event for the message, one per file.
-            let seq = db::allocate_event_seq(conn, channel_id, 1 + stored.len() as i64)?;
+            // One event for the message, one per file, one for the thread's root.
+            let count = 1 + stored.len() as i64 + i64::from(thread_id.is_some());
+            let seq = db::allocate_event_seq(conn, channel_id, count)?;
             db::channels::find_for_member(conn, channel_id, user_id)?;
-            let row = db::messages::insert(conn, channel_id, user_id, &content)?;
+            if let Some(root_id) = thread_id {
+                let root = db::messages::find_in_channel(conn, channel_id, root_id)
+                    .map_err(AppError::from);
+                match root {
+                    Ok(root) if root.thread_id.is_none() => {}
+                    Ok(_) | Err(AppError::NotFound) => {
+                        return Err(AppError::bad_request(
+                            ErrorCode::BadRequest,
+                            "thread_id must be a top-level message of this channel",
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let row = db::messages::insert(conn, channel_id, user_id, &content, thread_id)?;
             let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
+            if let Some(root_id) = thread_id {
+                db::messages::count_reply(conn, root_id, row.created_at)?;
+            }
             let user = db::users::find(conn, user_id)?;
+            let parts = MessageParts {
+                row,
+                username: user.username,
+                display_name: user.display_name,
+                files,
+                reactions: Vec::new(),
+            };
             let created = Event::MessageCreated {
-                message: row.clone(),
-                username: user.username.clone(),
-                files: files.clone(),
+                message: parts.clone(),
                 client_id,
             };
-            let parts = (row, user.username, files.clone());
             let body = answer.map(|a| a.record(conn, &parts)).transpose()?;
-            let completed = files
-                .iter()
-                .map(|file| Event::FileUploadComplete { file: file.clone() });
-            let events = std::iter::once(created).chain(completed).collect();
+            let mut events = vec![created];
+            events.extend(
+                parts
+                    .files
+                    .iter()
+                    .map(|file| Event::FileUploadComplete { file: file.clone() }),
+            );
+            if let Some(root_id) = thread_id {
+                let root = db::messages::parts(conn, root_id)?;
+                events.push(Event::MessageUpdated { message: root });
+            }
             let announcement = Announcement {
                 channel_id,
                 first_seq: seq,
@@ -65,6 +100,287 @@ pub async fn post_message(
             };
             Ok(((parts, body), announcement))
         })
+        .await
+}
+
+/// Replaces a message's content (its author only) and announces `message_updated`. The
+/// previous content is not kept. The content rules are those of a post: a message with
+/// files may be emptied.
+pub async fn edit_message(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+    content: String,
+) -> Result<MessageParts, AppError> {
+    state
+        .write_and_announce(move |conn| {
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            let row = visible_message(conn, user_id, channel_id, message_id)?;
+            if row.user_id != user_id {
+                return Err(AppError::forbidden("only the author may edit a message"));
+            }
+            let has_files = !db::files::live_for_messages(conn, &[message_id])?.is_empty();
+            validate_content(&content, has_files)?;
+            db::messages::edit(conn, message_id, &content)?;
+            let parts = db::messages::parts(conn, message_id)?;
+            let updated = Event::MessageUpdated {
+                message: parts.clone(),
+            };
+            Ok((parts, Announcement::one(channel_id, seq, updated)))
+        })
+        .await
+}
+
+/// Deletes a message (its author only): its files are deleted with it (`file_deleted`
+/// each; the sweeper purges their objects), then `message_deleted`. A top-level message
+/// takes its thread with it: each reply's files and the reply itself are announced the
+/// same way, before the root. A reply's root announces its new `reply_count` last, as
+/// `message_updated`.
+pub async fn delete_message(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+) -> Result<(), AppError> {
+    state
+        .write_and_announce(move |conn| {
+            // Locks the channel without taking a number: how many events depends on what
+            // goes. (An error rolls back, so no number is ever lost.)
+            db::allocate_event_seq(conn, channel_id, 0)?;
+            let row = visible_message(conn, user_id, channel_id, message_id)?;
+            if row.user_id != user_id {
+                return Err(AppError::forbidden("only the author may delete a message"));
+            }
+            let mut doomed: Vec<(i32, Option<i32>)> = match row.thread_id {
+                None => db::messages::live_replies(conn, message_id)?
+                    .into_iter()
+                    .map(|id| (id, Some(message_id)))
+                    .collect(),
+                Some(_) => Vec::new(),
+            };
+            doomed.push((message_id, row.thread_id));
+            let ids: Vec<i32> = doomed.iter().map(|(id, _)| *id).collect();
+            let mut files: Vec<FileUpload> = db::files::live_for_messages(conn, &ids)?
+                .into_values()
+                .flatten()
+                .collect();
+            files.sort_by_key(|f| f.id);
+            let mut events = Vec::with_capacity(files.len() + doomed.len() + 1);
+            for file in &files {
+                db::files::soft_delete(conn, file.id)?;
+                events.push(Event::FileDeleted {
+                    id: file.id,
+                    message_id: file.message_id,
+                    reason: DeletionReason::MessageDeleted,
+                });
+            }
+            db::messages::soft_delete(conn, &ids)?;
+            events.extend(
+                doomed
+                    .into_iter()
+                    .map(|(id, thread_id)| Event::MessageDeleted { id, thread_id }),
+            );
+            if let Some(root_id) = row.thread_id {
+                db::messages::recount_replies(conn, root_id)?;
+                let root = db::messages::parts(conn, root_id)?;
+                events.push(Event::MessageUpdated { message: root });
+            }
+            let seq = db::allocate_event_seq(conn, channel_id, events.len() as i64)?;
+            let announcement = Announcement {
+                channel_id,
+                first_seq: seq,
+                events,
+            };
+            Ok(((), announcement))
+        })
+        .await
+}
+
+/// Adds (`add`) or removes the caller's reaction with `emoji` (already validated with
+/// `emoji::validate`). Idempotent: adding a reaction that is there, or removing one that
+/// is not, changes nothing and announces nothing. A message has at most
+/// `MAX_REACTIONS_PER_MESSAGE` distinct emoji.
+pub async fn react(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+    emoji: String,
+    add: bool,
+) -> Result<(), AppError> {
+    state
+        .write_and_announce(move |conn| {
+            // Locks the channel; a number is taken only if something changes.
+            db::allocate_event_seq(conn, channel_id, 0)?;
+            visible_message(conn, user_id, channel_id, message_id)?;
+            let changed = if add {
+                if db::reactions::exists(conn, message_id, user_id, &emoji)? {
+                    false
+                } else {
+                    let present = db::reactions::emoji_of(conn, message_id)?;
+                    if !present.contains(&emoji) && present.len() >= MAX_REACTIONS_PER_MESSAGE {
+                        return Err(AppError::bad_request(
+                            ErrorCode::TooManyReactions,
+                            format!(
+                                "a message has at most {MAX_REACTIONS_PER_MESSAGE} different reactions"
+                            ),
+                        ));
+                    }
+                    db::reactions::insert(conn, message_id, user_id, &emoji)?;
+                    true
+                }
+            } else {
+                db::reactions::delete(conn, message_id, user_id, &emoji)?
+            };
+            if !changed {
+                return Ok(((), Announcement::none(channel_id)));
+            }
+            let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            let user = db::users::find(conn, user_id)?;
+            let change = ReactionChange {
+                message_id,
+                emoji,
+                user_id,
+                display_name: user.display_name,
+            };
+            let event = if add {
+                Event::ReactionAdded(change)
+            } else {
+                Event::ReactionRemoved(change)
+            };
+            Ok(((), Announcement::one(channel_id, seq, event)))
+        })
+        .await
+}
+
+/// A message of the channel that `user_id` may see: a member's, not deleted; else
+/// `not_found`.
+fn visible_message(
+    conn: &mut db::AnyConnection,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+) -> Result<MessageRow, AppError> {
+    db::channels::find_for_member(conn, channel_id, user_id)?;
+    Ok(db::messages::find_in_channel(conn, channel_id, message_id)?)
+}
+
+/// The replies of a top-level message the user may see, oldest first, after `after`.
+/// A reply has no thread of its own: `400 bad_request`.
+pub async fn thread(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+    after: Option<i32>,
+    limit: i64,
+) -> Result<db::messages::Page, AppError> {
+    state
+        .db
+        .run(move |conn| {
+            let root = visible_message(conn, user_id, channel_id, message_id)?;
+            if root.thread_id.is_some() {
+                return Err(AppError::bad_request(
+                    ErrorCode::BadRequest,
+                    "a reply has no thread of its own: ask for its thread_id's",
+                ));
+            }
+            Ok(db::messages::thread_page(conn, message_id, after, limit)?)
+        })
+        .await
+}
+
+/// The direct-message channel of the caller and `username`, created if there is none:
+/// `(channel, created)`. One per pair, whoever asks and however many ask at once: the
+/// channel's `dm_key` is unique, and the loser of a race reads the winner's channel. A new
+/// one announces `member_joined` for both users (the smaller id first, whoever created
+/// it), so their open sockets follow it: each socket's first event of the channel is its
+/// own user's join.
+pub async fn open_dm(
+    state: &AppState,
+    user_id: i32,
+    username: String,
+) -> Result<(Channel, bool), AppError> {
+    let other = state
+        .db
+        .run(move |conn| Ok(db::users::find_by_username(conn, &username)?))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if other.id == user_id {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "a direct message is between two different users",
+        ));
+    }
+    let other_id = other.id;
+    let key = db::channels::dm_key(user_id, other_id);
+    let existing = {
+        let key = key.clone();
+        state
+            .db
+            .run(move |conn| Ok(db::channels::find_dm(conn, &key)?))
+            .await?
+    };
+    if let Some(channel) = existing {
+        return Ok((channel, false));
+    }
+    let created = {
+        let key = key.clone();
+        state
+            .write_and_announce(move |conn| {
+                // Created meanwhile (the SQLite writer runs writes one after another).
+                if let Some(channel) = db::channels::find_dm(conn, &key)? {
+                    return Ok(((channel, false), Announcement::none(0)));
+                }
+                let me = db::users::find(conn, user_id)?;
+                // By id, whoever created it: the same channel looks the same to both.
+                let (first, second) = if me.id < other.id {
+                    (me, other)
+                } else {
+                    (other, me)
+                };
+                let name = format!("{}, {}", first.username, second.username);
+                let channel = db::channels::create_dm(conn, &name, &key, user_id, other_id)?;
+                let seq = db::allocate_event_seq(conn, channel.id, 2)?;
+                let events = vec![
+                    Event::MemberJoined { user: first },
+                    Event::MemberJoined { user: second },
+                ];
+                let announcement = Announcement {
+                    channel_id: channel.id,
+                    first_seq: seq,
+                    events,
+                };
+                Ok(((channel, true), announcement))
+            })
+            .await
+    };
+    match created {
+        // Created at the same moment by the other user (PostgreSQL: the unique key).
+        Err(AppError::Conflict { .. }) => {
+            let channel = state
+                .db
+                .run(move |conn| Ok(db::channels::find_dm(conn, &key)?))
+                .await?
+                .ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("a DM conflicted and vanished"))
+                })?;
+            Ok((channel, false))
+        }
+        other => other,
+    }
+}
+
+/// Changes the caller's display name (already cleaned).
+pub async fn set_display_name(
+    state: &AppState,
+    user_id: i32,
+    display_name: String,
+) -> Result<User, AppError> {
+    state
+        .db
+        .write(move |conn| Ok(db::users::set_display_name(conn, user_id, &display_name)?))
         .await
 }
 
@@ -81,7 +397,8 @@ pub async fn attach_files(
     state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, stored.len() as i64)?;
-            db::channels::find_for_member(conn, channel_id, user_id)?;
+            // Checked again under the channel's lock: the message may have just gone.
+            visible_message(conn, user_id, channel_id, message_id)?;
             let files = db::files::insert_all(conn, message_id, channel_id, user_id, &stored)?;
             let body = answer.map(|a| a.record(conn, &files)).transpose()?;
             let events = files

@@ -5,7 +5,7 @@
 //! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed
 //! download links), `storage` (the file store), `uploads` (receiving files), `idempotency`
 //! (safe retries: `Idempotency-Key` and the socket's `client_id`), `chat` (the chat core: what
-//! REST and the socket both call),
+//! REST and the socket both call), `emoji` (what a reaction may be),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
 //! (thin HTTP handlers), `state` (what handlers share), `metrics` (Prometheus metrics, on a
 //! listener of their own).
@@ -20,6 +20,7 @@ pub mod chat;
 pub mod client_addr;
 pub mod config;
 pub mod db;
+pub mod emoji;
 pub mod error;
 pub mod gc;
 pub mod idempotency;

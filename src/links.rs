@@ -13,8 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
-use crate::db::messages::MessageParts;
-use crate::db::models::{FileUpload, FileView, Message};
+use crate::db::models::{FileUpload, FileView, Message, MessageParts};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -78,12 +77,12 @@ impl DownloadLinks {
 
     /// A message with its files as `viewer_id` sees them.
     pub fn message_view(&self, base_url: &str, viewer_id: i32, parts: MessageParts) -> Message {
-        let (row, username, files) = parts;
-        let files = files
+        let files = parts
+            .files
             .iter()
             .map(|f| self.file_view(base_url, viewer_id, f))
             .collect();
-        Message::new(row, username, files)
+        Message::new(parts, files)
     }
 
     /// Checks the signature and the expiry; `None` for anything forged, altered or stale.

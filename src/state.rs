@@ -51,6 +51,15 @@ impl Announcement {
             events: vec![event],
         }
     }
+
+    /// Nothing to announce (a write that turned out to change nothing).
+    pub fn none(channel_id: i32) -> Self {
+        Announcement {
+            channel_id,
+            first_seq: 0,
+            events: Vec::new(),
+        }
+    }
 }
 
 impl AppState {

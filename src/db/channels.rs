@@ -1,7 +1,7 @@
 use diesel::prelude::*;
 
 use super::AnyConnection;
-use super::models::{Channel, User, now};
+use super::models::{Channel, KIND_DM, User, now};
 use super::schema::{channel_members, channels, users};
 
 pub const ROLE_OWNER: &str = "owner";
@@ -53,6 +53,46 @@ pub fn with_retention(conn: &mut AnyConnection) -> QueryResult<Vec<(i32, i32)>> 
         .into_iter()
         .filter_map(|(id, days)| days.map(|d| (id, d)))
         .collect())
+}
+
+/// The unique key of the direct messages of two users: `"<smaller id>:<larger id>"`.
+pub fn dm_key(a: i32, b: i32) -> String {
+    format!("{}:{}", a.min(b), a.max(b))
+}
+
+pub fn find_dm(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<Channel>> {
+    channels::table
+        .filter(channels::dm_key.eq(key))
+        .select(Channel::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Creates the private direct-message channel of two users, both members (the creator as
+/// owner). A second one for the same key is a unique violation. The caller takes the
+/// event numbers of the two memberships.
+pub fn create_dm(
+    conn: &mut AnyConnection,
+    name: &str,
+    key: &str,
+    creator_id: i32,
+    other_id: i32,
+) -> QueryResult<Channel> {
+    let values = (
+        channels::name.eq(name),
+        channels::is_private.eq(true),
+        channels::created_by.eq(creator_id),
+        channels::created_at.eq(now()),
+        channels::kind.eq(KIND_DM),
+        channels::dm_key.eq(Some(key)),
+    );
+    let channel = crate::per_backend!(conn, |c| diesel::insert_into(channels::table)
+        .values(values)
+        .returning(Channel::as_returning())
+        .get_result(c))?;
+    add_member(conn, channel.id, creator_id, ROLE_OWNER)?;
+    add_member(conn, channel.id, other_id, ROLE_MEMBER)?;
+    Ok(channel)
 }
 
 pub fn find(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<Channel> {

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod models;
 pub mod quota;
+pub mod reactions;
 pub mod schema;
 pub mod users;
 mod writer;

@@ -77,7 +77,12 @@ pub struct Channel {
     /// Files older than this many days are deleted (the deployment's
     /// `FILE_RETENTION_DAYS` applies too; the shorter wins). Null: the deployment's alone.
     pub retention_days: Option<i32>,
+    /// `channel`, or `dm` for a direct message between two users.
+    pub kind: String,
 }
+
+pub const KIND_CHANNEL: &str = "channel";
+pub const KIND_DM: &str = "dm";
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = messages)]
@@ -87,6 +92,20 @@ pub struct MessageRow {
     pub user_id: i32,
     pub content: String,
     pub created_at: NaiveDateTime,
+    pub edited_at: Option<NaiveDateTime>,
+    /// The top-level message this one replies to.
+    pub thread_id: Option<i32>,
+    /// On a top-level message: its live replies, and when the newest was posted.
+    pub reply_count: i32,
+    pub last_reply_at: Option<NaiveDateTime>,
+}
+
+/// The reactions of one emoji on a message: who, in the order they reacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReactionSummary {
+    pub emoji: String,
+    pub count: i64,
+    pub user_ids: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize)]
@@ -151,10 +170,26 @@ pub struct Message {
     pub channel_id: i32,
     pub user_id: i32,
     pub username: String,
+    /// The author's display name as of now (an event: as of the event).
+    pub display_name: String,
     pub content: String,
     #[serde(with = "rfc3339")]
     pub created_at: NaiveDateTime,
+    /// When the content was last edited; null if never.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>)]
+    pub edited_at: Option<NaiveDateTime>,
+    /// The top-level message this one replies to; null for top-level messages.
+    pub thread_id: Option<i32>,
+    /// Live replies (0 on replies).
+    pub reply_count: i32,
+    /// When the newest live reply was posted; null without replies.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>)]
+    pub last_reply_at: Option<NaiveDateTime>,
     pub files: Vec<FileView>,
+    /// One entry per emoji, in the order each was first used.
+    pub reactions: Vec<ReactionSummary>,
     /// Given by the poster; echoed in the `message_created` event (which every member gets)
     /// so that the poster can match its optimistic copy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,18 +197,41 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(row: MessageRow, username: String, files: Vec<FileView>) -> Self {
+    pub fn new(parts: MessageParts, files: Vec<FileView>) -> Self {
+        let MessageParts {
+            row,
+            username,
+            display_name,
+            reactions,
+            ..
+        } = parts;
         Message {
             id: row.id,
             channel_id: row.channel_id,
             user_id: row.user_id,
             username,
+            display_name,
             content: row.content,
             created_at: row.created_at,
+            edited_at: row.edited_at,
+            thread_id: row.thread_id,
+            reply_count: row.reply_count,
+            last_reply_at: row.last_reply_at,
             files,
+            reactions,
             client_id: None,
         }
     }
+}
+
+/// A message as loaded: the row, its author's names, its live files and its reactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageParts {
+    pub row: MessageRow,
+    pub username: String,
+    pub display_name: String,
+    pub files: Vec<FileUpload>,
+    pub reactions: Vec<ReactionSummary>,
 }
 
 /// A file stored in the store, not yet recorded in the database.

@@ -28,6 +28,8 @@ diesel::table! {
         created_at -> Timestamp,
         event_seq -> BigInt,
         retention_days -> Nullable<Integer>,
+        kind -> Text,
+        dm_key -> Nullable<Text>,
     }
 }
 
@@ -46,6 +48,21 @@ diesel::table! {
         channel_id -> Integer,
         user_id -> Integer,
         content -> Text,
+        created_at -> Timestamp,
+        edited_at -> Nullable<Timestamp>,
+        deleted_at -> Nullable<Timestamp>,
+        thread_id -> Nullable<Integer>,
+        reply_count -> Integer,
+        last_reply_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    message_reactions (id) {
+        id -> Integer,
+        message_id -> Integer,
+        user_id -> Integer,
+        emoji -> Text,
         created_at -> Timestamp,
     }
 }
@@ -99,6 +116,8 @@ diesel::joinable!(channels -> users (created_by));
 diesel::joinable!(messages -> channels (channel_id));
 diesel::joinable!(messages -> users (user_id));
 diesel::joinable!(file_uploads -> messages (message_id));
+diesel::joinable!(message_reactions -> messages (message_id));
+diesel::joinable!(message_reactions -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(quota_reservations -> users (user_id));
 
@@ -107,6 +126,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     channels,
     channel_members,
     messages,
+    message_reactions,
     file_uploads,
     idempotency_keys,
     quota_reservations,

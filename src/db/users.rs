@@ -57,3 +57,15 @@ pub fn set_admin(conn: &mut AnyConnection, username: &str, admin: bool) -> Query
 pub fn is_admin(conn: &mut AnyConnection, id: i32) -> QueryResult<bool> {
     users::table.find(id).select(users::is_admin).first(conn)
 }
+
+/// Sets a user's display name; the user as now stored.
+pub fn set_display_name(
+    conn: &mut AnyConnection,
+    id: i32,
+    display_name: &str,
+) -> QueryResult<User> {
+    diesel::update(users::table.find(id))
+        .set(users::display_name.eq(display_name))
+        .execute(conn)?;
+    find(conn, id)
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::db::models::{FileUpload, MessageRow, User};
+use crate::db::models::{FileUpload, MessageParts, User};
 use crate::links::DownloadLinks;
 pub use hub::Hub;
 
@@ -31,11 +31,19 @@ pub use hub::Hub;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     MessageCreated {
-        message: MessageRow,
-        username: String,
-        files: Vec<FileUpload>,
+        message: MessageParts,
         client_id: Option<String>,
     },
+    /// An edit, or a thread root's new reply count.
+    MessageUpdated {
+        message: MessageParts,
+    },
+    MessageDeleted {
+        id: i32,
+        thread_id: Option<i32>,
+    },
+    ReactionAdded(ReactionChange),
+    ReactionRemoved(ReactionChange),
     FileUploadComplete {
         file: FileUpload,
     },
@@ -58,10 +66,23 @@ pub enum Event {
     },
 }
 
+/// A reaction added or removed: by whom, on what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReactionChange {
+    pub message_id: i32,
+    pub emoji: String,
+    pub user_id: i32,
+    pub display_name: String,
+}
+
 impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::MessageCreated { .. } => "message_created",
+            Event::MessageUpdated { .. } => "message_updated",
+            Event::MessageDeleted { .. } => "message_deleted",
+            Event::ReactionAdded(_) => "reaction_added",
+            Event::ReactionRemoved(_) => "reaction_removed",
             Event::FileUploadComplete { .. } => "file_upload_complete",
             Event::FileDeleted { .. } => "file_deleted",
             Event::MemberJoined { .. } => "member_joined",
@@ -73,7 +94,9 @@ impl Event {
     /// Whether the rendered form differs per viewer (it carries download links).
     pub fn is_personal(&self) -> bool {
         match self {
-            Event::MessageCreated { files, .. } => !files.is_empty(),
+            Event::MessageCreated { message, .. } | Event::MessageUpdated { message } => {
+                !message.files.is_empty()
+            }
             Event::FileUploadComplete { .. } => true,
             _ => false,
         }
@@ -89,6 +112,8 @@ pub enum DeletionReason {
     User,
     /// Older than its channel's or the deployment's retention.
     Retention,
+    /// Its message was deleted (by the message's author).
+    MessageDeleted,
 }
 
 /// An event in a channel. `seq` is the channel's event number (commit order); ephemeral
@@ -111,20 +136,29 @@ impl ChannelEvent {
     /// The wire form: `{"type", "channel_id", "data"}`.
     pub fn render(&self, viewer: &Viewer<'_>) -> Value {
         let data = match &self.event {
-            Event::MessageCreated {
-                message,
-                username,
-                files,
-                client_id,
-            } => {
-                let mut view = viewer.links.message_view(
-                    viewer.base_url,
-                    viewer.user_id,
-                    (message.clone(), username.clone(), files.clone()),
-                );
+            Event::MessageCreated { message, client_id } => {
+                let mut view =
+                    viewer
+                        .links
+                        .message_view(viewer.base_url, viewer.user_id, message.clone());
                 view.client_id = client_id.clone();
                 json!(view)
             }
+            Event::MessageUpdated { message } => json!(viewer.links.message_view(
+                viewer.base_url,
+                viewer.user_id,
+                message.clone()
+            )),
+            Event::MessageDeleted { id, thread_id } => {
+                json!({ "id": id, "channel_id": self.channel_id, "thread_id": thread_id })
+            }
+            Event::ReactionAdded(change) | Event::ReactionRemoved(change) => json!({
+                "message_id": change.message_id,
+                "channel_id": self.channel_id,
+                "emoji": change.emoji,
+                "user_id": change.user_id,
+                "display_name": change.display_name,
+            }),
             Event::FileUploadComplete { file } => {
                 json!(
                     viewer

@@ -15,6 +15,23 @@ pub enum ClientFrame {
         channel_id: i32,
         content: String,
         client_id: Option<String>,
+        thread_id: Option<i32>,
+    },
+    Edit {
+        channel_id: i32,
+        message_id: i32,
+        content: String,
+    },
+    Delete {
+        channel_id: i32,
+        message_id: i32,
+    },
+    /// `add`: a `react` frame; otherwise `unreact`.
+    React {
+        channel_id: i32,
+        message_id: i32,
+        emoji: String,
+        add: bool,
     },
     Typing {
         channel_id: i32,
@@ -48,6 +65,27 @@ struct MessageFields {
     channel_id: i32,
     content: String,
     client_id: Option<String>,
+    thread_id: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct EditFields {
+    channel_id: i32,
+    message_id: i32,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct DeleteFields {
+    channel_id: i32,
+    message_id: i32,
+}
+
+#[derive(Deserialize)]
+struct ReactFields {
+    channel_id: i32,
+    message_id: i32,
+    emoji: String,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +127,31 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 channel_id: f.channel_id,
                 content: f.content,
                 client_id: f.client_id,
+                thread_id: f.thread_id,
+            }
+        }
+        "edit" => {
+            let f: EditFields = serde_json::from_value(value).map_err(fields)?;
+            ClientFrame::Edit {
+                channel_id: f.channel_id,
+                message_id: f.message_id,
+                content: f.content,
+            }
+        }
+        "delete" => {
+            let f: DeleteFields = serde_json::from_value(value).map_err(fields)?;
+            ClientFrame::Delete {
+                channel_id: f.channel_id,
+                message_id: f.message_id,
+            }
+        }
+        "react" | "unreact" => {
+            let f: ReactFields = serde_json::from_value(value).map_err(fields)?;
+            ClientFrame::React {
+                channel_id: f.channel_id,
+                message_id: f.message_id,
+                emoji: f.emoji,
+                add: kind == "react",
             }
         }
         "typing" => {
@@ -141,6 +204,21 @@ mod tests {
             parse(r#"{"type":"message","channel_id":3,"content":"hi","client_id":"c1"}"#),
             Ok(ClientFrame::Message { channel_id: 3, .. })
         ));
+        assert!(matches!(
+            parse(r#"{"type":"message","channel_id":3,"content":"hi","thread_id":9}"#),
+            Ok(ClientFrame::Message {
+                thread_id: Some(9),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"unreact","channel_id":3,"message_id":4,"emoji":"x"}"#),
+            Ok(ClientFrame::React { add: false, .. })
+        ));
+        assert_eq!(
+            parse(r#"{"type":"edit","channel_id":3}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
         assert_eq!(parse("{nope").unwrap_err().code, ErrorCode::InvalidJson);
         assert_eq!(
             parse(r#"{"type":"dance"}"#).unwrap_err().code,

@@ -19,8 +19,8 @@ use super::protocol::{self, ClientFrame, FrameError};
 use super::socket::{ClientMessage, FrameReader, ProtocolClose};
 use super::{Event, hub::ConnectError};
 use crate::auth::AuthUser;
-use crate::chat::{post_message, validate_content};
-use crate::db::{self, messages::MessageParts};
+use crate::chat::{self, post_message, validate_content};
+use crate::db::{self, models::MessageParts};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Fingerprint, Outcome, Scope};
 use crate::ratelimit::TokenBucket;
@@ -140,6 +140,19 @@ async fn open(
         }
         Err(ConnectError::Gone) => None,
     }
+}
+
+/// The `error` frame for a refused edit, delete or reaction (success is its event);
+/// server errors are not described.
+fn refused(error: Option<AppError>, what: &str) -> Option<String> {
+    use actix_web::ResponseError;
+    let e = error?;
+    let message = if e.status_code().is_server_error() {
+        what.to_owned()
+    } else {
+        e.to_string()
+    };
+    Some(protocol::error(e.code(), &message, None))
 }
 
 /// Queues the close frame, and counts it by its code.
@@ -342,12 +355,49 @@ impl<'a> Live<'a> {
                 self.typing(channel_id).await;
                 None
             }
+            Ok(ClientFrame::Edit {
+                channel_id,
+                message_id,
+                content,
+            }) => {
+                let edited =
+                    chat::edit_message(self.state, self.user.id, channel_id, message_id, content)
+                        .await;
+                refused(edited.err(), "could not edit the message")
+            }
+            Ok(ClientFrame::Delete {
+                channel_id,
+                message_id,
+            }) => {
+                let deleted =
+                    chat::delete_message(self.state, self.user.id, channel_id, message_id).await;
+                refused(deleted.err(), "could not delete the message")
+            }
+            Ok(ClientFrame::React {
+                channel_id,
+                message_id,
+                emoji,
+                add,
+            }) => {
+                let reacted = if crate::emoji::is_emoji(&emoji) {
+                    chat::react(self.state, self.user.id, channel_id, message_id, emoji, add).await
+                } else {
+                    Err(AppError::bad_request(
+                        ErrorCode::BadRequest,
+                        "a reaction is exactly one emoji",
+                    ))
+                };
+                refused(reacted.err(), "could not react")
+            }
             Ok(ClientFrame::Message {
                 channel_id,
                 content,
                 client_id,
+                thread_id,
             }) => {
-                let posted = self.post(channel_id, content, client_id.clone()).await;
+                let posted = self
+                    .post(channel_id, content, thread_id, client_id.clone())
+                    .await;
                 // Success is answered by the `message_created` event, which echoes client_id;
                 // a repeat of a posted client_id by that event again, to this socket only.
                 posted.unwrap_or_else(|e| {
@@ -378,17 +428,31 @@ impl<'a> Live<'a> {
         &self,
         channel_id: i32,
         content: String,
+        thread_id: Option<i32>,
         client_id: Option<String>,
     ) -> Result<Option<String>, AppError> {
         let (state, user_id) = (self.state, self.user.id);
         let Some(client_id) = client_id else {
             validate_content(&content, false)?;
-            post_message(state, user_id, channel_id, content, Vec::new(), None, None).await?;
+            post_message(
+                state,
+                user_id,
+                channel_id,
+                content,
+                thread_id,
+                Vec::new(),
+                None,
+                None,
+            )
+            .await?;
             return Ok(None);
         };
-        let fingerprint = Fingerprint::new("WS", "message")
+        let mut fingerprint = Fingerprint::new("WS", "message")
             .part(channel_id.to_string().as_bytes())
             .part(content.as_bytes());
+        if let Some(thread_id) = thread_id {
+            fingerprint = fingerprint.part(format!("thread {thread_id}").as_bytes());
+        }
         let key = client_id.clone();
         let claim =
             match idempotency::claim(&state.db, user_id, Scope::Socket, key, fingerprint).await? {
@@ -422,6 +486,7 @@ impl<'a> Live<'a> {
                 user_id,
                 channel_id,
                 content,
+                thread_id,
                 Vec::new(),
                 client_id,
                 Some(answer),

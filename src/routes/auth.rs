@@ -14,7 +14,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(register, login, me, my_storage))]
+#[openapi(paths(register, login, me, update_me, my_storage))]
 pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -26,7 +26,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/auth/login",
         vec![(Method::POST, web::to(login))],
     ))
-    .service(endpoint("/me", vec![(Method::GET, web::to(me))]))
+    .service(endpoint(
+        "/me",
+        vec![
+            (Method::GET, web::to(me)),
+            (Method::PATCH, web::to(update_me)),
+        ],
+    ))
     .service(endpoint(
         "/me/storage",
         vec![(Method::GET, web::to(my_storage))],
@@ -172,6 +178,31 @@ async fn my_storage(
         quota_bytes: state.settings.limits.user_quota_bytes,
         file_count,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+struct UpdateMeBody {
+    display_name: String,
+}
+
+/// Changes the caller's display name: 1 to 64 characters, stored in NFC, without control or
+/// bidirectional-override characters and not only invisible ones. Messages show the new
+/// name from then on (they carry the author's current name).
+#[utoipa::path(patch, path = "/api/me", tag = "users", security(("bearer" = [])),
+    request_body = UpdateMeBody,
+    responses(
+        (status = 200, description = "the caller, changed", body = User),
+        (status = 400, description = "`invalid_display_name`, `bad_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+    ))]
+async fn update_me(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    body: web::Json<UpdateMeBody>,
+) -> Result<web::Json<User>, AppError> {
+    let display_name = clean_display_name(&body.into_inner().display_name)?;
+    let user = crate::chat::set_display_name(&state, auth.id, display_name).await?;
+    Ok(web::Json(user))
 }
 
 fn session(state: &AppState, user: User) -> Result<Session, AppError> {

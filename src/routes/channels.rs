@@ -7,7 +7,7 @@ use super::endpoint;
 use super::openapi::ErrorBody;
 use crate::auth::AuthUser;
 use crate::chat::is_unsafe_display_char;
-use crate::db::models::User;
+use crate::db::models::{KIND_DM, User};
 use crate::db::{self, channels::ROLE_MEMBER, models::Channel};
 use crate::error::{AppError, ErrorCode};
 use crate::realtime::Event;
@@ -133,7 +133,7 @@ async fn create(
     Ok(HttpResponse::Created().json(channel))
 }
 
-/// The channels the caller is a member of.
+/// The channels the caller is a member of, direct messages included.
 #[utoipa::path(get, path = "/api/channels", tag = "channels", security(("bearer" = [])),
     responses((status = 200, description = "the caller's channels", body = Vec<Channel>)))]
 async fn list_mine(
@@ -229,7 +229,8 @@ async fn update(
     Ok(web::Json(channel))
 }
 
-/// Joins a public channel (joining again changes nothing).
+/// Joins a public channel (joining again changes nothing). Direct messages are private:
+/// nobody joins one.
 #[utoipa::path(post, path = "/api/channels/{id}/join", tag = "channels", security(("bearer" = [])),
     params(("id" = i32, Path, description = "channel id")),
     responses(
@@ -279,6 +280,7 @@ async fn join(
     request_body = AddMemberBody,
     responses(
         (status = 201, description = "added", body = User),
+        (status = 403, description = "`forbidden`: a direct message (nobody is added to one)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such channel or user, or the caller is not a member", body = ErrorBody),
         (status = 409, description = "`already_member`", body = ErrorBody),
     ))]
@@ -294,7 +296,12 @@ async fn add_member(
     let user = state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
-            db::channels::find_for_member(conn, channel_id, auth.id)?;
+            let channel = db::channels::find_for_member(conn, channel_id, auth.id)?;
+            if channel.kind == KIND_DM {
+                return Err(AppError::forbidden(
+                    "a direct message is between its two users only",
+                ));
+            }
             let user = db::users::find_by_username(conn, &username)?.ok_or(AppError::NotFound)?;
             if db::channels::is_member(conn, channel_id, user.id)? {
                 return Err(already());
@@ -317,6 +324,7 @@ async fn add_member(
     params(("id" = i32, Path, description = "channel id")),
     responses(
         (status = 204, description = "left"),
+        (status = 403, description = "`forbidden`: a direct message (it cannot be left)", body = ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = ErrorBody),
     ))]
 async fn leave(
@@ -328,6 +336,12 @@ async fn leave(
     state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
+            let channel = db::channels::find_for_member(conn, channel_id, auth.id)?;
+            if channel.kind == KIND_DM {
+                return Err(AppError::forbidden(
+                    "a direct message cannot be left: it is the one conversation of its two users",
+                ));
+            }
             if !db::channels::remove_member(conn, channel_id, auth.id)? {
                 return Err(AppError::NotFound);
             }

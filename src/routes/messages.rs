@@ -7,17 +7,17 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::openapi::ErrorBody;
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
-use crate::chat::{MAX_CONTENT_CHARS, post_message, validate_content};
+use crate::chat::{self, MAX_CONTENT_CHARS, post_message, validate_content};
 use crate::db;
-use crate::db::messages::{MessageParts, PageRequest};
-use crate::db::models::Message;
+use crate::db::messages::PageRequest;
+use crate::db::models::{Message, MessageParts};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Completion, Fingerprint};
 use crate::state::AppState;
 use crate::uploads::{self, QuotaReservation, UploadForm};
 
 #[derive(OpenApi)]
-#[openapi(paths(create_json, list))]
+#[openapi(paths(create_json, list, edit, delete, thread, react, unreact))]
 pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,6 +31,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             (Method::POST, web::to(create_json)),
             (Method::GET, web::to(list)),
         ],
+    ))
+    .service(endpoint(
+        "/channels/{id}/messages/{message_id}",
+        vec![
+            (Method::PATCH, web::to(edit)),
+            (Method::DELETE, web::to(delete)),
+        ],
+    ))
+    .service(endpoint(
+        "/channels/{id}/messages/{message_id}/thread",
+        vec![(Method::GET, web::to(thread))],
+    ))
+    // `[^/]*`: an empty emoji is a 400 like any other bad one, not a 404.
+    .service(endpoint(
+        "/channels/{id}/messages/{message_id}/reactions/{emoji:[^/]*}",
+        vec![
+            (Method::PUT, web::to(react)),
+            (Method::DELETE, web::to(unreact)),
+        ],
     ));
 }
 
@@ -42,6 +61,13 @@ const MAX_PAGE: i64 = 100;
 #[derive(Deserialize, ToSchema)]
 #[schema(as = CreateMessageBody)]
 struct CreateBody {
+    content: String,
+    /// Post as a reply in the thread of this top-level message of the channel.
+    thread_id: Option<i32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct EditBody {
     content: String,
 }
 
@@ -97,7 +123,7 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
     )),
     responses(
         (status = 201, description = "posted (announced as `message_created`, then one `file_upload_complete` per file)", body = Message),
-        (status = 400, description = "`invalid_content`, `too_many_files`, `invalid_file_name`, `invalid_idempotency_key`, `bad_request`", body = ErrorBody),
+        (status = 400, description = "`invalid_content`, `too_many_files`, `invalid_file_name`, `invalid_idempotency_key`, `bad_request` (also: `thread_id` is not a top-level message of this channel)", body = ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = ErrorBody),
         (status = 409, description = "`idempotency_key_in_flight`", body = ErrorBody),
         (status = 413, description = "`file_too_large`, `payload_too_large`", body = ErrorBody),
@@ -115,8 +141,11 @@ async fn create_json(
 ) -> Result<HttpResponse, AppError> {
     let key = idempotency::key_of(&req)?;
     let channel_id = path.into_inner();
-    let content = body.into_inner().content;
-    let fingerprint = Fingerprint::new("POST", req.path()).part(content.as_bytes());
+    let CreateBody { content, thread_id } = body.into_inner();
+    let mut fingerprint = Fingerprint::new("POST", req.path()).part(content.as_bytes());
+    if let Some(thread_id) = thread_id {
+        fingerprint = fingerprint.part(format!("thread {thread_id}").as_bytes());
+    }
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
         validate_content(&content, false)?;
@@ -126,6 +155,7 @@ async fn create_json(
             auth.id,
             channel_id,
             content,
+            thread_id,
             Vec::new(),
             None,
             answer,
@@ -239,7 +269,10 @@ async fn post_with_files(
             .commit_with(|stored| async {
                 validate_content(&content, !stored.is_empty())?;
                 let answer = completion.map(|c| message_answer(&state, &base, auth.id, c));
-                post_message(&state, auth.id, channel_id, content, stored, None, answer).await
+                post_message(
+                    &state, auth.id, channel_id, content, None, stored, None, answer,
+                )
+                .await
             })
             .await?;
         Ok(created(&state, &base, auth.id, message, body))
@@ -247,7 +280,8 @@ async fn post_with_files(
     .await
 }
 
-/// Keyset paging by id: `before` for older pages, `after` to catch up.
+/// Top-level messages only (replies are read with `/thread`). Keyset paging by id:
+/// `before` for older pages, `after` to catch up.
 #[utoipa::path(get, path = "/api/channels/{id}/messages", tag = "messages", security(("bearer" = [])),
     params(("id" = i32, Path, description = "channel id"), ListQuery),
     responses(
@@ -264,17 +298,10 @@ async fn list(
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit < 1 {
-        return Err(AppError::bad_request(
-            ErrorCode::BadRequest,
-            "limit must be at least 1",
-        ));
-    }
     let request = PageRequest {
         before: query.before,
         after: query.after,
-        limit: limit.min(MAX_PAGE),
+        limit: page_limit(query.limit)?,
     };
     let page = state
         .db
@@ -293,4 +320,166 @@ async fn list(
         messages,
         has_more: page.has_more,
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ThreadQuery {
+    /// Replies newer than this id.
+    after: Option<i32>,
+    /// At most this many (default 50, at most 100).
+    limit: Option<i64>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, AppError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit < 1 {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "limit must be at least 1",
+        ));
+    }
+    Ok(limit.min(MAX_PAGE))
+}
+
+/// Replaces the content (the author only); announced as `message_updated`.
+#[utoipa::path(patch, path = "/api/channels/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("message_id" = i32, Path, description = "message id"),
+    ),
+    request_body = EditBody,
+    responses(
+        (status = 200, description = "edited, with `edited_at` set", body = Message),
+        (status = 400, description = "`invalid_content`, `bad_request`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the author", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or no such message (deleted included)", body = ErrorBody),
+    ))]
+async fn edit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<(i32, i32)>,
+    body: web::Json<EditBody>,
+) -> Result<HttpResponse, AppError> {
+    let (channel_id, message_id) = path.into_inner();
+    let content = body.into_inner().content;
+    let parts = chat::edit_message(&state, auth.id, channel_id, message_id, content).await?;
+    let base = base_url(&req);
+    Ok(HttpResponse::Ok().json(state.links.message_view(&base, auth.id, parts)))
+}
+
+/// Deletes a message (the author only) with its files and, for a top-level message, its
+/// thread; announced as `file_deleted` per file, then `message_deleted` per message.
+#[utoipa::path(delete, path = "/api/channels/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("message_id" = i32, Path, description = "message id"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 403, description = "`forbidden`: not the author", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or no such message (deleted included)", body = ErrorBody),
+    ))]
+async fn delete(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<(i32, i32)>,
+) -> Result<HttpResponse, AppError> {
+    let (channel_id, message_id) = path.into_inner();
+    chat::delete_message(&state, auth.id, channel_id, message_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The replies to a top-level message, oldest first; keyset paging with `after`.
+#[utoipa::path(get, path = "/api/channels/{id}/messages/{message_id}/thread", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("message_id" = i32, Path, description = "the top-level message"),
+        ThreadQuery,
+    ),
+    responses(
+        (status = 200, description = "a page of replies, ascending; `has_more`: newer ones remain", body = MessagePage),
+        (status = 400, description = "`bad_request`: a bad paging parameter, or the message is a reply", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or no such message", body = ErrorBody),
+    ))]
+async fn thread(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<(i32, i32)>,
+    query: web::Query<ThreadQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (channel_id, message_id) = path.into_inner();
+    let ThreadQuery { after, limit } = query.into_inner();
+    let limit = page_limit(limit)?;
+    let page = chat::thread(&state, auth.id, channel_id, message_id, after, limit).await?;
+    let base = base_url(&req);
+    let messages = page
+        .messages
+        .into_iter()
+        .map(|parts| state.links.message_view(&base, auth.id, parts))
+        .collect();
+    Ok(HttpResponse::Ok().json(MessagePage {
+        messages,
+        has_more: page.has_more,
+    }))
+}
+
+/// `{emoji}` as sent, checked to be exactly one emoji.
+fn emoji_of(raw: String) -> Result<String, AppError> {
+    if !crate::emoji::is_emoji(&raw) {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "a reaction is exactly one emoji (URL-encoded)",
+        ));
+    }
+    Ok(raw)
+}
+
+/// Adds the caller's reaction (idempotent); announced as `reaction_added` when new.
+#[utoipa::path(put, path = "/api/channels/{id}/messages/{message_id}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("message_id" = i32, Path, description = "message id"),
+        ("emoji" = String, Path, description = "one emoji, URL-encoded"),
+    ),
+    responses(
+        (status = 204, description = "the caller has reacted with this emoji"),
+        (status = 400, description = "`bad_request`: not exactly one emoji; `too_many_reactions`: 20 different emoji already", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or no such message", body = ErrorBody),
+    ))]
+async fn react(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<(i32, i32, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (channel_id, message_id, emoji) = path.into_inner();
+    let emoji = emoji_of(emoji)?;
+    chat::react(&state, auth.id, channel_id, message_id, emoji, true).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Removes the caller's reaction (idempotent); announced as `reaction_removed` when it was
+/// there.
+#[utoipa::path(delete, path = "/api/channels/{id}/messages/{message_id}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(
+        ("id" = i32, Path, description = "channel id"),
+        ("message_id" = i32, Path, description = "message id"),
+        ("emoji" = String, Path, description = "one emoji, URL-encoded"),
+    ),
+    responses(
+        (status = 204, description = "the caller has no reaction with this emoji"),
+        (status = 400, description = "`bad_request`: not exactly one emoji", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or no such message", body = ErrorBody),
+    ))]
+async fn unreact(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<(i32, i32, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (channel_id, message_id, emoji) = path.into_inner();
+    let emoji = emoji_of(emoji)?;
+    chat::react(&state, auth.id, channel_id, message_id, emoji, false).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -3,6 +3,8 @@
 mod admin;
 mod auth;
 mod channels;
+mod client_config;
+mod dms;
 mod files;
 mod health;
 mod messages;
@@ -19,9 +21,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .configure(auth::configure)
             .configure(channels::configure)
+            .configure(dms::configure)
             .configure(messages::configure)
             .configure(files::configure)
             .configure(admin::configure)
+            .configure(client_config::configure)
             .configure(ws::configure)
             .configure(openapi::configure)
             .default_service(web::to(not_found)),

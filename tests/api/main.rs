@@ -3,6 +3,7 @@
 mod auth;
 mod channels;
 mod cli;
+mod conversations;
 mod errors;
 mod files;
 mod fixtures;

@@ -1,0 +1,11 @@
+DROP INDEX idx_channels_dm_key;
+ALTER TABLE channels DROP COLUMN dm_key;
+ALTER TABLE channels DROP COLUMN kind;
+DROP TABLE message_reactions;
+DROP INDEX idx_messages_thread;
+DROP INDEX idx_messages_channel_top;
+ALTER TABLE messages DROP COLUMN last_reply_at;
+ALTER TABLE messages DROP COLUMN reply_count;
+ALTER TABLE messages DROP COLUMN thread_id;
+ALTER TABLE messages DROP COLUMN deleted_at;
+ALTER TABLE messages DROP COLUMN edited_at;
