@@ -33,6 +33,9 @@ struct PublicConfig {
     max_message_chars: usize,
     /// Different emoji on one message at most.
     max_reactions_per_message: usize,
+    /// `FILE_RETENTION_DAYS`: files older than this are deleted; null: kept. A channel's
+    /// own `retention_days` may be shorter.
+    file_retention_days: Option<u32>,
 }
 
 /// Public settings: no token needed.
@@ -43,9 +46,10 @@ async fn show(state: web::Data<AppState>) -> web::Json<PublicConfig> {
         max_file_size_bytes: state.upload_rules.max_file_bytes,
         allowed_file_types: state.upload_rules.allowed_types.clone(),
         max_files_per_message: MAX_FILE_PARTS,
-        user_quota_bytes: None,
+        user_quota_bytes: state.settings.limits.user_quota_bytes,
         direct_uploads: false,
         max_message_chars: MAX_CONTENT_CHARS,
         max_reactions_per_message: MAX_REACTIONS_PER_MESSAGE,
+        file_retention_days: state.settings.store.file_retention_days,
     })
 }

@@ -145,6 +145,7 @@ export const api = {
   login: (username, password) => request('POST', '/api/auth/login', { username, password }),
   me: () => request('GET', '/api/me'),
   myStorage: () => request('GET', '/api/me/storage'),
+  config: () => request('GET', '/api/config'),
 
   myChannels: () => request('GET', '/api/channels'),
   publicChannels: () => request('GET', '/api/channels/public'),

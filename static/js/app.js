@@ -82,6 +82,8 @@ async function startApp(user) {
   $('me-name').textContent = user.display_name || user.username;
   Object.assign($('connection').dataset, { state: 'connecting', retrying: '' });
   refreshStorage();
+  // The server's public limits (retention shown in channel headers).
+  state.config = await api.config().catch(() => null);
   await loadChannels();
   socket.start();
   const remembered = Number(sessionStorage.getItem('chat.channel'));

@@ -178,12 +178,23 @@ export async function loadMembers(channelId) {
   }
 }
 
+/** How long the channel's files are kept: the shorter of its own and the server's. */
+function retentionDays(channel) {
+  const limits = [channel.retention_days, state.config?.file_retention_days]
+    .filter((days) => Number.isInteger(days) && days > 0);
+  return limits.length ? Math.min(...limits) : null;
+}
+
 export function renderChannelMeta() {
   const channel = state.channels.get(state.current);
   if (!channel) return;
   const count = state.members.get(channel.id)?.size;
   const kind = channel.is_private ? 'Private channel' : 'Public channel';
-  $('channel-meta').textContent = count ? `${kind} · ${count} ${count === 1 ? 'member' : 'members'}` : kind;
+  const parts = [kind];
+  if (count) parts.push(`${count} ${count === 1 ? 'member' : 'members'}`);
+  const days = retentionDays(channel);
+  if (days) parts.push(`files kept ${days} ${days === 1 ? 'day' : 'days'}`);
+  $('channel-meta').textContent = parts.join(' · ');
 }
 
 // Narrow screens: the channel list slides in.

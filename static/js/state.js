@@ -17,6 +17,7 @@ export const state = {
   typing: new Map(), // user id -> timer, for the open channel
   lastTypingSent: 0,
   storage: null, // {used_bytes, quota_bytes, file_count} from GET /api/me/storage
+  config: null, // GET /api/config: the server's public limits
 };
 
 /** Forgets everything about the signed-in user (log out). */

@@ -854,6 +854,19 @@ async fn the_public_config_needs_no_token() {
     assert_eq!(config["user_quota_bytes"], Value::Null);
     assert_eq!(config["direct_uploads"], false);
     assert_eq!(config["max_reactions_per_message"], 20);
+    assert_eq!(config["file_retention_days"], Value::Null);
+
+    // The governance settings, when set.
+    let governed = spawn_app_with(&[("USER_QUOTA_MB", "5"), ("FILE_RETENTION_DAYS", "90")]).await;
+    let response = governed
+        .client
+        .get(governed.url("/api/config"))
+        .send()
+        .await
+        .unwrap();
+    let config = expect_json(response, StatusCode::OK).await;
+    assert_eq!(config["user_quota_bytes"], 5 * 1024 * 1024);
+    assert_eq!(config["file_retention_days"], 90);
 }
 
 /// The history page: 50 top-level messages with their files, reactions and reply counts
