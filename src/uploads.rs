@@ -588,6 +588,36 @@ async fn delete_all(store: &Store, files: Vec<StoredFile>) {
     }
 }
 
+/// An upload request's files, received within its user's quota: the reservation is taken
+/// before any byte is stored, and must live until the files' rows are committed (drop it
+/// after `PendingObjects::commit_with`).
+pub async fn receive_files_within_quota(
+    state: &crate::state::AppState,
+    req: &HttpRequest,
+    user_id: i32,
+    form: &mut UploadForm,
+    channel_id: i32,
+) -> Result<(PendingObjects, QuotaReservation), AppError> {
+    let quota = QuotaReservation::take(
+        &state.db,
+        state.settings.limits.user_quota_bytes,
+        user_id,
+        req,
+        &state.upload_rules,
+    )
+    .await?;
+    let pending = receive_files(
+        form,
+        &state.store,
+        &state.metrics,
+        &state.upload_rules,
+        channel_id,
+        &quota,
+    )
+    .await?;
+    Ok((pending, quota))
+}
+
 /// Reads the remaining parts of `form` as files (each part must be named `file`) into the
 /// store. On any failure the objects stored so far are deleted before the error returns.
 pub async fn receive_files(

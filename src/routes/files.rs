@@ -17,7 +17,7 @@ use crate::idempotency::{self, Answer, Fingerprint};
 use crate::links::DownloadLinks;
 use crate::state::AppState;
 use crate::storage::Presentation;
-use crate::uploads::{self, QuotaReservation, UploadForm};
+use crate::uploads::{self, UploadForm};
 
 #[derive(OpenApi)]
 #[openapi(paths(upload, show, remove, download_link, content))]
@@ -154,24 +154,10 @@ async fn attach(
             ));
         }
         let channel_id = message.channel_id;
-        // Before any byte is stored; released when this request ends.
-        let quota = QuotaReservation::take(
-            &state.db,
-            state.settings.limits.user_quota_bytes,
-            auth.id,
-            &req,
-            &state.upload_rules,
-        )
-        .await?;
-        let pending = uploads::receive_files(
-            &mut form,
-            &state.store,
-            &state.metrics,
-            &state.upload_rules,
-            channel_id,
-            &quota,
-        )
-        .await?;
+        // The reservation lives until the rows are committed, at the end of this block.
+        let (pending, _quota) =
+            uploads::receive_files_within_quota(&state, &req, auth.id, &mut form, channel_id)
+                .await?;
         let render = {
             let (links, base) = (state.links.clone(), base.clone());
             move |files: &Vec<FileUpload>| files_body(&links, &base, auth.id, files)

@@ -14,7 +14,7 @@ use crate::db::models::{Message, MessageParts};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::{self, Answer, Completion, Fingerprint};
 use crate::state::AppState;
-use crate::uploads::{self, QuotaReservation, UploadForm};
+use crate::uploads::{self, UploadForm};
 
 #[derive(OpenApi)]
 #[openapi(paths(create_json, list, edit, delete, thread, react, unreact))]
@@ -247,24 +247,10 @@ async fn post_with_files(
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
         validate_content(&content, true)?;
-        // Before any byte is stored; released when this request ends.
-        let quota = QuotaReservation::take(
-            &state.db,
-            state.settings.limits.user_quota_bytes,
-            auth.id,
-            &req,
-            &state.upload_rules,
-        )
-        .await?;
-        let pending = uploads::receive_files(
-            &mut form,
-            &state.store,
-            &state.metrics,
-            &state.upload_rules,
-            channel_id,
-            &quota,
-        )
-        .await?;
+        // The reservation lives until the rows are committed, at the end of this block.
+        let (pending, _quota) =
+            uploads::receive_files_within_quota(&state, &req, auth.id, &mut form, channel_id)
+                .await?;
         let (message, body) = pending
             .commit_with(|stored| async {
                 validate_content(&content, !stored.is_empty())?;

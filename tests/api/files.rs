@@ -11,21 +11,9 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
-    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, recv_within, spawn_app_on,
-    spawn_app_with,
+    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, for_each_store,
+    recv_within, spawn_app_on, spawn_app_with,
 };
-
-/// Runs each scenario once per store.
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::Local).await })*
-        }
-        mod s3 {
-            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::S3).await })*
-        }
-    };
-}
 
 for_each_store!(
     round_trips_keep_bytes_types_sizes_and_hashes,
@@ -69,32 +57,18 @@ async fn rows(app: &TestApp) -> Vec<FileUpload> {
         .unwrap()
 }
 
-async fn objects(app: &TestApp) -> Vec<String> {
-    let mut keys: Vec<String> = app
-        .state
-        .store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// Waits (bounded) for background clean-up to finish, then asserts the store is empty:
 /// no object, no open S3 multipart upload, and no local temporary file (`files/tmp`, where
 /// the local store's uploads in progress live; `objects()` lists only `files/objects`).
 async fn assert_store_empties(app: &TestApp) {
     eventually(async || {
-        objects(app).await.is_empty()
+        app.object_keys().await.is_empty()
             && pending_uploads(app).await == 0
             && local_temp_files(app).is_empty()
     })
     .await;
     assert_eq!(
-        objects(app).await,
+        app.object_keys().await,
         Vec::<String>::new(),
         "objects left behind"
     );
@@ -314,7 +288,7 @@ async fn round_trips_keep_bytes_types_sizes_and_hashes(store: StoreKind) {
             upload.bytes
         );
     }
-    assert_eq!(objects(&app).await.len(), uploads.len());
+    assert_eq!(app.object_keys().await.len(), uploads.len());
 
     // The listing joins the files onto the message, in upload order.
     let page = expect_json(
@@ -559,8 +533,8 @@ async fn too_many_or_malformed_parts_are_400(store: StoreKind) {
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
 
     assert_eq!(rows(&app).await.len(), 10, "nothing more was recorded");
-    eventually(async || objects(&app).await.len() == 10).await;
-    assert_eq!(objects(&app).await.len(), 10, "nothing more was stored");
+    eventually(async || app.object_keys().await.len() == 10).await;
+    assert_eq!(app.object_keys().await.len(), 10, "nothing more was stored");
 }
 
 async fn names_are_nfc_and_blank_names_are_refused(store: StoreKind) {
@@ -614,7 +588,7 @@ async fn names_are_nfc_and_blank_names_are_refused(store: StoreKind) {
         );
     }
 
-    let before = objects(&app).await;
+    let before = app.object_keys().await;
     for blank in ["\u{200B}\u{200B}", "\u{3164}"] {
         let refused = app
             .post_files(
@@ -626,7 +600,11 @@ async fn names_are_nfc_and_blank_names_are_refused(store: StoreKind) {
             .await;
         expect_error(refused, StatusCode::BAD_REQUEST, "invalid_file_name").await;
     }
-    assert_eq!(objects(&app).await, before, "a refused name stores nothing");
+    assert_eq!(
+        app.object_keys().await,
+        before,
+        "a refused name stores nothing"
+    );
     assert_eq!(rows(&app).await.len(), 1);
 }
 
@@ -1320,7 +1298,7 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
             .await
             .unwrap();
     }
-    assert_eq!(objects(&app).await.len(), 5);
+    assert_eq!(app.object_keys().await.len(), 5);
     let sweeper = eager_sweeper(&app);
 
     let report = chatserver::gc::sweep(&sweeper).await.unwrap();
@@ -1336,7 +1314,7 @@ async fn the_sweeper_purges_deleted_and_orphaned_objects(store: StoreKind) {
     left.extend(foreign.iter().cloned());
     left.sort();
     assert_eq!(
-        objects(&app).await,
+        app.object_keys().await,
         left,
         "only this deployment's objects are swept"
     );
@@ -1489,7 +1467,7 @@ async fn s3_store_stopping_mid_upload_is_503_and_leaves_nothing() {
     // Back up: no object was completed. (The abort could not reach a stopped server; the
     // sweeper and the bucket's lifecycle rules handle such leftovers.)
     app.s3.as_mut().unwrap().restart().await;
-    assert!(objects(&app).await.is_empty());
+    assert!(app.object_keys().await.is_empty());
     let page = expect_json(
         app.get(&format!("/api/channels/{channel}/messages"), &alice.token)
             .await,
@@ -1553,7 +1531,7 @@ async fn deployments_sharing_a_store_keep_their_files_apart() {
         files.push(upload_one(app, &alice, channel).await);
     }
     assert_eq!(
-        objects(&first).await.len(),
+        first.object_keys().await.len(),
         2,
         "one store holds both deployments' files"
     );

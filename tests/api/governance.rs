@@ -9,19 +9,9 @@ use serde_json::Value;
 
 use crate::fixtures::{self, Upload};
 use crate::helpers::{
-    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, spawn_app_on,
+    StoreKind, TestApp, TestUser, eventually, expect_error, expect_json, for_each_store,
+    spawn_app_on,
 };
-
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::Local).await })*
-        }
-        mod s3 {
-            $(#[tokio::test] async fn $name() { super::$name(super::StoreKind::S3).await })*
-        }
-    };
-}
 
 for_each_store!(
     an_upload_over_the_quota_is_refused_before_anything_is_stored,
@@ -31,20 +21,6 @@ for_each_store!(
 );
 
 const KIB: usize = 1024;
-
-async fn objects(app: &TestApp) -> Vec<String> {
-    let mut keys: Vec<String> = app
-        .state
-        .store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    keys.sort();
-    keys
-}
 
 /// `(counter, recount)`: `users.storage_used_bytes` and the sum of the user's live files.
 async fn used_bytes(app: &TestApp, user: &TestUser) -> (i64, i64) {
@@ -128,7 +104,7 @@ async fn an_upload_over_the_quota_is_refused_before_anything_is_stored(store: St
     let size = fixtures::pdf(600 * KIB).len() as i64;
     assert_eq!(storage["used_bytes"], size);
     assert_eq!(storage["file_count"], 1);
-    let stored = objects(&app).await;
+    let stored = app.object_keys().await;
 
     // 600 KiB more would make 1200 KiB: refused on the declared length, on both routes.
     let refused = app
@@ -138,7 +114,7 @@ async fn an_upload_over_the_quota_is_refused_before_anything_is_stored(store: St
     let message = app.post_message(&alice, channel, "files follow").await;
     let refused = attach(&app, &alice, &message["id"], pdf("c.pdf", 600 * KIB)).await;
     expect_error(refused, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
-    assert_eq!(objects(&app).await, stored, "nothing was stored");
+    assert_eq!(app.object_keys().await, stored, "nothing was stored");
     if store == StoreKind::Local {
         let temp = std::fs::read_dir(app.data_dir().join("files/tmp")).unwrap();
         assert_eq!(temp.count(), 0, "not even a temporary file");
@@ -202,7 +178,7 @@ async fn a_streamed_upload_is_stopped_at_the_quota(store: StoreKind) {
         .await
         .expect("the server answers before the body ends or after");
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
-    assert!(eventually(async || objects(&app).await.is_empty()).await);
+    assert!(eventually(async || app.object_keys().await.is_empty()).await);
     assert_eq!(used_bytes(&app, &alice).await, (0, 0));
     assert!(eventually(async || reservations(&app).await == 0).await);
 }
@@ -411,7 +387,7 @@ async fn retention_deletes_files_past_the_shorter_limit_with_events_then_purges_
         age(&app, id, days).await;
         ids.push((name, id, posted["id"].clone()));
     }
-    let before = objects(&app).await;
+    let before = app.object_keys().await;
     assert_eq!(before.len(), 4);
     let mut events = app.events().await;
 
@@ -470,5 +446,5 @@ async fn retention_deletes_files_past_the_shorter_limit_with_events_then_purges_
 
     let report = chatserver::gc::sweep(&(&app.state).into()).await.unwrap();
     assert_eq!(report.purged, 2);
-    assert_eq!(objects(&app).await.len(), 2);
+    assert_eq!(app.object_keys().await.len(), 2);
 }

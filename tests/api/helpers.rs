@@ -499,3 +499,34 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
     );
     body
 }
+
+/// Runs each named scenario (an `async fn(StoreKind)` of the calling module) once per
+/// store, as tests `local::name` and `s3::name` (CI runs `*::s3::*` again on SeaweedFS).
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::StoreKind::Local).await })*
+        }
+        mod s3 {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::StoreKind::S3).await })*
+        }
+    };
+}
+pub(crate) use for_each_store;
+
+impl TestApp {
+    /// Every object key in the store (all deployments' prefixes), sorted.
+    pub async fn object_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .state
+            .store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+}
