@@ -39,12 +39,19 @@ after(async () => {
 });
 
 // Every page a test opened must have logged no error; then its context closes.
-afterEach(async () => {
+afterEach(closePages);
+
+/**
+ * Closes the pages the test opened, failing it if any logged an error. Tests that start a
+ * server of their own call it before stopping that server: a page left open would log its
+ * attempts to reconnect (the server closes sockets with 1001, "reconnect", on the way out).
+ */
+async function closePages() {
   const open = pages.splice(0);
   const errors = open.flatMap((p) => p.errors);
   await Promise.all(open.map((p) => p.context().close()));
   assert.deepEqual(errors, [], 'the browser logged errors');
-});
+}
 
 function needsWebSocket(t) {
   if (ws) return false;
@@ -319,6 +326,7 @@ describe('attachments', () => {
 
       assert.equal((await alice.messages(channel.id)).messages.length, 0);
       assert.deepEqual(storedObjects(small), []);
+      await closePages();
     } finally {
       await small.stop();
     }
@@ -362,6 +370,7 @@ describe('attachments', () => {
       assert.ok(bytes.equals(PDF.buffer));
       await card(p, PNG.name).getByRole('button', { name: `Open ${PNG.name} full size` }).click();
       await expectImageLoaded(p.locator('#lightbox[open] #lightbox-img'));
+      await closePages();
     } finally {
       await shortLinks.stop();
     }
