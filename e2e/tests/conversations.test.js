@@ -325,6 +325,9 @@ describe('direct messages', () => {
     await alice.call('POST', `/api/channels/${dm.id}/messages`, { content: 'hello from a DM' });
     const p = await page({ viewport: { width: 390, height: 844 } });
     await logIn(p, bob);
+    // The DM, Bob's only conversation, opens by itself; then the drawer.
+    await p.locator('#channel-title', { hasText: `@${alice.user.username}` }).waitFor();
+    await messageLocator(p, 'hello from a DM').waitFor();
     await p.click('#sidebar-toggle');
     await p.locator('#dm-list .channel-button', { hasText: alice.user.username }).waitFor({ state: 'visible' });
     await p.waitForFunction(() => getComputedStyle(document.getElementById('sidebar')).transform === 'none');

@@ -83,6 +83,7 @@ function onEvent({ type, channel_id: channelId, data }) {
     case 'message_created':
       if (data.thread_id) {
         // A reply: shown in its open thread; the timeline hears of it as the root's update.
+        // It does not count as unread (the channel's listing holds top-level messages only).
         if (open) showReply(data, { announce: true });
       } else if (open) {
         showNewMessage(data, { announce: true });
