@@ -33,6 +33,20 @@ const WS_MISSING = /WebSocket connection to .*\/api\/ws.* failed/;
 export async function openPage(browser, server, { viewport = { width: 1280, height: 800 }, wsMissing = false } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads: true });
   const page = await context.newPage();
+  watchErrors(page, { wsMissing });
+  await page.goto(server.url);
+  return page;
+}
+
+/** Another tab in the same context (same storage), watched like the first. */
+export async function openTab(page, server, { wsMissing = false } = {}) {
+  const tab = await page.context().newPage();
+  watchErrors(tab, { wsMissing });
+  await tab.goto(server.url);
+  return tab;
+}
+
+function watchErrors(page, { wsMissing }) {
   page.errors = [];
   const allowed = wsMissing ? [WS_MISSING] : [];
   page.allowErrors = (pattern) => allowed.push(pattern);
@@ -46,8 +60,6 @@ export async function openPage(browser, server, { viewport = { width: 1280, heig
     page.errors.push(`dialog: ${dialog.type()} ${dialog.message()}`);
     dialog.dismiss().catch(() => {});
   });
-  await page.goto(server.url);
-  return page;
 }
 
 /** Logs in through the form. */

@@ -41,11 +41,7 @@ after(async () => {
 // Every page a test opened must have logged no error; then its context closes.
 afterEach(closePages);
 
-/**
- * Closes the pages the test opened, failing it if any logged an error. Tests that start a
- * server of their own call it before stopping that server: a page left open would log its
- * attempts to reconnect (the server closes sockets with 1001, "reconnect", on the way out).
- */
+/** Closes the pages the test opened, failing it if any logged an error. */
 async function closePages() {
   const open = pages.splice(0);
   const errors = open.flatMap((p) => p.errors);
@@ -135,7 +131,7 @@ describe('accounts and channels', () => {
     await p.click('#auth-submit');
     await p.locator('#app-view').waitFor();
     assert.equal(await p.textContent('#me-name'), 'Carol');
-    assert.ok(await p.evaluate(() => sessionStorage.getItem('chat.token')));
+    assert.ok(await p.evaluate(() => localStorage.getItem('chat.token')));
     // The live connection is reported; without /api/ws it stays offline and retries.
     await p.locator(ws ? '#connection[data-state="online"]' : '#connection[data-state="offline"]').waitFor();
 
@@ -158,7 +154,7 @@ describe('accounts and channels', () => {
 
     await p.click('#logout');
     await p.locator('#auth-view').waitFor();
-    assert.equal(await p.evaluate(() => sessionStorage.getItem('chat.token')), null);
+    assert.equal(await p.evaluate(() => localStorage.getItem('chat.token')), null);
     await p.fill('#auth-username', username);
     await p.fill('#auth-password', 'a good password');
     await p.click('#auth-submit');
@@ -298,36 +294,42 @@ describe('attachments', () => {
     assert.equal((await alice.messages(channel.id)).messages.length, 0);
   });
 
-  it("shows the server's 413 and 415 in plain words and posts nothing", async () => {
+  it("follows the server's limits (GET /api/config); shows its 415 in plain words; keeps the text", async () => {
     const small = await startServer({ MAX_FILE_SIZE_MB: '1' });
+    let p;
     try {
       const alice = await new Api(small).register(uniqueName('gina'));
       const channel = await alice.call('POST', '/api/channels', { name: 'limits' });
-      const p = await openPage(browser, small, { wsMissing: !(await hasWebSocket(small)) });
+      p = await openPage(browser, small, { wsMissing: !(await hasWebSocket(small)) });
       pages.push(p);
-      p.allowErrors(/status of 41[35]/);
+      p.allowErrors(/status of 415/);
       await logIn(p, alice);
       await openChannel(p, 'limits');
+      assert.match(await p.getAttribute('#attach', 'title'), /up to 1\.0 MB each/);
 
-      // 2 MB passes the client's 50 MB check; the server's limit is 1 MB.
-      await attachWithPaperclip(p, [{ name: 'large.png', mimeType: 'image/png', buffer: pngSized(2 * 1024 * 1024) }]);
+      // 2 MB: over this server's 1 MB, refused before anything is sent; the text stays.
       await p.fill('#message-input', 'too big');
-      await p.click('#send');
-      const failed = p.locator('#outbox .upload[data-state="failed"]');
-      await failed.locator('.upload-error', { hasText: 'The server refused the upload: a file is larger than it accepts' }).waitFor();
-      await failed.getByRole('button', { name: 'Dismiss' }).click();
+      await attachWithPaperclip(p, [{ name: 'large.png', mimeType: 'image/png', buffer: pngSized(2 * 1024 * 1024) }]);
+      await p.locator('#composer-error', { hasText: '“large.png” is 2.0 MB; files can be at most 1.0 MB.' }).waitFor();
+      assert.equal(await p.locator('#chips .chip').count(), 0);
+      assert.equal(await p.inputValue('#message-input'), 'too big');
+      await p.fill('#message-input', '');
 
       // Named like a PDF, so the browser lets it through; the bytes are an executable.
       await attachWithPaperclip(p, [{ name: 'notes.pdf', mimeType: 'application/pdf', buffer: executable() }]);
+      await p.fill('#message-input', 'the notes, as promised');
       await p.click('#send');
+      const failed = p.locator('#outbox .upload[data-state="failed"]');
       await failed.locator('.upload-error', { hasText: "The server refused the upload: a file's contents are of a type it does not accept" }).waitFor();
       await screenshot(p, 'desktop-server-refusal');
       await failed.getByRole('button', { name: 'Dismiss' }).click();
+      // What was typed comes back to the composer.
+      assert.equal(await p.inputValue('#message-input'), 'the notes, as promised');
 
       assert.equal((await alice.messages(channel.id)).messages.length, 0);
       assert.deepEqual(storedObjects(small), []);
-      await closePages();
     } finally {
+      await p?.context().close(); // before the server goes: no reconnect attempts to log
       await small.stop();
     }
   });
@@ -350,6 +352,7 @@ describe('attachments', () => {
 
   it('replaces an expired download link with a fresh one', async () => {
     const shortLinks = await startServer({ DOWNLOAD_URL_TTL_SECONDS: '2' });
+    let p;
     try {
       const alice = await new Api(shortLinks).register(uniqueName('hana'));
       const channel = await alice.call('POST', '/api/channels', { name: 'links' });
@@ -361,7 +364,7 @@ describe('attachments', () => {
         method: 'POST', headers: { Authorization: `Bearer ${alice.token}` }, body: form,
       });
       assert.equal(res.status, 201);
-      const p = await openPage(browser, shortLinks, { wsMissing: !(await hasWebSocket(shortLinks)) });
+      p = await openPage(browser, shortLinks, { wsMissing: !(await hasWebSocket(shortLinks)) });
       pages.push(p);
       await logIn(p, alice);
       await expectImageLoaded(card(p, PNG.name).locator('img'));
@@ -370,8 +373,8 @@ describe('attachments', () => {
       assert.ok(bytes.equals(PDF.buffer));
       await card(p, PNG.name).getByRole('button', { name: `Open ${PNG.name} full size` }).click();
       await expectImageLoaded(p.locator('#lightbox[open] #lightbox-img'));
-      await closePages();
     } finally {
+      await p?.context().close(); // before the server goes: no reconnect attempts to log
       await shortLinks.stop();
     }
   });

@@ -1,29 +1,35 @@
 // The REST API (docs/api.md): a fetch wrapper with the bearer token, the session kept in
-// sessionStorage, errors turned into plain words, and the multipart upload over
+// localStorage (shared by the browser's tabs, kept across restarts), errors turned into plain words, and the multipart upload over
 // XMLHttpRequest (fetch cannot report upload progress).
+
+import { limits } from './files.js';
 
 const TOKEN_KEY = 'chat.token';
 const USER_KEY = 'chat.user';
 
-/** The signed-in session; it lasts as long as the browser tab. */
+/**
+ * The signed-in session, in localStorage: every tab of the browser shares it and it outlives
+ * a restart. A change made by another tab arrives as a `storage` event (see app.js).
+ */
+export const SESSION_KEYS = { token: TOKEN_KEY, user: USER_KEY };
 export const session = {
   get token() {
-    return sessionStorage.getItem(TOKEN_KEY);
+    return localStorage.getItem(TOKEN_KEY);
   },
   get user() {
     try {
-      return JSON.parse(sessionStorage.getItem(USER_KEY));
+      return JSON.parse(localStorage.getItem(USER_KEY));
     } catch {
       return null;
     }
   },
   save(token, user) {
-    sessionStorage.setItem(TOKEN_KEY, token);
-    sessionStorage.setItem(USER_KEY, JSON.stringify(user));
+    localStorage.setItem(TOKEN_KEY, token);
+    localStorage.setItem(USER_KEY, JSON.stringify(user));
   },
   clear() {
-    sessionStorage.removeItem(TOKEN_KEY);
-    sessionStorage.removeItem(USER_KEY);
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(USER_KEY);
   },
 };
 
@@ -65,7 +71,7 @@ export function describeError(err) {
     case 'quota_exceeded':
       return 'This would take you over your storage quota. Delete some of your files first; nothing was sent.';
     case 'too_many_files':
-      return 'At most 10 files can be sent in one message.';
+      return `At most ${limits.maxFilesPerMessage} files can be sent in one message.`;
     case 'invalid_credentials':
       return 'Wrong username or password.';
     case 'username_taken':
@@ -137,7 +143,11 @@ function query(params) {
   return s ? `?${s}` : '';
 }
 
+const enc = encodeURIComponent;
+
 export const api = {
+  /** Limits for uploads and messages; needs no token. */
+  config: () => request('GET', '/api/config'),
   register: (username, password, displayName) =>
     request('POST', '/api/auth/register', displayName
       ? { username, password, display_name: displayName }
@@ -145,7 +155,6 @@ export const api = {
   login: (username, password) => request('POST', '/api/auth/login', { username, password }),
   me: () => request('GET', '/api/me'),
   myStorage: () => request('GET', '/api/me/storage'),
-  config: () => request('GET', '/api/config'),
 
   myChannels: () => request('GET', '/api/channels'),
   publicChannels: () => request('GET', '/api/channels/public'),
@@ -159,6 +168,20 @@ export const api = {
   messages: (id, { before, after, limit } = {}) =>
     request('GET', `/api/channels/${id}/messages${query({ before, after, limit })}`),
   postMessage: (id, content) => request('POST', `/api/channels/${id}/messages`, { content }),
+  postReply: (id, threadId, content) =>
+    request('POST', `/api/channels/${id}/messages`, { content, thread_id: threadId }),
+  editMessage: (id, messageId, content) =>
+    request('PATCH', `/api/channels/${id}/messages/${messageId}`, { content }),
+  deleteMessage: (id, messageId) => request('DELETE', `/api/channels/${id}/messages/${messageId}`),
+  /** A thread's replies, ascending: `{messages, has_more}`. */
+  thread: (id, messageId, { after, limit } = {}) =>
+    request('GET', `/api/channels/${id}/messages/${messageId}/thread${query({ after, limit })}`),
+  react: (id, messageId, emoji) =>
+    request('PUT', `/api/channels/${id}/messages/${messageId}/reactions/${enc(emoji)}`),
+  unreact: (id, messageId, emoji) =>
+    request('DELETE', `/api/channels/${id}/messages/${messageId}/reactions/${enc(emoji)}`),
+  /** The direct-message channel with that user (made on first use). */
+  openDm: (username) => request('POST', '/api/dms', { username }),
 
   /** A fresh download link: `{url, expires_at, file}`. */
   downloadLink: (fileId) => request('GET', `/api/files/download/${fileId}`),

@@ -1,14 +1,19 @@
 // The chat client's entry point: signing in and out, and wiring the page's controls to the
 // modules that do the work.
 
-import { api, session, describeError, setUnauthorizedHandler } from './api.js';
+import { api, session, describeError, setUnauthorizedHandler, SESSION_KEYS } from './api.js';
 import { $, state, resetState } from './state.js';
 import { socket, setupLive } from './live.js';
 import { setupPane, showChannelView, openChannel, clearTyping } from './pane.js';
 import { setupSidebar, loadChannels } from './sidebar.js';
-import { setupComposer, attachments, outbox } from './composer.js';
+import {
+  setupComposer, attachments, outbox, clearSendError, showLimits,
+} from './composer.js';
+import { applyConfig } from './files.js';
 import { setupLightbox } from './filecards.js';
 import { refreshStorage } from './storage.js';
+import { setupActions } from './actions.js';
+import { setupThread, closeThread } from './thread.js';
 
 let authMode = 'login';
 
@@ -44,7 +49,8 @@ async function submitAuth(event) {
       : await api.login(username, password);
     session.save(answer.token, answer.user);
     $('auth-password').value = '';
-    startApp(answer.user);
+    await startApp(answer.user);
+    focusAfterLogin();
   } catch (err) {
     error.textContent = describeError(err);
   } finally {
@@ -60,15 +66,28 @@ function showAuth(message = '') {
   $('auth-username').focus();
 }
 
+/** After signing in: the message box of the open channel, or the first thing to do. */
+function focusAfterLogin() {
+  if (!$('channel-view').hidden) $('message-input').focus();
+  else ($('sidebar').querySelector('.channel-button') || $('new-channel-name')).focus();
+}
+
 function logOut(message = '') {
+  if (state.me === null && !$('auth-view').hidden) {
+    if (message) $('auth-error').textContent = message;
+    return; // already signed out (another tab did it, say)
+  }
   socket.stop();
   outbox.abortAll();
   attachments.clear();
-  session.clear();
+  session.clear(); // other tabs hear of it (the storage event) and sign out too
   sessionStorage.removeItem('chat.channel');
+  localStorage.removeItem('chat.channel');
   clearTyping();
+  closeThread();
   resetState();
   $('my-channels').replaceChildren();
+  $('dm-list').replaceChildren();
   $('public-channels').replaceChildren();
   $('message-list').replaceChildren();
   showChannelView(false);
@@ -82,11 +101,9 @@ async function startApp(user) {
   $('me-name').textContent = user.display_name || user.username;
   Object.assign($('connection').dataset, { state: 'connecting', retrying: '' });
   refreshStorage();
-  // The server's public limits (retention shown in channel headers).
-  state.config = await api.config().catch(() => null);
   await loadChannels();
   socket.start();
-  const remembered = Number(sessionStorage.getItem('chat.channel'));
+  const remembered = Number(sessionStorage.getItem('chat.channel') || localStorage.getItem('chat.channel'));
   const first = state.channels.has(remembered) ? remembered : state.channels.keys().next().value;
   if (first !== undefined) await openChannel(first);
   else showChannelView(false);
@@ -104,19 +121,32 @@ function wire() {
   setupPane();
   setupComposer();
   setupLightbox();
+  setupActions();
+  setupThread();
   setupLive();
   const ended = () => logOut('Your session has ended. Please log in again.');
   socket.addEventListener('unauthorized', ended);
+  socket.addEventListener('ready', clearSendError);
   setUnauthorizedHandler(ended);
+  window.addEventListener('storage', onSessionChanged);
 }
 
-async function boot() {
-  wire();
-  setAuthMode('login');
-  if (!session.token) {
-    showAuth();
-    return;
+/** Another tab signed in or out: follow it. */
+function onSessionChanged(event) {
+  if (event.key !== SESSION_KEYS.token && event.key !== null) return;
+  const token = session.token;
+  if (!token) {
+    if (state.me) logOut();
+  } else if (!state.me) {
+    resume();
+  } else if (event.key === SESSION_KEYS.token && event.oldValue && event.newValue !== event.oldValue) {
+    // Someone else signed in on another tab: start over as them.
+    location.reload();
   }
+}
+
+/** Signs in with the stored token (a reload, a new tab, another tab's login). */
+async function resume() {
   try {
     const user = await api.me();
     session.save(session.token, user);
@@ -124,6 +154,29 @@ async function boot() {
   } catch (err) {
     if (session.token) logOut(err.status === 401 ? '' : describeError(err));
   }
+}
+
+async function loadConfig() {
+  try {
+    state.config = await api.config(); // retention, shown in channel headers
+    applyConfig(state.config);
+  } catch {
+    // The defaults stand; the server still enforces its own limits.
+  }
+  showLimits();
+}
+
+async function boot() {
+  wire();
+  setAuthMode('login');
+  showLimits();
+  const config = loadConfig();
+  if (!session.token) {
+    showAuth();
+    return;
+  }
+  await config;
+  await resume();
 }
 
 boot();

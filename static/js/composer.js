@@ -5,8 +5,10 @@ import { api, describeError } from './api.js';
 import { $, state, announceStatus } from './state.js';
 import { Attachments, Outbox } from './upload.js';
 import { showNewMessage, noteSeen } from './pane.js';
-import { channelName } from './sidebar.js';
+import { channelTitle } from './sidebar.js';
+import { editLastMessage } from './actions.js';
 import { socket } from './live.js';
+import { limits, allowedSummary, humanSize } from './files.js';
 
 const TYPING_SEND_EVERY_MS = 3000;
 
@@ -19,12 +21,34 @@ export const attachments = new Attachments({
 export const outbox = new Outbox({
   list: $('outbox'),
   announce: announceStatus,
-  channelName,
+  channelName: (id) => channelTitle(state.channels.get(id)) || String(id),
   onDelivered: (message) => {
     noteSeen(message.channel_id, message.id);
     showNewMessage(message, { announce: false });
+    clearSendError();
+  },
+  // A send that failed and is dismissed gives its text back, so nothing typed is lost.
+  onDismissed: (entry) => {
+    const input = $('message-input');
+    if (!entry.content || state.current !== entry.channelId) return;
+    if (input.value.trim() === '') input.value = entry.content;
+    else if (!input.value.includes(entry.content)) input.value = `${entry.content}\n${input.value}`;
+    autoGrow();
   },
 });
+
+/** Clears a "Not sent" error: the connection is back, or a later send went through. */
+export function clearSendError() {
+  const error = $('composer-error');
+  if (error.textContent.startsWith('Not sent.')) error.textContent = '';
+}
+
+/** The paperclip's tooltip and the message box's limit, from GET /api/config. */
+export function showLimits() {
+  const each = humanSize(limits.maxFileBytes);
+  $('attach').title = `Attach files (${allowedSummary()}; up to ${each} each, ${limits.maxFilesPerMessage} per message)`;
+  $('message-input').maxLength = limits.maxMessageChars;
+}
 
 async function submitMessage(event) {
   event.preventDefault();
@@ -61,6 +85,12 @@ async function submitMessage(event) {
 }
 
 function onComposerKey(event) {
+  // Up in an empty box edits my last message.
+  if (event.key === 'ArrowUp' && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey
+    && event.target.value === '' && attachments.files.length === 0) {
+    if (editLastMessage()) event.preventDefault();
+    return;
+  }
   if (event.key === 'Enter' && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.isComposing) {
     event.preventDefault();
     $('composer').requestSubmit();

@@ -34,7 +34,7 @@ function setCardStatus(card, text) {
   if (status) status.textContent = text;
 }
 
-export function removeFileCard(fileId) {
+export function removeFileCard(fileId, { placeholder = true } = {}) {
   for (const card of document.querySelectorAll(`.file-card[data-file-id="${fileId}"]`)) {
     const list = card.parentElement;
     const hadFocus = card.contains(document.activeElement);
@@ -42,7 +42,7 @@ export function removeFileCard(fileId) {
     if (list && list.childElementCount === 0) {
       list.hidden = true;
       const body = list.parentElement;
-      if (!body.querySelector('.message-text')) {
+      if (placeholder && !body.querySelector('.message-text')) {
         list.before(h('p', { class: 'message-text muted' }, 'Attachment deleted.'));
       }
     }

@@ -1,35 +1,40 @@
 // What the client knows about files: the checks made before anything is sent, sizes in
 // human units, and the kind of a file (which icon, whether it previews inline).
 
-// The server's limit is MAX_FILE_SIZE_MB (default 50) and it enforces it while the upload
-// streams (413 file_too_large). The API does not publish the setting, so the client checks
-// the default here only to spare the user a doomed upload; a server set lower still refuses
-// with 413, which the client shows in plain words.
-export const MAX_FILE_BYTES = 50 * 1024 * 1024;
-export const MAX_FILES_PER_MESSAGE = 10;
+// The server's limits (GET /api/config, fetched at boot: see applyConfig). The server
+// enforces them anyway (413, 415); the client checks them to spare the user a doomed upload.
+// Until the config arrives, the server's defaults apply.
+export const limits = {
+  maxFileBytes: 50 * 1024 * 1024,
+  maxFilesPerMessage: 10,
+  // ALLOWED_FILE_TYPES: exact types and `family/*` patterns.
+  allowedTypes: [
+    'image/*', 'application/pdf',
+    'application/msword', 'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
+    'application/vnd.ms-excel', 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
+    'application/vnd.ms-powerpoint', 'application/vnd.openxmlformats-officedocument.presentationml.presentation',
+    'application/vnd.oasis.opendocument.text', 'application/vnd.oasis.opendocument.spreadsheet',
+    'application/vnd.oasis.opendocument.presentation',
+    'text/plain', 'text/csv', 'application/zip', 'audio/*', 'video/*',
+  ],
+  maxMessageChars: 4000,
+};
 
-// The default ALLOWED_FILE_TYPES: images, PDF, Office documents, text, CSV, zip, audio and
-// video. The server decides from the bytes (magic numbers); this check goes by the browser's
-// declared type and the name's extension, to refuse the obvious cases early.
-const ALLOWED_TYPES = new Set([
-  'application/pdf',
-  'application/msword',
-  'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
-  'application/vnd.ms-excel',
-  'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
-  'application/vnd.ms-powerpoint',
-  'application/vnd.openxmlformats-officedocument.presentationml.presentation',
-  'application/vnd.oasis.opendocument.text',
-  'application/vnd.oasis.opendocument.spreadsheet',
-  'application/vnd.oasis.opendocument.presentation',
-  'text/plain',
-  'text/csv',
-  'text/markdown',
-  'text/tab-separated-values',
-  'application/zip',
-  'application/x-zip-compressed',
-]);
-const ALLOWED_FAMILIES = ['image/', 'audio/', 'video/'];
+/** Takes the server's GET /api/config answer. */
+export function applyConfig(config) {
+  if (!config) return;
+  if (Number.isFinite(config.max_file_size_bytes)) limits.maxFileBytes = config.max_file_size_bytes;
+  if (Number.isFinite(config.max_files_per_message)) limits.maxFilesPerMessage = config.max_files_per_message;
+  if (Array.isArray(config.allowed_file_types)) limits.allowedTypes = config.allowed_file_types.map((t) => String(t).toLowerCase());
+  if (Number.isFinite(config.max_message_chars)) limits.maxMessageChars = config.max_message_chars;
+}
+
+// Browsers declare some allowed types under other names, or none at all.
+const TYPE_ALIASES = {
+  'application/x-zip-compressed': 'application/zip',
+  'text/markdown': 'text/plain',
+  'text/tab-separated-values': 'text/csv',
+};
 // Types the browser would run as a document: refused even inside an allowed family.
 const REFUSED_TYPES = new Set(['image/svg+xml', 'text/html', 'application/xhtml+xml', 'text/xml', 'application/xml']);
 
@@ -47,7 +52,31 @@ const EXTENSION_KIND = {
   mp4: 'video', webm: 'video', mov: 'video', mkv: 'video', ogv: 'video', m4v: 'video', avi: 'video',
 };
 
-export const ALLOWED_SUMMARY = 'images, PDF, Office documents, text, CSV, zip, audio and video';
+// For a file the browser gives no type: the type its extension stands for.
+const KIND_TYPE = {
+  image: 'image/png', audio: 'audio/mpeg', video: 'video/mp4', pdf: 'application/pdf',
+  doc: 'application/msword', sheet: 'application/vnd.ms-excel', slides: 'application/vnd.ms-powerpoint',
+  text: 'text/plain', csv: 'text/csv', zip: 'application/zip',
+};
+
+const FAMILY_WORDS = { image: 'images', audio: 'audio', video: 'video', text: 'text' };
+const TYPE_WORDS = [
+  [/pdf$/, 'PDF'], [/word|msword|opendocument\.text/, 'Office documents'],
+  [/excel|spreadsheet/, 'Office documents'], [/powerpoint|presentation/, 'Office documents'],
+  [/^text\/plain$/, 'text'], [/csv/, 'CSV'], [/zip/, 'zip'],
+];
+
+/** The allowed types in words: "images, PDF, Office documents, text, CSV, zip, audio and video". */
+export function allowedSummary() {
+  const words = [];
+  for (const type of limits.allowedTypes) {
+    const family = type.endsWith('/*') ? FAMILY_WORDS[type.slice(0, -2)] || type : null;
+    const word = family || TYPE_WORDS.find(([re]) => re.test(type))?.[1] || type;
+    if (!words.includes(word)) words.push(word);
+  }
+  if (words.length < 2) return words.join('');
+  return `${words.slice(0, -1).join(', ')} and ${words.at(-1)}`;
+}
 
 function extensionOf(name) {
   const dot = name.lastIndexOf('.');
@@ -91,23 +120,30 @@ export function humanSize(bytes) {
   return `${value.toFixed(digits)} ${units[unit]}`;
 }
 
+function matches(type) {
+  return limits.allowedTypes.some((allowed) => (allowed.endsWith('/*')
+    ? type.startsWith(allowed.slice(0, -1))
+    : allowed === type));
+}
+
 function typeAllowed(file) {
-  const type = (file.type || '').toLowerCase();
+  let type = (file.type || '').toLowerCase();
   if (REFUSED_TYPES.has(type)) return false;
-  if (type && (ALLOWED_TYPES.has(type) || ALLOWED_FAMILIES.some((f) => type.startsWith(f)))) return true;
+  type = TYPE_ALIASES[type] || type;
+  if (type && type !== 'application/octet-stream') return matches(type);
   // Browsers leave `type` empty or generic for many files: go by the extension then.
-  if (!type || type === 'application/octet-stream') return extensionOf(file.name) in EXTENSION_KIND;
-  return false;
+  const kind = EXTENSION_KIND[extensionOf(file.name)];
+  return Boolean(kind) && matches(KIND_TYPE[kind]);
 }
 
 /** Why a file cannot be sent, in plain words, or null when it may be. */
 export function checkFile(file) {
   if (file.size === 0) return `“${file.name}” is empty.`;
-  if (file.size > MAX_FILE_BYTES) {
-    return `“${file.name}” is ${humanSize(file.size)}; files can be at most ${humanSize(MAX_FILE_BYTES)}.`;
+  if (file.size > limits.maxFileBytes) {
+    return `“${file.name}” is ${humanSize(file.size)}; files can be at most ${humanSize(limits.maxFileBytes)}.`;
   }
   if (!typeAllowed(file)) {
-    return `“${file.name}” is not a type that can be sent. Allowed: ${ALLOWED_SUMMARY}.`;
+    return `“${file.name}” is not a type that can be sent. Allowed: ${allowedSummary()}.`;
   }
   return null;
 }

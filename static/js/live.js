@@ -7,7 +7,10 @@ import { $, state, announceStatus } from './state.js';
 import { fileCard, noticeItem } from './views.js';
 import { fileActions, removeFileCard } from './filecards.js';
 import { refreshStorage } from './storage.js';
-import { catchUp, noteSeen, showNewMessage, showTyping, stopTyping } from './pane.js';
+import {
+  catchUp, noteSeen, showNewMessage, showTyping, stopTyping, applyUpdate, applyDelete, applyReaction,
+} from './pane.js';
+import { showReply, catchUpThread } from './thread.js';
 import {
   loadChannels, renderChannels, renderChannelMeta, forgetChannel, memberMap, loadMembers,
 } from './sidebar.js';
@@ -59,6 +62,7 @@ async function onReady({ channel_ids: channelIds }) {
   if (state.current && !state.channels.has(state.current)) forgetChannel(state.current);
   try {
     if (state.view) await catchUp(state.view);
+    catchUpThread();
     // Channels not on screen: count what arrived while we were away.
     for (const [id, last] of state.lastSeen) {
       if (id === state.current || !state.channels.has(id)) continue;
@@ -77,7 +81,11 @@ function onEvent({ type, channel_id: channelId, data }) {
   const open = channelId === state.current && state.view;
   switch (type) {
     case 'message_created':
-      if (open) {
+      if (data.thread_id) {
+        // A reply: shown in its open thread; the timeline hears of it as the root's update.
+        // It does not count as unread (the channel's listing holds top-level messages only).
+        if (open) showReply(data, { announce: true });
+      } else if (open) {
         showNewMessage(data, { announce: true });
       } else if (state.channels.has(channelId)) {
         noteSeen(channelId, data.id);
@@ -90,26 +98,35 @@ function onEvent({ type, channel_id: channelId, data }) {
     case 'file_upload_complete': {
       if (data.uploaded_by === state.me.id) refreshStorage();
       if (!open || document.querySelector(`.file-card[data-file-id="${data.id}"]`)) break;
-      const item = document.getElementById(`message-${data.message_id}`);
-      const list = item?.querySelector('.attachments');
-      if (list) {
-        list.append(fileCard(data, fileActions));
+      for (const item of document.querySelectorAll(`.message[data-id="${data.message_id}"]`)) {
+        const list = item.querySelector('.attachments');
+        list.append(fileCard({ ...data }, fileActions));
         list.hidden = false;
       }
       break;
     }
+    case 'message_updated':
+      if (open) applyUpdate(data);
+      break;
+    case 'message_deleted':
+      if (open) applyDelete(data);
+      break;
+    case 'reaction_added':
+    case 'reaction_removed':
+      if (open) applyReaction(data, type === 'reaction_added');
+      break;
     case 'file_deleted':
       // The event does not say whose file it was: ask (at most once a second).
       if (state.storage && state.storage.quota_bytes != null) refreshStorage();
-      removeFileCard(data.id);
+      removeFileCard(data.id, { placeholder: data.reason !== 'message_deleted' });
       break;
     case 'member_joined':
       if (data.user.id === state.me.id) {
         if (!state.channels.has(channelId)) loadChannels();
       } else if (state.members.has(channelId)) {
         memberMap(channelId).set(data.user.id, data.user);
-        if (open) {
-          $('message-list').append(noticeItem(`${data.user.username} joined.`));
+        if (open && state.channels.get(channelId)?.kind !== 'dm') {
+          $('message-list').append(noticeItem(`${data.user.display_name || data.user.username} joined.`));
           renderChannelMeta();
         }
       }
@@ -122,7 +139,7 @@ function onEvent({ type, channel_id: channelId, data }) {
         state.members.get(channelId)?.delete(data.user.id);
         if (open) {
           stopTyping(data.user.id);
-          $('message-list').append(noticeItem(`${data.user.username} left.`));
+          $('message-list').append(noticeItem(`${data.user.display_name || data.user.username} left.`));
           renderChannelMeta();
         }
       }

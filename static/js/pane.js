@@ -4,14 +4,20 @@
 
 import { api, describeError } from './api.js';
 import { $, state, announceMessage, announceStatus } from './state.js';
-import { messageItem, cancelConfirm } from './views.js';
-import { fileActions } from './filecards.js';
-import { renderChannels, renderChannelMeta, loadMembers, closeSidebar } from './sidebar.js';
+import {
+  messageItem, updateMessageItem, cancelConfirm, dateDivider, authorName,
+} from './views.js';
+import { messageContext } from './actions.js';
+import { closeThread, threadRootId, threadRootUpdated } from './thread.js';
+import {
+  renderChannels, renderChannelMeta, loadMembers, closeSidebar, channelTitle,
+} from './sidebar.js';
 
 const PAGE_SIZE = 50;
 const CATCH_UP_PAGE = 100;
 const TYPING_SHOWN_MS = 6000;
 const NEAR_BOTTOM_PX = 120;
+const GROUP_WITHIN_MS = 5 * 60 * 1000;
 
 export function showChannelView(open) {
   $('channel-view').hidden = !open;
@@ -26,13 +32,20 @@ export async function openChannel(id) {
   };
   state.current = id;
   state.view = view;
-  sessionStorage.setItem('chat.channel', String(id));
+  state.messages = new Map();
+  closeThread();
+  sessionStorage.setItem('chat.channel', String(id)); // this tab's
+  localStorage.setItem('chat.channel', String(id)); // a new tab's
   state.unread.delete(id);
   clearTyping();
   renderChannels();
 
   const channel = state.channels.get(id);
-  $('channel-title').textContent = `#${channel.name}`;
+  $('channel-title').textContent = channelTitle(channel);
+  const dm = channel.kind === 'dm';
+  $('add-member-toggle').hidden = dm; // nobody joins a DM or leaves it
+  $('leave-channel').hidden = dm;
+  $('message-input').placeholder = `Message ${channelTitle(channel)}…`;
   renderChannelMeta();
   $('add-member-form').hidden = true;
   $('add-member-toggle').setAttribute('aria-expanded', 'false');
@@ -117,13 +130,14 @@ export async function catchUp(view) {
   }
 }
 
-/** Puts a message in id order; false when it is already shown. */
+/** Puts a top-level message in id order; false when it is already shown (or a reply). */
 function insertMessage(message) {
   const view = state.view;
-  if (!view || message.channel_id !== view.id) return false;
+  if (!view || message.channel_id !== view.id || message.thread_id) return false;
   const list = $('message-list');
   if (document.getElementById(`message-${message.id}`)) return false;
-  const item = messageItem(message, fileActions);
+  state.messages.set(message.id, message);
+  const item = messageItem(message, messageContext(false));
   if (view.newest === null || message.id > view.newest) {
     list.append(item);
   } else {
@@ -133,7 +147,91 @@ function insertMessage(message) {
   view.newest = view.newest === null ? message.id : Math.max(view.newest, message.id);
   view.oldest = view.oldest === null ? message.id : Math.min(view.oldest, message.id);
   noteSeen(message.channel_id, message.id);
+  regroup(list);
   return true;
+}
+
+/**
+ * Date dividers and grouping: a divider before each day's first message; a message by the
+ * author of the one just above, within five minutes, is `continued` (no header of its own).
+ */
+export function regroup(list) {
+  for (const divider of list.querySelectorAll(':scope > .date-divider')) divider.remove();
+  let previous = null;
+  let day = null;
+  for (const item of [...list.children]) {
+    if (!item.classList.contains('message')) {
+      previous = null; // a notice breaks a group
+      continue;
+    }
+    const created = new Date(item.dataset.created);
+    const thisDay = created.toDateString();
+    if (thisDay !== day) {
+      list.insertBefore(dateDivider(created), item);
+      day = thisDay;
+      previous = null;
+    }
+    const continued = previous !== null
+      && previous.dataset.userId === item.dataset.userId
+      && created - new Date(previous.dataset.created) < GROUP_WITHIN_MS;
+    item.classList.toggle('continued', continued);
+    previous = item;
+  }
+}
+
+/** Every shown copy of a message (timeline, thread panel), with the context it was built in. */
+function shownItems(id) {
+  return [...document.querySelectorAll(`.message[data-id="${id}"]`)];
+}
+
+function refreshShown(message) {
+  for (const item of shownItems(message.id)) {
+    updateMessageItem(item, message, messageContext(item.closest('#thread-panel') !== null));
+  }
+}
+
+/** An edit, a new reply count (message_updated, or our own PATCH's answer). */
+export function applyUpdate(message) {
+  if (!state.messages.has(message.id)) return;
+  const known = state.messages.get(message.id);
+  Object.assign(known, message);
+  refreshShown(known);
+  threadRootUpdated(known.id);
+}
+
+/** A message is gone (message_deleted, or our own DELETE). */
+export function applyDelete({ id }) {
+  state.messages.delete(id);
+  for (const item of shownItems(id)) {
+    const list = item.parentElement;
+    const hadFocus = item.contains(document.activeElement);
+    const next = item.nextElementSibling?.classList.contains('message') ? item.nextElementSibling
+      : item.previousElementSibling?.classList.contains('message') ? item.previousElementSibling : null;
+    item.remove();
+    if (list.id === 'message-list') regroup(list);
+    if (hadFocus) (next || $('message-input')).focus();
+  }
+  if (threadRootId() === id) closeThread('This thread was deleted.');
+}
+
+/** Someone reacted, or took a reaction back. */
+export function applyReaction({ message_id: id, emoji, user_id: userId }, added) {
+  const message = state.messages.get(id);
+  if (!message) return;
+  message.reactions = message.reactions || [];
+  let entry = message.reactions.find((r) => r.emoji === emoji);
+  if (added) {
+    if (!entry) {
+      entry = { emoji, count: 0, user_ids: [] };
+      message.reactions.push(entry);
+    }
+    if (!entry.user_ids.includes(userId)) entry.user_ids.push(userId);
+  } else if (entry) {
+    entry.user_ids = entry.user_ids.filter((u) => u !== userId);
+  }
+  if (entry) entry.count = entry.user_ids.length;
+  message.reactions = message.reactions.filter((r) => r.count > 0);
+  refreshShown(message);
 }
 
 export function noteSeen(channelId, id) {
@@ -148,8 +246,13 @@ function isNearBottom() {
 function scrollToBottom() {
   const s = $('messages');
   s.scrollTop = s.scrollHeight;
+  pinned = true;
   $('jump-latest').hidden = true;
 }
+
+// Whether the reader is at the bottom: content that grows above (an image loading, an edit,
+// a reaction) keeps them there.
+let pinned = true;
 
 /** A message that arrived after the pane was loaded (live, catch-up, or our own send). */
 export function showNewMessage(message, { announce }) {
@@ -161,7 +264,7 @@ export function showNewMessage(message, { announce }) {
   if (announce && message.user_id !== state.me.id) {
     const files = message.files?.length;
     const extra = files ? ` (${files} ${files === 1 ? 'file' : 'files'})` : '';
-    announceMessage(`${message.username}: ${message.content || ''}${extra}`);
+    announceMessage(`${authorName(message)}: ${message.content || ''}${extra}`);
   }
 }
 
@@ -190,7 +293,7 @@ export function clearTyping() {
 
 function renderTyping() {
   const members = state.current ? state.members.get(state.current) : null;
-  const names = [...state.typing.keys()].map((id) => members?.get(id)?.username || 'Someone');
+  const names = [...state.typing.keys()].map((id) => members?.get(id)?.display_name || members?.get(id)?.username || 'Someone');
   let text = '';
   if (names.length === 1) text = `${names[0]} is typing…`;
   else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
@@ -203,10 +306,55 @@ export function setupPane() {
   $('load-older').addEventListener('click', loadOlder);
   scroller.addEventListener('scroll', () => {
     if (scroller.scrollTop < 200) loadOlder();
-    if (isNearBottom()) $('jump-latest').hidden = true;
+    pinned = isNearBottom();
+    if (pinned) $('jump-latest').hidden = true;
   }, { passive: true });
+  // The list or the pane changed size (images, edits, the thread panel opening): stay at the
+  // bottom if the reader was there.
+  const keepPinned = new ResizeObserver(() => {
+    if (pinned && state.view?.loaded) scroller.scrollTop = scroller.scrollHeight;
+  });
+  keepPinned.observe($('message-list'));
+  keepPinned.observe(scroller);
+  scroller.addEventListener('keydown', (e) => moveBetweenMessages(e, scroller));
   $('jump-latest').addEventListener('click', () => {
     scrollToBottom();
     scroller.focus();
   });
+}
+
+/**
+ * The keyboard in a message list: Up and Down go from message to message (the messages are
+ * focusable, not in the tab order); Tab from a message reaches its actions; E edits one's
+ * own message, Delete deletes it, T opens its thread, R reacts.
+ */
+export function moveBetweenMessages(event, scroller) {
+  if (event.target.closest('textarea, input, .reactions, .attachments, .message-actions')) return;
+  const items = [...scroller.querySelectorAll('.message')];
+  if (items.length === 0) return;
+  const current = event.target.closest('.message');
+  const index = items.indexOf(current);
+  const inThread = scroller.closest('#thread-panel') !== null;
+  let next = null;
+  if (event.key === 'ArrowUp') next = index === -1 ? items.at(-1) : items[Math.max(0, index - 1)];
+  else if (event.key === 'ArrowDown') next = index === -1 ? null : items[Math.min(items.length - 1, index + 1)];
+  else if (event.key === 'Home' && current) next = items[0];
+  else if (event.key === 'End' && current) next = items.at(-1);
+  if (next) {
+    event.preventDefault();
+    next.focus();
+    return;
+  }
+  if (!current || event.altKey || event.ctrlKey || event.metaKey) return;
+  const message = state.messages.get(Number(current.dataset.id));
+  if (!message) return;
+  const ctx = messageContext(inThread);
+  const mine = message.user_id === state.me.id;
+  const key = event.key.toLowerCase();
+  if (key === 'e' && mine) ctx.edit(message, current);
+  else if ((event.key === 'Delete' || event.key === 'Backspace') && mine) ctx.remove(message, current);
+  else if (key === 't' && !inThread) ctx.openThread(message);
+  else if (key === 'r') ctx.pickReaction(message, current.querySelector('.action-react'));
+  else return;
+  event.preventDefault();
 }

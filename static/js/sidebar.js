@@ -17,33 +17,55 @@ export async function loadChannels() {
   renderChannels();
 }
 
+/** A DM is named after the other person (its name is "alice, bobby": both usernames). */
+export function dmPartner(channel) {
+  const names = channel.name.split(',').map((n) => n.trim()).filter(Boolean);
+  const me = state.me?.username;
+  return names.find((n) => n !== me) || names[0] || channel.name;
+}
+
+/** The name a channel is listed under: its name, or the other person's for a DM. */
 export function channelName(id) {
   const channel = state.channels.get(id) || state.publicChannels.find((c) => c.id === id);
-  return channel ? channel.name : String(id);
+  if (!channel) return String(id);
+  return channel.kind === 'dm' ? dmPartner(channel) : channel.name;
+}
+
+/** "#design", or "@bobby" for a DM. */
+export function channelTitle(channel) {
+  if (!channel) return '';
+  return channel.kind === 'dm' ? `@${dmPartner(channel)}` : `#${channel.name}`;
 }
 
 /** Redraws both lists; a button that had the focus keeps it (its twin in the new list). */
 export function renderChannels() {
   const focusKey = $('sidebar').contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
-  const mine = [...state.channels.values()];
-  $('my-channels').replaceChildren(...mine.map((channel) => {
+  const all = [...state.channels.values()];
+  const mine = all.filter((c) => c.kind !== 'dm');
+  const dms = all.filter((c) => c.kind === 'dm');
+  const button = (channel) => {
     const unread = state.unread.get(channel.id) || 0;
     const current = channel.id === state.current;
+    const dm = channel.kind === 'dm';
     return h('li', {},
       h('button', {
         type: 'button',
-        class: `channel-button${unread ? ' has-unread' : ''}`,
+        class: `channel-button${unread ? ' has-unread' : ''}${dm ? ' dm-button' : ''}`,
         'aria-current': current ? 'page' : null,
         dataset: { focusKey: `open-${channel.id}` },
         onclick: () => openChannel(channel.id),
       },
-      h('span', { class: 'channel-hash', 'aria-hidden': 'true' }, channel.is_private ? lockIcon() : '#'),
-      h('span', { class: 'channel-name' }, channel.name),
-      channel.is_private ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
+      h('span', { class: 'channel-hash', 'aria-hidden': 'true' },
+        dm ? '@' : channel.is_private ? lockIcon() : '#'),
+      h('span', { class: 'channel-name' }, dm ? dmPartner(channel) : channel.name),
+      channel.is_private && !dm ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
       unread
         ? h('span', { class: 'unread-badge' }, String(unread), h('span', { class: 'visually-hidden' }, ' unread'))
         : null));
-  }));
+  };
+  $('my-channels').replaceChildren(...mine.map(button));
+  $('dm-list').replaceChildren(...dms.map(button));
+  $('dm-empty').hidden = dms.length > 0;
   $('my-channels-empty').hidden = mine.length > 0;
 
   const joinable = state.publicChannels.filter((c) => !state.channels.has(c.id));
@@ -62,7 +84,7 @@ export function renderChannels() {
 
 function updateTitle() {
   const unread = [...state.unread.values()].reduce((a, b) => a + b, 0);
-  const name = state.current ? `#${channelName(state.current)} · ` : '';
+  const name = state.current ? `${channelTitle(state.channels.get(state.current))} · ` : '';
   document.title = `${unread ? `(${unread}) ` : ''}${name}Chat`;
 }
 
@@ -119,6 +141,43 @@ async function addMember(event) {
   }
 }
 
+/** "New message": a direct message with someone, by exact username. */
+async function startDm(event) {
+  event.preventDefault();
+  const input = $('new-dm-username');
+  const status = $('new-dm-status');
+  const username = input.value.trim().toLowerCase();
+  if (!username) {
+    status.textContent = 'Enter a username.';
+    input.focus();
+    return;
+  }
+  if (username === state.me.username) {
+    status.textContent = 'That is you. Pick someone else.';
+    return;
+  }
+  status.textContent = '';
+  try {
+    const channel = await api.openDm(username);
+    state.channels.set(channel.id, channel);
+    input.value = '';
+    toggleDmForm(false);
+    renderChannels();
+    await openChannel(channel.id);
+    $('message-input').focus();
+  } catch (err) {
+    status.textContent = err.code === 'not_found' ? `There is no user named “${username}”.` : describeError(err);
+  }
+}
+
+function toggleDmForm(open) {
+  const form = $('new-dm-form');
+  form.hidden = !open;
+  $('new-dm-toggle').setAttribute('aria-expanded', String(open));
+  $('new-dm-status').textContent = '';
+  if (open) $('new-dm-username').focus();
+}
+
 async function leaveChannel() {
   const id = state.current;
   if (!id) return;
@@ -156,6 +215,7 @@ export function forgetChannel(id) {
     state.current = null;
     state.view = null;
     sessionStorage.removeItem('chat.channel');
+    localStorage.removeItem('chat.channel');
     showChannelView(false);
   }
   renderChannels();
@@ -189,6 +249,10 @@ export function renderChannelMeta() {
   const channel = state.channels.get(state.current);
   if (!channel) return;
   const count = state.members.get(channel.id)?.size;
+  if (channel.kind === 'dm') {
+    $('channel-meta').textContent = 'Direct message';
+    return;
+  }
   const kind = channel.is_private ? 'Private channel' : 'Public channel';
   const parts = [kind];
   if (count) parts.push(`${count} ${count === 1 ? 'member' : 'members'}`);
@@ -220,6 +284,15 @@ export function closeSidebar() {
 
 export function setupSidebar() {
   $('create-channel-form').addEventListener('submit', createChannel);
+  $('new-dm-toggle').addEventListener('click', () => toggleDmForm($('new-dm-form').hidden));
+  $('new-dm-form').addEventListener('submit', startDm);
+  $('new-dm-form').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      e.stopPropagation();
+      toggleDmForm(false);
+      $('new-dm-toggle').focus();
+    }
+  });
   $('add-member-toggle').addEventListener('click', () => {
     const form = $('add-member-form');
     form.hidden = !form.hidden;

@@ -14,6 +14,7 @@ export const state = {
   members: new Map(), // channel id -> Map(user id -> user)
   current: null, // the open channel's id
   view: null, // the open channel's pane: {id, oldest, newest, hasOlder, loadingOlder, loaded}
+  messages: new Map(), // id -> message, for the messages shown (timeline and thread panel)
   typing: new Map(), // user id -> timer, for the open channel
   lastTypingSent: 0,
   storage: null, // {used_bytes, quota_bytes, file_count} from GET /api/me/storage
@@ -24,7 +25,7 @@ export const state = {
 export function resetState() {
   Object.assign(state, {
     me: null, channels: new Map(), publicChannels: [], unread: new Map(), lastSeen: new Map(),
-    members: new Map(), current: null, view: null, lastTypingSent: 0, storage: null,
+    members: new Map(), current: null, view: null, messages: new Map(), lastTypingSent: 0, storage: null,
   });
 }
 

@@ -2,7 +2,7 @@
 // (the outbox): per-file progress, cancel, retry after a failure.
 
 import { uploadMessage, describeError } from './api.js';
-import { checkFile, humanSize, MAX_FILES_PER_MESSAGE } from './files.js';
+import { checkFile, humanSize, limits } from './files.js';
 import { h, fileChip, typeIcon } from './views.js';
 import { storageLeft } from './storage.js';
 
@@ -26,8 +26,8 @@ export class Attachments {
         problems.push(problem);
       } else if (queued + file.size > storageLeft()) {
         problems.push(`“${file.name}” was not added: it does not fit in your storage quota (${humanSize(storageLeft() - queued)} left). Delete some of your files first.`);
-      } else if (this.files.length >= MAX_FILES_PER_MESSAGE) {
-        problems.push(`“${file.name}” was not added: at most ${MAX_FILES_PER_MESSAGE} files per message.`);
+      } else if (this.files.length >= limits.maxFilesPerMessage) {
+        problems.push(`“${file.name}” was not added: at most ${limits.maxFilesPerMessage} files per message.`);
       } else {
         this.files.push(file);
         added += 1;
@@ -66,8 +66,9 @@ export class Attachments {
 
 /** Sends with files, one entry each, until they are delivered or dismissed. */
 export class Outbox {
-  constructor({ list, announce, onDelivered, channelName }) {
+  constructor({ list, announce, onDelivered, onDismissed = () => {}, channelName }) {
     this.list = list;
+    this.onDismissed = onDismissed;
     this.announce = announce;
     this.onDelivered = onDelivered;
     this.channelName = channelName;
@@ -86,7 +87,7 @@ export class Outbox {
 
   /** Drops every entry (log out), cancelling uploads still running. */
   abortAll() {
-    for (const entry of this.entries) entry.dismiss();
+    for (const entry of this.entries) entry.dismiss({ quiet: true });
   }
 
   forget(entry) {
@@ -105,7 +106,7 @@ class OutboxEntry {
     this.request = null;
     const total = files.reduce((sum, f) => sum + f.size, 0);
     const count = `${files.length} ${files.length === 1 ? 'file' : 'files'}`;
-    this.label = `${count} (${humanSize(total)}) to #${outbox.channelName(channelId)}`;
+    this.label = `${count} (${humanSize(total)}) to ${outbox.channelName(channelId)}`;
 
     this.rows = files.map((file) => {
       const bar = h('progress', { max: 1, value: 0, 'aria-label': `Upload of ${file.name}` });
@@ -185,10 +186,13 @@ class OutboxEntry {
     if (this.request) this.request.abort();
   }
 
-  dismiss() {
+  /** Drops the entry; its text goes back to the composer (unless logging out). */
+  dismiss({ quiet = false } = {}) {
     this.state = 'dismissed';
     if (this.request) this.request.abort();
     this.outbox.forget(this);
+    if (quiet) return;
+    this.outbox.onDismissed(this);
     const input = document.getElementById('message-input');
     if (input) input.focus();
   }

@@ -2,6 +2,7 @@
 // or attribute values, never as markup: there is no innerHTML in this client.
 
 import { fileKind, humanSize, KIND_LABEL } from './files.js';
+import { renderMarkdown, ALLOWED } from './markdown.js';
 
 /**
  * h('button', {class: 'x', onclick: fn, 'aria-label': 'Close'}, 'text', child, ...)
@@ -119,26 +120,168 @@ export function fileCard(file, actions) {
   return card;
 }
 
-/** A message row. */
-export function messageItem(message, actions) {
-  const mine = message.user_id === actions.meId;
+/** Turns a tree from markdown.js into DOM nodes (allowed tags and attributes only). */
+export function renderTree(nodes) {
+  return nodes.map((n) => {
+    if (typeof n === 'string') return document.createTextNode(n);
+    if (!(n.tag in ALLOWED)) return document.createTextNode('');
+    const el = document.createElement(n.tag);
+    for (const [key, value] of Object.entries(n.attrs || {})) {
+      if (ALLOWED[n.tag].includes(key)) el.setAttribute(key, value);
+    }
+    el.append(...renderTree(n.children || []));
+    return el;
+  });
+}
+
+export const dayFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: 'long', month: 'long', day: 'numeric', year: 'numeric',
+});
+
+/** "Today", "Yesterday", or the date in words, for a date divider. */
+export function dayLabel(date) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (date.toDateString() === today.toDateString()) return 'Today';
+  if (date.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  return dayFormat.format(date);
+}
+
+/** The name to show for a message's author. */
+export function authorName(message) {
+  return message.display_name || message.username || 'Someone';
+}
+
+/** A message's text, as Markdown; "(edited)" after it. */
+export function messageContent(message) {
+  if (!message.content) return null;
+  const box = h('div', { class: 'message-text' }, renderTree(renderMarkdown(message.content)));
+  if (message.edited_at) {
+    const mark = h('span', {
+      class: 'edited', title: `Edited ${new Date(message.edited_at).toLocaleString()}`,
+    }, '(edited)');
+    const last = box.lastElementChild;
+    if (last && last.tagName === 'P') last.append(' ', mark);
+    else box.append(mark);
+  }
+  return box;
+}
+
+/** The reaction chips: pressed when I reacted; a click toggles mine. */
+export function reactionList(message, ctx) {
+  const reactions = message.reactions || [];
+  return h('ul', { class: 'reactions', 'aria-label': 'Reactions', hidden: reactions.length === 0 },
+    reactions.map((r) => {
+      const mine = r.user_ids.includes(ctx.meId);
+      const names = r.user_ids.map((id) => ctx.userName(id)).join(', ');
+      return h('li', {},
+        h('button', {
+          type: 'button',
+          class: 'reaction',
+          'aria-pressed': String(mine),
+          'aria-label': `${r.emoji} ${r.count}: ${mine ? 'remove your reaction' : 'react too'}`,
+          title: names ? `${names} reacted with ${r.emoji}` : null,
+          dataset: { emoji: r.emoji },
+          onclick: () => ctx.toggleReaction(message, r.emoji),
+        }, h('span', { class: 'reaction-emoji', 'aria-hidden': 'true' }, r.emoji),
+        h('span', { class: 'reaction-count', 'aria-hidden': 'true' }, String(r.count))));
+    }));
+}
+
+/** "3 replies" under a thread's root, opening the thread. */
+export function threadSummary(message, ctx) {
+  const count = message.reply_count || 0;
+  if (ctx.inThread || count === 0) return h('p', { class: 'thread-summary', hidden: true });
+  return h('p', { class: 'thread-summary' },
+    h('button', {
+      type: 'button', class: 'link-button thread-link', onclick: () => ctx.openThread(message),
+    }, `${count} ${count === 1 ? 'reply' : 'replies'}`),
+    message.last_reply_at
+      ? h('span', { class: 'muted' }, ` · last ${formatTime(message.last_reply_at)}`)
+      : null);
+}
+
+const ICONS = {
+  react: 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm-3.5 7a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm7 0a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zM7 14h10a5 5 0 0 1-10 0z',
+  reply: 'M4 4h16v11H8l-4 4V4z',
+  edit: 'M4 17.3V20h2.7L17.8 8.9l-2.7-2.7L4 17.3zM20.7 6a1 1 0 0 0 0-1.4l-1.3-1.3a1 1 0 0 0-1.4 0l-1.1 1.1 2.7 2.7L20.7 6z',
+  delete: 'M6 7h12l-1 13H7L6 7zm3-3h6l1 2h4v2H4V6h4l1-2z',
+};
+
+function icon(name) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('width', '16');
+  svg.setAttribute('height', '16');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', ICONS[name]);
+  path.setAttribute('fill', 'currentColor');
+  svg.append(path);
+  return svg;
+}
+
+/**
+ * A message row. `ctx` = the file card actions, plus {meId, inThread, userName(id),
+ * toggleReaction(message, emoji), pickReaction(message, button), openThread(message),
+ * edit(message), remove(message)}. Consecutive messages are grouped by the pane (the class
+ * `continued` hides the header); the row is focusable and shows its actions on hover or focus.
+ */
+export function messageItem(message, ctx) {
+  const mine = message.user_id === ctx.meId;
   const files = message.files || [];
+  const name = authorName(message);
+  const time = new Date(message.created_at);
+  const tool = (kind, label, onclick) => h('button', {
+    type: 'button', class: `icon-button action-${kind}`, 'aria-label': label, title: label, onclick,
+  }, icon(kind));
   return h('li', {
     class: `message${mine ? ' mine' : ''}`,
-    id: `message-${message.id}`,
-    dataset: { id: String(message.id), userId: String(message.user_id) },
+    id: `${ctx.inThread ? 'reply' : 'message'}-${message.id}`,
+    tabindex: '-1',
+    dataset: { id: String(message.id), userId: String(message.user_id), created: message.created_at },
   },
-  h('span', { class: 'avatar', 'aria-hidden': 'true' }, (message.username || '?').slice(0, 1).toUpperCase()),
+  h('span', { class: 'avatar', 'aria-hidden': 'true' }, name.slice(0, 1).toUpperCase()),
+  h('time', { class: 'gutter-time', datetime: message.created_at, title: time.toLocaleString() },
+    timeFormat.format(time)),
   h('div', { class: 'message-body' },
     h('p', { class: 'message-meta' },
-      h('span', { class: 'author' }, message.username),
+      h('span', { class: 'author', title: message.username }, name),
       ' ',
-      h('time', { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() },
-        formatTime(message.created_at))),
-    message.content ? h('p', { class: 'message-text' }, message.content) : null,
+      h('time', { datetime: message.created_at, title: time.toLocaleString() }, formatTime(message.created_at))),
+    messageContent(message),
     h('ul', { class: 'attachments', 'aria-label': 'Attachments', hidden: files.length === 0 },
-      files.map((file) => fileCard(file, actions))),
+      files.map((file) => fileCard(file, ctx))),
+    reactionList(message, ctx),
+    threadSummary(message, ctx),
+  ),
+  h('div', { class: 'message-actions', role: 'toolbar', 'aria-label': `Actions for the message by ${name}` },
+    tool('react', 'Add reaction', (e) => ctx.pickReaction(message, e.currentTarget)),
+    ctx.inThread ? null : tool('reply', 'Reply in thread', () => ctx.openThread(message)),
+    mine ? tool('edit', 'Edit message', (e) => ctx.edit(message, e.currentTarget.closest('.message'))) : null,
+    mine ? tool('delete', 'Delete message', (e) => ctx.remove(message, e.currentTarget.closest('.message'))) : null,
   ));
+}
+
+/** Redraws what can change in a shown message: its text, reactions and reply count. */
+export function updateMessageItem(item, message, ctx) {
+  const body = item.querySelector('.message-body');
+  if (!item.classList.contains('editing')) {
+    const old = body.querySelector(':scope > .message-text');
+    const fresh = messageContent(message);
+    if (old && fresh) old.replaceWith(fresh);
+    else if (old) old.remove();
+    else if (fresh) body.querySelector('.message-meta').after(fresh);
+  }
+  body.querySelector(':scope > .reactions').replaceWith(reactionList(message, ctx));
+  body.querySelector(':scope > .thread-summary').replaceWith(threadSummary(message, ctx));
+}
+
+/** A day's divider in the timeline. */
+export function dateDivider(date) {
+  return h('li', { class: 'date-divider', dataset: { day: date.toDateString() } },
+    h('span', {}, dayLabel(date)));
 }
 
 /** A short line in the message list for things that happened (joins, leaves). */
