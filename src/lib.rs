@@ -33,3 +33,4 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod uploads;
+pub mod verify;

@@ -180,3 +180,57 @@ pub fn live_totals(conn: &mut AnyConnection) -> QueryResult<(i64, i64)> {
     .get_result(conn)?;
     Ok((totals.count, totals.bytes))
 }
+
+/// What `verify` needs of a row.
+#[derive(Debug, Clone, QueryableByName)]
+#[diesel(table_name = file_uploads)]
+pub struct KeyedRow {
+    pub id: i32,
+    pub s3_key: String,
+    pub file_size: Option<i64>,
+    pub sha256: Option<String>,
+    pub is_deleted: bool,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+const KEYED_COLUMNS: &str = "id, s3_key, file_size, sha256, is_deleted, deleted_at";
+
+/// Up to `limit` rows (deleted or not) whose key comes after `after`, in the byte order of
+/// the keys: the order S3 lists objects in. Keyset paging, so each page is one index range
+/// scan. PostgreSQL compares text by the database's collation unless told otherwise
+/// (`en_US` puts `a/b` after `a.c` and ignores punctuation at first), hence `COLLATE "C"`,
+/// which `idx_file_uploads_s3_key_bytes` serves; SQLite's default `BINARY` collation is
+/// already byte order, served by the key's unique index.
+pub fn rows_after(conn: &mut AnyConnection, after: &str, limit: i64) -> QueryResult<Vec<KeyedRow>> {
+    use diesel::sql_types::{BigInt, Text};
+    match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(format!(
+            r#"SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key COLLATE "C" > $1
+               ORDER BY s3_key COLLATE "C" LIMIT $2"#
+        ))
+        .bind::<Text, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+        AnyConnection::Sqlite(c) => diesel::sql_query(format!(
+            "SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key > ? ORDER BY s3_key LIMIT ?"
+        ))
+        .bind::<Text, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+    }
+}
+
+/// The row of one key, if there is one now.
+pub fn row_of_key(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<KeyedRow>> {
+    use diesel::sql_types::Text;
+    let placeholder = match conn {
+        AnyConnection::Postgresql(_) => "$1",
+        AnyConnection::Sqlite(_) => "?",
+    };
+    let query = diesel::sql_query(format!(
+        "SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key = {placeholder}"
+    ))
+    .bind::<Text, _>(key);
+    crate::per_backend!(conn, |c| query.clone().load::<KeyedRow>(c))
+        .map(|rows| rows.into_iter().next())
+}
