@@ -234,3 +234,92 @@ pub fn row_of_key(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<Key
     crate::per_backend!(conn, |c| query.clone().load::<KeyedRow>(c))
         .map(|rows| rows.into_iter().next())
 }
+
+/// Runs `read` in one read-only transaction that sees one snapshot of the database
+/// (PostgreSQL's default isolation gives each statement its own; SQLite's read transaction
+/// is one snapshot already).
+pub fn in_one_snapshot<T>(
+    conn: &mut AnyConnection,
+    read: impl FnOnce(&mut AnyConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::SimpleConnection;
+    conn.transaction(|conn| {
+        if let AnyConnection::Postgresql(c) = conn {
+            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        read(conn)
+    })
+}
+
+/// How many of the largest entries each breakdown of the storage report lists.
+pub const REPORT_TOP: i64 = 20;
+
+/// Live files' bytes and count by uploader.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByUser {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub username: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+/// Live files' bytes and count by channel.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByChannel {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub name: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+/// Live files' bytes and count by content type (`null`: not recorded).
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByType {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub content_type: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+// The breakdowns: GROUP BY in the database, largest first (ties by id or type, so the
+// order is stable), `REPORT_TOP` of each. SUM(BIGINT) is NUMERIC on PostgreSQL: cast back.
+const BYTES: &str = "CAST(COALESCE(SUM(f.file_size), 0) AS BIGINT)";
+
+pub fn usage_by_user(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByUser>> {
+    diesel::sql_query(format!(
+        "SELECT u.id AS id, u.username AS username, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f JOIN users u ON u.id = f.uploaded_by \
+         WHERE f.is_deleted = FALSE GROUP BY u.id, u.username \
+         ORDER BY bytes DESC, id ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}
+
+pub fn usage_by_channel(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByChannel>> {
+    diesel::sql_query(format!(
+        "SELECT c.id AS id, c.name AS name, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f JOIN channels c ON c.id = f.channel_id \
+         WHERE f.is_deleted = FALSE GROUP BY c.id, c.name \
+         ORDER BY bytes DESC, id ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}
+
+pub fn usage_by_type(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByType>> {
+    diesel::sql_query(format!(
+        "SELECT f.content_type AS content_type, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f WHERE f.is_deleted = FALSE GROUP BY f.content_type \
+         ORDER BY bytes DESC, content_type ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}

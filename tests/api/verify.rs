@@ -1,8 +1,10 @@
 //! `verify` (src/verify.rs) against both stores, and `chatserver verify` (local store), on
-//! the database under test.
+//! the database under test; `GET /api/admin/storage-report`.
 //!
 //! The S3 variants live in `verify::s3` (CI runs them again against SeaweedFS with that
 //! filter).
+
+use std::collections::BTreeMap;
 
 use chatserver::db::models::FileUpload;
 use chatserver::db::schema::file_uploads;
@@ -10,10 +12,12 @@ use chatserver::storage::Presentation;
 use chatserver::verify::{VerifyOptions, VerifyReport, verify};
 use diesel::prelude::*;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::fixtures::{self, Upload};
-use crate::helpers::{JWT_SECRET, StoreKind, TestApp, TestUser, expect_json, spawn_app_on};
+use crate::helpers::{
+    JWT_SECRET, StoreKind, TestApp, TestUser, expect_error, expect_json, spawn_app_on,
+};
 
 /// Runs each scenario once per store.
 macro_rules! for_each_store {
@@ -31,6 +35,7 @@ for_each_store!(
     verify_finds_missing_truncated_orphaned_and_changed_objects,
     deleted_files_and_recent_objects_are_not_errors,
     verify_pages_through_more_than_a_page,
+    the_storage_report_sums_the_live_rows_for_admins_only,
 );
 
 /// Every row, deleted or not, in id order.
@@ -282,6 +287,132 @@ async fn verify_pages_through_more_than_a_page(store: StoreKind) {
     assert_eq!(report.errors.orphans.items[0].key, orphan);
     assert_eq!(report.errors.total(), 3, "{report:?}");
     assert_eq!(report.checked.rehashed, 8);
+}
+
+async fn the_storage_report_sums_the_live_rows_for_admins_only(store: StoreKind) {
+    let app = spawn_app_on(store, &[]).await;
+    let (alice, bob, general) = app.two_members().await;
+    let random = app.create_channel(&bob, "random", false).await;
+    app.grant_admin("alice").await;
+
+    // Empty at first.
+    let empty = expect_json(
+        app.get("/api/admin/storage-report", &alice.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        empty,
+        json!({"total_bytes": 0, "file_count": 0, "by_user": [], "by_channel": [], "by_type": []})
+    );
+
+    upload(
+        &app,
+        &alice,
+        general,
+        &[
+            Upload::new("a.png", "image/png", fixtures::png(5000)),
+            Upload::new("b.pdf", "application/pdf", fixtures::pdf(700)),
+        ],
+    )
+    .await;
+    let bobs = upload(
+        &app,
+        &bob,
+        random,
+        &[
+            Upload::new("c.png", "image/png", fixtures::png(300)),
+            Upload::new("d.pdf", "application/pdf", fixtures::pdf(9000)),
+            Upload::new("e.png", "image/png", fixtures::png(10_000)),
+        ],
+    )
+    .await;
+    // Deleted files do not count.
+    let deleted = app
+        .delete(&format!("/api/files/{}", bobs[2]["id"]), &bob.token)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    let report = expect_json(
+        app.get("/api/admin/storage-report", &alice.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    let live: Vec<FileUpload> = rows(&app)
+        .await
+        .into_iter()
+        .filter(|r| !r.is_deleted)
+        .collect();
+    assert_eq!(live.len(), 4);
+    let total: i64 = live.iter().map(|r| r.file_size.unwrap()).sum();
+    assert_eq!(report["total_bytes"], total);
+    assert_eq!(report["file_count"], 4);
+
+    // (bytes, files) by uploader, channel and type, summed here from the rows.
+    let sums = |key: &dyn Fn(&FileUpload) -> String| {
+        let mut sums: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for row in &live {
+            let entry = sums.entry(key(row)).or_default();
+            entry.0 += row.file_size.unwrap();
+            entry.1 += 1;
+        }
+        sums
+    };
+    let from_report = |list: &str, key: &str| -> BTreeMap<String, (i64, i64)> {
+        let entries = report[list].as_array().unwrap();
+        // Largest first.
+        let bytes: Vec<i64> = entries
+            .iter()
+            .map(|e| e["bytes"].as_i64().unwrap())
+            .collect();
+        assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{list}: {bytes:?}");
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e[key].to_string().trim_matches('"').to_owned(),
+                    (e["bytes"].as_i64().unwrap(), e["files"].as_i64().unwrap()),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        from_report("by_user", "id"),
+        sums(&|r| r.uploaded_by.unwrap().to_string())
+    );
+    assert_eq!(
+        from_report("by_channel", "id"),
+        sums(&|r| r.channel_id.to_string())
+    );
+    assert_eq!(
+        from_report("by_type", "content_type"),
+        sums(&|r| r.content_type.clone().unwrap())
+    );
+    // Names beside the ids.
+    let first_user = &report["by_user"][0];
+    assert_eq!(first_user["id"], bob.id);
+    assert_eq!(first_user["username"], "bobby");
+    let channels: Vec<(i64, &str)> = report["by_channel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_i64().unwrap(), c["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(channels, vec![(random, "random"), (general, "general")]);
+
+    expect_error(
+        app.get("/api/admin/storage-report", &bob.token).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let anonymous = app
+        .client
+        .get(app.url("/api/admin/storage-report"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// The table is paged in the byte order of the keys, as S3 lists them, even in a PostgreSQL
