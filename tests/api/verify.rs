@@ -501,12 +501,16 @@ async fn the_cli_exits_non_zero_when_something_is_wrong() {
     let cli = |args: &[&str]| {
         let output = crate::cli::chatserver(app.data_dir(), args, &env);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "no JSON report ({e}): {stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // With a target directory shared by several checkouts, the binary there may be
+        // another checkout's build: say so rather than fail obscurely.
+        assert!(
+            !stderr.contains("unrecognized subcommand"),
+            "{} is not this tree's build (run `cargo build` first): {stderr}",
+            env!("CARGO_BIN_EXE_chatserver")
+        );
+        let report: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("no JSON report ({e}): {stdout}\n{stderr}"));
         (output.status.code(), report)
     };
 
