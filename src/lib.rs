@@ -8,7 +8,8 @@
 //! REST and the socket both call), `emoji` (what a reaction may be),
 //! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
 //! (thin HTTP handlers), `state` (what handlers share), `metrics` (Prometheus metrics, on a
-//! listener of their own).
+//! listener of their own), `gc` (the sweeper), `verify` (the store checked against the
+//! table, for `chatserver verify`).
 //!
 //! Dependency rules (checked by `tests/api/layout.rs`): nothing imports `routes` but
 //! `startup`; `db` imports nothing from `uploads`, `storage`, `chat` or `realtime`;
@@ -34,3 +35,4 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod uploads;
+pub mod verify;

@@ -23,6 +23,18 @@ enum Command {
     /// Sweep the file store once: purge deleted files' objects, remove orphans, report
     /// missing objects. Prints the report as JSON.
     Gc,
+    /// Check the file store against the database: rows whose object is missing or of
+    /// another size, objects under this deployment's prefix with no row, and (with
+    /// `--rehash`) objects whose SHA-256 differs from the row's. Prints the report as JSON;
+    /// exits 0 when all agree, 2 when something is wrong, 1 when it could not check.
+    Verify {
+        /// Read every live object and compare its SHA-256 with the recorded one.
+        #[arg(long)]
+        rehash: bool,
+        /// How many entries of each kind of finding the report lists (all are counted).
+        #[arg(long, default_value_t = 1000)]
+        max_listed: usize,
+    },
     /// Grant or revoke administration (recorded in the database).
     Admin {
         #[command(subcommand)]
@@ -42,7 +54,7 @@ enum AdminAction {
 async fn main() -> std::process::ExitCode {
     telemetry::init();
     match run(Cli::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line, with the cause chain, for the operator.
             eprintln!("error: {e:#}");
@@ -51,7 +63,10 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `verify`'s exit status when the store and the database disagree (1 is any failure).
+const VERIFY_FOUND_PROBLEMS: u8 = 2;
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -104,6 +119,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Verify { rehash, max_listed } => {
+            // Like `gc`: the database and the store only.
+            let (db, store) = chatserver::startup::connect_storage(
+                &settings,
+                &chatserver::metrics::Metrics::new(),
+            )
+            .await?;
+            let options = chatserver::verify::VerifyOptions {
+                max_listed,
+                ..chatserver::verify::VerifyOptions::from_settings(&settings, rehash)
+            };
+            let report = chatserver::verify::verify(&db, &store, &options)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
+            println!("{}", serde_json::to_string(&report)?);
+            if !report.ok {
+                return Ok(std::process::ExitCode::from(VERIFY_FOUND_PROBLEMS));
+            }
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -219,3 +219,146 @@ pub fn live_totals(conn: &mut AnyConnection) -> QueryResult<(i64, i64)> {
     .get_result(conn)?;
     Ok((totals.count, totals.bytes))
 }
+
+/// What `verify` needs of a row.
+#[derive(Debug, Clone, QueryableByName)]
+#[diesel(table_name = file_uploads)]
+pub struct KeyedRow {
+    pub id: i32,
+    pub s3_key: String,
+    pub file_size: Option<i64>,
+    pub sha256: Option<String>,
+    pub is_deleted: bool,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+const KEYED_COLUMNS: &str = "id, s3_key, file_size, sha256, is_deleted, deleted_at";
+
+/// Up to `limit` rows (deleted or not) whose key comes after `after`, in the byte order of
+/// the keys: the order S3 lists objects in. Keyset paging, so each page is one index range
+/// scan. PostgreSQL compares text by the database's collation unless told otherwise
+/// (`en_US` puts `a/b` after `a.c` and ignores punctuation at first), hence `COLLATE "C"`,
+/// which `idx_file_uploads_s3_key_bytes` serves; SQLite's default `BINARY` collation is
+/// already byte order, served by the key's unique index.
+pub fn rows_after(conn: &mut AnyConnection, after: &str, limit: i64) -> QueryResult<Vec<KeyedRow>> {
+    use diesel::sql_types::{BigInt, Text};
+    match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(format!(
+            r#"SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key COLLATE "C" > $1
+               ORDER BY s3_key COLLATE "C" LIMIT $2"#
+        ))
+        .bind::<Text, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+        AnyConnection::Sqlite(c) => diesel::sql_query(format!(
+            "SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key > ? ORDER BY s3_key LIMIT ?"
+        ))
+        .bind::<Text, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+    }
+}
+
+/// The row of one key, if there is one now.
+pub fn row_of_key(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<KeyedRow>> {
+    use diesel::sql_types::Text;
+    let placeholder = match conn {
+        AnyConnection::Postgresql(_) => "$1",
+        AnyConnection::Sqlite(_) => "?",
+    };
+    let query = diesel::sql_query(format!(
+        "SELECT {KEYED_COLUMNS} FROM file_uploads WHERE s3_key = {placeholder}"
+    ))
+    .bind::<Text, _>(key);
+    crate::per_backend!(conn, |c| query.clone().load::<KeyedRow>(c))
+        .map(|rows| rows.into_iter().next())
+}
+
+/// Runs `read` in one read-only transaction that sees one snapshot of the database
+/// (PostgreSQL's default isolation gives each statement its own; SQLite's read transaction
+/// is one snapshot already).
+pub fn in_one_snapshot<T>(
+    conn: &mut AnyConnection,
+    read: impl FnOnce(&mut AnyConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::SimpleConnection;
+    conn.transaction(|conn| {
+        if let AnyConnection::Postgresql(c) = conn {
+            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        read(conn)
+    })
+}
+
+/// How many of the largest entries each breakdown of the storage report lists.
+pub const REPORT_TOP: i64 = 20;
+
+/// Live files' bytes and count by uploader.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByUser {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub username: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+/// Live files' bytes and count by channel.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByChannel {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub name: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+/// Live files' bytes and count by content type (`null`: not recorded).
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageByType {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub content_type: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub files: i64,
+}
+
+// The breakdowns: GROUP BY in the database, largest first (ties by id or type, so the
+// order is stable), `REPORT_TOP` of each. SUM(BIGINT) is NUMERIC on PostgreSQL: cast back.
+const BYTES: &str = "CAST(COALESCE(SUM(f.file_size), 0) AS BIGINT)";
+
+pub fn usage_by_user(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByUser>> {
+    diesel::sql_query(format!(
+        "SELECT u.id AS id, u.username AS username, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f JOIN users u ON u.id = f.uploaded_by \
+         WHERE f.is_deleted = FALSE GROUP BY u.id, u.username \
+         ORDER BY bytes DESC, id ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}
+
+pub fn usage_by_channel(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByChannel>> {
+    diesel::sql_query(format!(
+        "SELECT c.id AS id, c.name AS name, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f JOIN channels c ON c.id = f.channel_id \
+         WHERE f.is_deleted = FALSE GROUP BY c.id, c.name \
+         ORDER BY bytes DESC, id ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}
+
+pub fn usage_by_type(conn: &mut AnyConnection) -> QueryResult<Vec<UsageByType>> {
+    diesel::sql_query(format!(
+        "SELECT f.content_type AS content_type, {BYTES} AS bytes, COUNT(*) AS files \
+         FROM file_uploads f WHERE f.is_deleted = FALSE GROUP BY f.content_type \
+         ORDER BY bytes DESC, content_type ASC LIMIT {REPORT_TOP}"
+    ))
+    .load(conn)
+}

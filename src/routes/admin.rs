@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(storage_status, realtime_status))]
+#[openapi(paths(storage_status, storage_report, realtime_status))]
 pub(super) struct Doc;
 
 #[derive(Serialize, ToSchema)]
@@ -28,6 +28,17 @@ struct StorageStatus {
     /// Live files the database knows of, and their bytes.
     object_count: i64,
     total_bytes: i64,
+}
+
+/// What the live (not deleted) files take, from the database: in all, and the largest 20
+/// uploaders, channels and content types by bytes.
+#[derive(Serialize, ToSchema)]
+struct StorageReport {
+    total_bytes: i64,
+    file_count: i64,
+    by_user: Vec<db::files::UsageByUser>,
+    by_channel: Vec<db::files::UsageByChannel>,
+    by_type: Vec<db::files::UsageByType>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -47,6 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(
         "/admin/storage-status",
         vec![(Method::GET, web::to(storage_status))],
+    ))
+    .service(endpoint(
+        "/admin/storage-report",
+        vec![(Method::GET, web::to(storage_report))],
     ))
     .service(endpoint(
         "/admin/realtime-status",
@@ -97,6 +112,40 @@ async fn storage_status(
         object_count,
         total_bytes,
     }))
+}
+
+/// What the live files take, in all and by uploader, channel and content type (the largest
+/// 20 of each by bytes), summed by the database. The store itself is not read: `chatserver
+/// verify` checks that it agrees.
+#[utoipa::path(get, path = "/api/admin/storage-report", tag = "operations", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "usage of the live files", body = StorageReport),
+        (status = 403, description = "`forbidden`: administrators only", body = ErrorBody),
+    ))]
+async fn storage_report(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<HttpResponse, AppError> {
+    require_admin(&state, auth).await?;
+    let report = state
+        .db
+        .run(|conn| {
+            // One snapshot, so the breakdowns add up to the totals even while files come
+            // and go.
+            db::files::in_one_snapshot(conn, |conn| {
+                let (file_count, total_bytes) = db::files::live_totals(conn)?;
+                Ok(StorageReport {
+                    total_bytes,
+                    file_count,
+                    by_user: db::files::usage_by_user(conn)?,
+                    by_channel: db::files::usage_by_channel(conn)?,
+                    by_type: db::files::usage_by_type(conn)?,
+                })
+            })
+            .map_err(AppError::from)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 /// This instance's WebSockets: how many are open, and how many were closed for falling

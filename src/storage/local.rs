@@ -144,6 +144,46 @@ impl LocalStore {
         .map_err(|e| AppError::Internal(e.into()))?
     }
 
+    /// The SHA-256 (hex) and size of an object's bytes, read in 64 KiB chunks; `None` when
+    /// it does not exist.
+    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+        let path = self.path_of(key)?;
+        tokio::task::spawn_blocking(move || -> Result<Option<(u64, String)>, AppError> {
+            use sha2::Digest;
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut hasher = sha2::Sha256::new();
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = file.read(&mut buffer).map_err(unavailable)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+                size += n as u64;
+            }
+            Ok(Some((size, hex::encode(hasher.finalize()))))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+    }
+
+    /// A listing of the objects under `prefix` in key order (bytes), read lazily: see
+    /// [`SortedWalk`].
+    pub fn sorted_walk(&self, prefix: &str) -> SortedWalk {
+        SortedWalk {
+            root: self.root.join("objects"),
+            prefix: prefix.to_owned(),
+            stack: Vec::new(),
+            started: false,
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, AppError> {
         let objects = self.root.join("objects");
         tokio::task::spawn_blocking(move || walk(&objects))
@@ -189,4 +229,148 @@ fn walk(root: &Path) -> Result<Vec<ObjectInfo>, AppError> {
         }
     }
     Ok(found)
+}
+
+/// The objects under a prefix in the byte order of their keys, as S3's ListObjectsV2 lists
+/// them, a page at a time. Only the directories on the path to the current position are
+/// held, each as its sorted names: memory is bounded by the largest directory (a channel's
+/// uploads of one day), not by the store.
+///
+/// Order: a directory `d` sorts as `d/`, so `d.txt` (`.` is 0x2E) comes before everything
+/// under `d/` (`/` is 0x2F) and `d0` after, as the keys themselves compare.
+#[derive(Debug)]
+pub struct SortedWalk {
+    root: PathBuf,
+    prefix: String,
+    /// Open directories, innermost last: the key prefix of each (`""` or ending in `/`) and
+    /// its entries still to visit, in order.
+    stack: Vec<(String, std::vec::IntoIter<(String, bool)>)>,
+    started: bool,
+}
+
+impl SortedWalk {
+    /// Up to `limit` objects, continuing where the last page ended; empty when done.
+    /// Blocking: call it off the async threads.
+    pub fn next_page(&mut self, limit: usize) -> Result<Vec<ObjectInfo>, AppError> {
+        if !self.started {
+            self.started = true;
+            if let Some(entries) = sorted_entries(&self.root)? {
+                self.stack.push((String::new(), entries.into_iter()));
+            }
+        }
+        let mut page = Vec::new();
+        while page.len() < limit {
+            let Some((dir_key, entries)) = self.stack.last_mut() else {
+                break;
+            };
+            let Some((name, is_dir)) = entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let key = format!("{dir_key}{name}");
+            if is_dir {
+                let dir_key = format!("{key}/");
+                // Only directories that can hold keys under the prefix.
+                if !(dir_key.starts_with(&self.prefix) || self.prefix.starts_with(&dir_key)) {
+                    continue;
+                }
+                // Gone since it was listed (the sweeper removing files): nothing to visit.
+                if let Some(entries) = sorted_entries(&self.root.join(&key))? {
+                    self.stack.push((dir_key, entries.into_iter()));
+                }
+                continue;
+            }
+            if !key.starts_with(&self.prefix) {
+                continue;
+            }
+            let meta = match std::fs::metadata(self.root.join(&key)) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            page.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                last_modified: meta
+                    .modified()
+                    .ok()
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).naive_utc()),
+            });
+        }
+        Ok(page)
+    }
+}
+
+/// A directory's entries as (name, is a directory), sorted as their keys sort (a
+/// directory as `name/`); `None` when the directory does not exist.
+fn sorted_entries(dir: &Path) -> Result<Option<Vec<(String, bool)>>, AppError> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unavailable(e)),
+    };
+    let mut entries = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(unavailable)?;
+        let is_dir = entry.file_type().map_err(unavailable)?.is_dir();
+        entries.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    entries.sort_unstable_by(|(a, a_dir), (b, b_dir)| {
+        let a = a.as_bytes().iter().chain(a_dir.then_some(&b'/'));
+        let b = b.as_bytes().iter().chain(b_dir.then_some(&b'/'));
+        a.cmp(b)
+    });
+    Ok(Some(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sorted_walk_lists_keys_in_byte_order_a_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().to_owned()).unwrap();
+        let keys = [
+            "p/a.txt",
+            "p/a/x",
+            "p/a0",
+            "p/b/1/z",
+            "p/b/10/y",
+            "p/b/2/x",
+            "p/é",
+            "q/other",
+            "p-not/mine",
+        ];
+        for key in keys {
+            let path = store.path_of(key).unwrap();
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, key).unwrap();
+        }
+        let mut expected: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| k.starts_with("p/"))
+            .collect();
+        expected.sort();
+        let mut walk = store.sorted_walk("p/");
+        let mut listed = Vec::new();
+        loop {
+            let page = walk.next_page(2).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            listed.extend(page.into_iter().map(|o| (o.key.clone(), o.size)));
+        }
+        let expected: Vec<(String, u64)> = expected
+            .into_iter()
+            .map(|k| (k.to_owned(), k.len() as u64))
+            .collect();
+        assert_eq!(listed, expected);
+        // Everything, and nothing for a prefix with no objects.
+        let mut all = store.sorted_walk("");
+        assert_eq!(all.next_page(100).unwrap().len(), keys.len());
+        assert!(store.sorted_walk("zzz/").next_page(100).unwrap().is_empty());
+    }
 }

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use chrono::NaiveDateTime;
 use futures_util::Stream;
 
-pub use local::LocalStore;
-pub use s3::S3Store;
+pub use local::{LocalStore, SortedWalk};
+pub use s3::{S3Listing, S3Store};
 
 use crate::config::Settings;
 use crate::error::AppError;
@@ -244,6 +244,32 @@ impl Store {
         .await
     }
 
+    /// The objects under `prefix` in the byte order of their keys (S3's order), a page at a
+    /// time, holding no more than a page (and, locally, the directories on the way) in
+    /// memory. For `verify`, which merges it with the rows in the same order.
+    pub fn list_sorted(&self, prefix: &str, page_size: usize) -> Listing {
+        Listing {
+            source: match &self.backend {
+                Backend::S3(s) => ListingSource::S3(s.listing(prefix)),
+                Backend::Local(l) => ListingSource::Local(Some(l.sorted_walk(prefix))),
+            },
+            page_size: page_size.max(1),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The SHA-256 (hex) and the size of an object's bytes, read through; `None` when it
+    /// does not exist.
+    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+        self.measured("get", async {
+            match &self.backend {
+                Backend::S3(s) => s.sha256(key).await,
+                Backend::Local(l) => l.sha256(key).await,
+            }
+        })
+        .await
+    }
+
     /// A short-lived URL that serves the object directly (S3), or `None` when the server
     /// must stream it itself (local).
     pub async fn presigned_get(
@@ -270,6 +296,45 @@ impl Store {
             Backend::S3(_) => None,
             Backend::Local(l) => l.path_of(key).ok(),
         }
+    }
+}
+
+/// See [`Store::list_sorted`].
+pub struct Listing {
+    source: ListingSource,
+    page_size: usize,
+    metrics: Metrics,
+}
+
+enum ListingSource {
+    S3(S3Listing),
+    /// Taken while a page is read on the blocking pool; `None` after a failure.
+    Local(Option<SortedWalk>),
+}
+
+impl Listing {
+    /// The next page in key order (possibly empty), or `None` when the listing is done.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectInfo>>, AppError> {
+        let started = Instant::now();
+        let result = match &mut self.source {
+            ListingSource::S3(listing) => listing.next_page().await,
+            ListingSource::Local(slot) => {
+                let mut walk = slot.take().ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("the listing failed earlier"))
+                })?;
+                let limit = self.page_size;
+                let (walk, page) = tokio::task::spawn_blocking(move || {
+                    let page = walk.next_page(limit);
+                    (walk, page)
+                })
+                .await
+                .map_err(|e| AppError::Internal(e.into()))?;
+                *slot = Some(walk);
+                page.map(|page| (!page.is_empty()).then_some(page))
+            }
+        };
+        self.metrics.store_call("list", started, &result);
+        result
     }
 }
 

@@ -433,6 +433,44 @@ impl S3Store {
         Ok(found)
     }
 
+    /// The SHA-256 (hex) and size of an object's bytes, streamed through; `None` when it
+    /// does not exist.
+    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+        use sha2::Digest;
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut body = object.body;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(unavailable)?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((size, hex::encode(hasher.finalize()))))
+    }
+
+    /// A listing of the objects under `prefix` a page (up to 1,000 keys) at a time, in the
+    /// order S3 lists them: UTF-8 bytes.
+    pub fn listing(&self, prefix: &str) -> S3Listing {
+        S3Listing {
+            store: self.clone(),
+            prefix: prefix.to_owned(),
+            continuation: None,
+            done: false,
+        }
+    }
+
     pub async fn presigned_get(
         &self,
         key: &str,
@@ -453,6 +491,52 @@ impl S3Store {
             .await
             .map_err(unavailable)?;
         Ok(request.uri().to_owned())
+    }
+}
+
+/// See [`S3Store::listing`].
+pub struct S3Listing {
+    store: S3Store,
+    prefix: String,
+    continuation: Option<String>,
+    done: bool,
+}
+
+impl S3Listing {
+    /// The next page (possibly empty), or `None` when done.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectInfo>>, AppError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .client
+            .list_objects_v2()
+            .bucket(&self.store.bucket)
+            .prefix(&self.prefix)
+            .set_continuation_token(self.continuation.take())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        self.continuation = page.next_continuation_token().map(str::to_owned);
+        self.done = page.is_truncated() != Some(true) || self.continuation.is_none();
+        Ok(Some(
+            page.contents()
+                .iter()
+                .filter_map(|object| {
+                    Some(ObjectInfo {
+                        key: object.key()?.to_owned(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        last_modified: object
+                            .last_modified()
+                            .and_then(|t| {
+                                chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                            })
+                            .map(|t| t.naive_utc()),
+                    })
+                })
+                .collect(),
+        ))
     }
 }
 

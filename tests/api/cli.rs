@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{PostgresDatabase, TestDatabase, test_database};
 
-fn chatserver(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn chatserver(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chatserver"));
     command
         .current_dir(dir)

@@ -107,11 +107,16 @@ pub struct PostgresDatabase {
 
 impl PostgresDatabase {
     pub fn create(server_url: &str) -> PostgresDatabase {
+        PostgresDatabase::create_with(server_url, "")
+    }
+
+    /// `create`, with `options` after `CREATE DATABASE "name"` (a locale, say).
+    pub fn create_with(server_url: &str, options: &str) -> PostgresDatabase {
         let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
         let base = server_base(server_url);
         let admin_url = format!("{base}/postgres");
         let mut admin = PgConnection::establish(&admin_url).expect("connecting to PostgreSQL");
-        diesel::sql_query(format!(r#"CREATE DATABASE "{name}""#))
+        diesel::sql_query(format!(r#"CREATE DATABASE "{name}" {options}"#))
             .execute(&mut admin)
             .expect("creating a test database");
         PostgresDatabase {

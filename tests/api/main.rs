@@ -20,5 +20,6 @@ mod redis;
 mod s3;
 mod shutdown;
 mod tokens;
+mod verify;
 mod writes;
 mod ws;

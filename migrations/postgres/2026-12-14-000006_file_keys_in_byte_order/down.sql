@@ -1,0 +1,1 @@
+DROP INDEX idx_file_uploads_s3_key_bytes;
