@@ -3,7 +3,7 @@ use diesel::prelude::*;
 
 use super::models::{MessageParts, MessageRow, now};
 use super::schema::{messages, users};
-use super::{AnyConnection, files, reactions};
+use super::{AnyConnection, files, mentions, reactions};
 
 /// A window of a channel's history, by message id (both bounds exclusive).
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,26 @@ pub fn parts(conn: &mut AnyConnection, message_id: i32) -> QueryResult<MessagePa
     Ok(assemble(conn, vec![row])?.remove(0))
 }
 
+/// These messages with their authors, files, reactions and mentions, in the order of `ids`
+/// (ids of deleted messages included: the caller filtered them).
+pub fn parts_many(conn: &mut AnyConnection, ids: &[i32]) -> QueryResult<Vec<MessageParts>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(MessageRow, String, String)> = messages::table
+        .inner_join(users::table)
+        .filter(messages::id.eq_any(ids))
+        .select((
+            MessageRow::as_select(),
+            users::username,
+            users::display_name,
+        ))
+        .load(conn)?;
+    let mut parts = assemble(conn, rows)?;
+    parts.sort_by_key(|p| ids.iter().position(|id| *id == p.row.id));
+    Ok(parts)
+}
+
 /// Rows with their authors' names, completed with their live files and their reactions:
 /// one query for all the files and one for all the reactions, however many rows.
 fn assemble(
@@ -86,11 +106,13 @@ fn assemble(
     let ids: Vec<i32> = rows.iter().map(|(m, _, _)| m.id).collect();
     let mut files_by_message = files::live_for_messages(conn, &ids)?;
     let mut reactions_by_message = reactions::for_messages(conn, &ids)?;
+    let mut mentions_by_message = mentions::for_messages(conn, &ids)?;
     Ok(rows
         .into_iter()
         .map(|(row, username, display_name)| MessageParts {
             files: files_by_message.remove(&row.id).unwrap_or_default(),
             reactions: reactions_by_message.remove(&row.id).unwrap_or_default(),
+            mentions: mentions_by_message.remove(&row.id).unwrap_or_default(),
             row,
             username,
             display_name,
@@ -198,8 +220,9 @@ pub fn soft_delete(conn: &mut AnyConnection, message_ids: &[i32]) -> QueryResult
             .filter(messages::deleted_at.is_null()),
     )
     .set(messages::deleted_at.eq(Some(now())))
-    .execute(conn)
-    .map(|_| ())
+    .execute(conn)?;
+    // A deleted message mentions nobody any more (nor counts as an unread mention).
+    mentions::remove_for_messages(conn, message_ids)
 }
 
 /// Counts a new reply posted at `at` on its top-level message.
