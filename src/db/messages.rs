@@ -162,6 +162,51 @@ pub fn page(conn: &mut AnyConnection, channel_id: i32, request: PageRequest) -> 
     })
 }
 
+/// The page of `limit` top-level messages centred on `message_id` (a reply: on its thread's
+/// root), ascending: about half of them older than it, it, then newer ones; when one side
+/// runs short the other fills the page. `NotFound` unless the message is a live one of the
+/// channel. Returns the page (`has_more`: older ones remain) and whether newer remain.
+pub fn around(
+    conn: &mut AnyConnection,
+    channel_id: i32,
+    message_id: i32,
+    limit: i64,
+) -> QueryResult<(Page, bool)> {
+    let target = find_in_channel(conn, channel_id, message_id)?;
+    let centre = target.thread_id.unwrap_or(target.id);
+    let window = |before, after| PageRequest {
+        before,
+        after,
+        limit,
+    };
+    // Each side as far as a whole page could reach; the window is cut from them.
+    let mut older = page(conn, channel_id, window(Some(centre + 1), None))?;
+    let mut newer = page(conn, channel_id, window(None, Some(centre)))?;
+    let (older_count, newer_count) = (older.messages.len(), newer.messages.len());
+    let limit = limit as usize;
+    let mut want_newer = (limit - 1) / 2;
+    let mut want_older = limit - want_newer;
+    if newer_count < want_newer {
+        want_older += want_newer - newer_count;
+        want_newer = newer_count;
+    }
+    if older_count < want_older {
+        want_newer = (want_newer + want_older - older_count).min(newer_count);
+        want_older = older_count;
+    }
+    let has_older = older.has_more || older_count > want_older;
+    let has_newer = newer.has_more || newer_count > want_newer;
+    // `older` is ascending and ends with the centre: keep its end.
+    let mut messages = older.messages.split_off(older_count - want_older);
+    newer.messages.truncate(want_newer);
+    messages.extend(newer.messages);
+    let page = Page {
+        messages,
+        has_more: has_older,
+    };
+    Ok((page, has_newer))
+}
+
 /// The live replies of a top-level message after `after`, oldest first; `has_more` says
 /// newer ones remain.
 pub fn thread_page(
