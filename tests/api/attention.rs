@@ -533,3 +533,58 @@ async fn search_pages_without_repeats_and_around_centres_on_a_hit() {
         .await;
     expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
 }
+
+/// A user's tabs on two instances agree: `read_updated` crosses Redis to the reader's
+/// sockets there, and to nobody else's.
+#[tokio::test]
+async fn read_updated_reaches_the_readers_sockets_on_other_instances() {
+    let Some(redis) = crate::redis::TestRedis::start(
+        "read_updated_reaches_the_readers_sockets_on_other_instances",
+    )
+    .await
+    else {
+        return;
+    };
+    let redis_channel = format!("chatserver-test:{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        ("REDIS_URL", redis.url.as_str()),
+        ("REDIS_CHANNEL", redis_channel.as_str()),
+    ];
+    let one = crate::helpers::spawn_app_with(&settings).await;
+    let two = one.spawn_peer(&[]).await;
+    let (alice, bob, channel) = one.two_members().await;
+    let (mut here, _) = WsClient::login(&one, &alice).await;
+    let (mut there, _) = WsClient::login(&two, &alice).await;
+    let (mut bob_there, _) = WsClient::login(&two, &bob).await;
+    // Until an event crosses, instance two's subscription may not be up: post until one does.
+    let mut crossed = None;
+    for attempt in 0..50 {
+        let message = one
+            .post_message(&bob, channel, &format!("warm-up {attempt}"))
+            .await;
+        assert_eq!(
+            here.next_of("message_created").await["data"]["id"],
+            message["id"]
+        );
+        let next = tokio::time::timeout(std::time::Duration::from_millis(200), there.next()).await;
+        if next.is_ok() {
+            crossed = Some(message);
+            break;
+        }
+    }
+    let last = crossed.expect("an event crossed through Redis");
+    // Drain what bob's socket got (the warm-ups that crossed).
+    while !bob_there.frames_before_pong().await.is_empty() {}
+    while !there.frames_before_pong().await.is_empty() {}
+
+    assert_eq!(
+        one.read_up_to(&alice, channel, &last).await,
+        StatusCode::NO_CONTENT
+    );
+    for socket in [&mut here, &mut there] {
+        let update = socket.next_of("read_updated").await;
+        assert_eq!(update["data"]["last_read_id"], last["id"]);
+    }
+    bob_there.assert_quiet().await;
+    assert_eq!(two.read_state(&alice, channel).await.1, 0);
+}
