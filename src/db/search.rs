@@ -185,7 +185,12 @@ fn message_hits(
         }
     };
     window(request, "m.id", &mut sql, &mut binds);
-    sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+    // SQLite: in the FTS table's rowid order, which FTS5 walks backwards itself and stops
+    // at the limit, instead of collecting and sorting every match of a common word.
+    sql.push_str(match conn {
+        AnyConnection::Sqlite(_) => " ORDER BY messages_fts.rowid DESC LIMIT ?",
+        AnyConnection::Postgresql(_) => " ORDER BY m.id DESC LIMIT ?",
+    });
     binds.push(Bind::Big(fetch));
     load_hits(conn, &sql, &binds)
 }
