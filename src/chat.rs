@@ -11,6 +11,30 @@ use crate::state::{Announcement, AppState};
 pub const MAX_CONTENT_CHARS: usize = 4000;
 /// Distinct emoji on one message at most.
 pub const MAX_REACTIONS_PER_MESSAGE: usize = 20;
+/// Messages that mention everyone (`@channel`) per user per channel per minute (a post, or
+/// an edit that adds `@channel`); beyond, `429 rate_limited`. Counted per instance.
+pub const EVERYONE_MENTIONS_PER_MINUTE: u32 = 1;
+
+/// Refuses a message that newly mentions everyone if its author did so in this channel
+/// less than a minute ago (`EVERYONE_MENTIONS_PER_MINUTE`).
+fn check_everyone_mention(
+    limiter: &crate::ratelimit::RateLimiter<(i32, i32)>,
+    user_id: i32,
+    channel_id: i32,
+    content: &str,
+    before: Option<&str>,
+) -> Result<(), AppError> {
+    let new = db::mentions::mentions_everyone(content)
+        && !before.is_some_and(db::mentions::mentions_everyone);
+    if new {
+        limiter
+            .check((user_id, channel_id))
+            .map_err(|retry_after_seconds| AppError::RateLimited {
+                retry_after_seconds,
+            })?;
+    }
+    Ok(())
+}
 
 /// Content is 1 to 4000 characters and not only white space; it may be empty when files
 /// are attached.
@@ -44,12 +68,14 @@ pub async fn post_message(
     client_id: Option<String>,
     answer: Option<Answer<MessageParts>>,
 ) -> Result<(MessageParts, Option<serde_json::Value>), AppError> {
+    let limits = state.everyone_mentions.clone();
     state
         .write_and_announce(move |conn| {
             // One event for the message, one per file, one for the thread's root.
             let count = 1 + stored.len() as i64 + i64::from(thread_id.is_some());
             let seq = db::allocate_event_seq(conn, channel_id, count)?;
             db::channels::find_for_member(conn, channel_id, user_id)?;
+            check_everyone_mention(&limits, user_id, channel_id, &content, None)?;
             if let Some(root_id) = thread_id {
                 let root = db::messages::find_in_channel(conn, channel_id, root_id)
                     .map_err(AppError::from);
@@ -66,6 +92,8 @@ pub async fn post_message(
             }
             let row = db::messages::insert(conn, channel_id, user_id, &content, thread_id)?;
             let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
+            let mentions = db::mentions::resolve(conn, channel_id, user_id, &content)?;
+            db::mentions::set(conn, row.id, channel_id, &mentions)?;
             if let Some(root_id) = thread_id {
                 db::messages::count_reply(conn, root_id, row.created_at)?;
             }
@@ -76,6 +104,7 @@ pub async fn post_message(
                 display_name: user.display_name,
                 files,
                 reactions: Vec::new(),
+                mentions,
             };
             let created = Event::MessageCreated {
                 message: parts.clone(),
@@ -113,6 +142,7 @@ pub async fn edit_message(
     message_id: i32,
     content: String,
 ) -> Result<MessageParts, AppError> {
+    let limits = state.everyone_mentions.clone();
     state
         .write_and_announce(move |conn| {
             let seq = db::allocate_event_seq(conn, channel_id, 1)?;
@@ -122,7 +152,11 @@ pub async fn edit_message(
             }
             let has_files = !db::files::live_for_messages(conn, &[message_id])?.is_empty();
             validate_content(&content, has_files)?;
+            check_everyone_mention(&limits, user_id, channel_id, &content, Some(&row.content))?;
             db::messages::edit(conn, message_id, &content)?;
+            // Mentions follow the content: recomputed from the new text.
+            let mentions = db::mentions::resolve(conn, channel_id, row.user_id, &content)?;
+            db::mentions::set(conn, message_id, channel_id, &mentions)?;
             let parts = db::messages::parts(conn, message_id)?;
             let updated = Event::MessageUpdated {
                 message: parts.clone(),
@@ -252,6 +286,32 @@ pub async fn react(
             Ok(((), Announcement::one(channel_id, seq, event)))
         })
         .await
+}
+
+/// Moves the user's read position in the channel forward to `message_id` (never back) and
+/// tells the user's own sockets (on every instance) with `read_updated` when it moved.
+/// `not_found` unless the user is a member and the message one of the channel's.
+pub async fn mark_read(
+    state: &AppState,
+    user_id: i32,
+    channel_id: i32,
+    message_id: i32,
+) -> Result<i32, AppError> {
+    let (last_read_id, moved) = state
+        .db
+        .write(move |conn| {
+            db::channels::find_for_member(conn, channel_id, user_id)?;
+            Ok(db::reads::mark_read(conn, channel_id, user_id, message_id)?)
+        })
+        .await?;
+    if moved {
+        let event = Event::ReadUpdated {
+            user_id,
+            last_read_id,
+        };
+        state.events.publish_ephemeral(channel_id, event).await;
+    }
+    Ok(last_read_id)
 }
 
 /// A message of the channel that `user_id` may see: a member's, not deleted; else

@@ -210,6 +210,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         tokens: TokenService::new(&settings.auth.jwt_secret, settings.auth.jwt_ttl_seconds),
         links,
         download_limiter: RateLimiter::per_minute(settings.limits.download_links_per_minute),
+        everyone_mentions: RateLimiter::per_minute(crate::chat::EVERYONE_MENTIONS_PER_MINUTE),
         auth_limits: AuthLimits::new(&settings.limits),
         passwords: PasswordHashing::start(settings.auth.password_hash_concurrency)
             .context("starting the password hashing threads")?,

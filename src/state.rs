@@ -26,6 +26,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub links: DownloadLinks,
     pub download_limiter: RateLimiter,
+    /// `@channel` mentions, per (user, channel): `chat::EVERYONE_MENTIONS_PER_MINUTE`.
+    pub everyone_mentions: RateLimiter<(i32, i32)>,
     /// Logins and registrations, per client address (and account).
     pub auth_limits: AuthLimits,
     /// The threads that hash passwords (`PASSWORD_HASH_CONCURRENCY`).

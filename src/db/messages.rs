@@ -3,7 +3,7 @@ use diesel::prelude::*;
 
 use super::models::{MessageParts, MessageRow, now};
 use super::schema::{messages, users};
-use super::{AnyConnection, files, reactions};
+use super::{AnyConnection, files, mentions, reactions};
 
 /// A window of a channel's history, by message id (both bounds exclusive).
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,26 @@ pub fn parts(conn: &mut AnyConnection, message_id: i32) -> QueryResult<MessagePa
     Ok(assemble(conn, vec![row])?.remove(0))
 }
 
+/// These messages with their authors, files, reactions and mentions, in the order of `ids`
+/// (ids of deleted messages included: the caller filtered them).
+pub fn parts_many(conn: &mut AnyConnection, ids: &[i32]) -> QueryResult<Vec<MessageParts>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(MessageRow, String, String)> = messages::table
+        .inner_join(users::table)
+        .filter(messages::id.eq_any(ids))
+        .select((
+            MessageRow::as_select(),
+            users::username,
+            users::display_name,
+        ))
+        .load(conn)?;
+    let mut parts = assemble(conn, rows)?;
+    parts.sort_by_key(|p| ids.iter().position(|id| *id == p.row.id));
+    Ok(parts)
+}
+
 /// Rows with their authors' names, completed with their live files and their reactions:
 /// one query for all the files and one for all the reactions, however many rows.
 fn assemble(
@@ -86,11 +106,13 @@ fn assemble(
     let ids: Vec<i32> = rows.iter().map(|(m, _, _)| m.id).collect();
     let mut files_by_message = files::live_for_messages(conn, &ids)?;
     let mut reactions_by_message = reactions::for_messages(conn, &ids)?;
+    let mut mentions_by_message = mentions::for_messages(conn, &ids)?;
     Ok(rows
         .into_iter()
         .map(|(row, username, display_name)| MessageParts {
             files: files_by_message.remove(&row.id).unwrap_or_default(),
             reactions: reactions_by_message.remove(&row.id).unwrap_or_default(),
+            mentions: mentions_by_message.remove(&row.id).unwrap_or_default(),
             row,
             username,
             display_name,
@@ -138,6 +160,51 @@ pub fn page(conn: &mut AnyConnection, channel_id: i32, request: PageRequest) -> 
         messages: assemble(conn, rows)?,
         has_more,
     })
+}
+
+/// The page of `limit` top-level messages centred on `message_id` (a reply: on its thread's
+/// root), ascending: about half of them older than it, it, then newer ones; when one side
+/// runs short the other fills the page. `NotFound` unless the message is a live one of the
+/// channel. Returns the page (`has_more`: older ones remain) and whether newer remain.
+pub fn around(
+    conn: &mut AnyConnection,
+    channel_id: i32,
+    message_id: i32,
+    limit: i64,
+) -> QueryResult<(Page, bool)> {
+    let target = find_in_channel(conn, channel_id, message_id)?;
+    let centre = target.thread_id.unwrap_or(target.id);
+    let window = |before, after| PageRequest {
+        before,
+        after,
+        limit,
+    };
+    // Each side as far as a whole page could reach; the window is cut from them.
+    let mut older = page(conn, channel_id, window(Some(centre + 1), None))?;
+    let mut newer = page(conn, channel_id, window(None, Some(centre)))?;
+    let (older_count, newer_count) = (older.messages.len(), newer.messages.len());
+    let limit = limit as usize;
+    let mut want_newer = (limit - 1) / 2;
+    let mut want_older = limit - want_newer;
+    if newer_count < want_newer {
+        want_older += want_newer - newer_count;
+        want_newer = newer_count;
+    }
+    if older_count < want_older {
+        want_newer = (want_newer + want_older - older_count).min(newer_count);
+        want_older = older_count;
+    }
+    let has_older = older.has_more || older_count > want_older;
+    let has_newer = newer.has_more || newer_count > want_newer;
+    // `older` is ascending and ends with the centre: keep its end.
+    let mut messages = older.messages.split_off(older_count - want_older);
+    newer.messages.truncate(want_newer);
+    messages.extend(newer.messages);
+    let page = Page {
+        messages,
+        has_more: has_older,
+    };
+    Ok((page, has_newer))
 }
 
 /// The live replies of a top-level message after `after`, oldest first; `has_more` says
@@ -198,8 +265,9 @@ pub fn soft_delete(conn: &mut AnyConnection, message_ids: &[i32]) -> QueryResult
             .filter(messages::deleted_at.is_null()),
     )
     .set(messages::deleted_at.eq(Some(now())))
-    .execute(conn)
-    .map(|_| ())
+    .execute(conn)?;
+    // A deleted message mentions nobody any more (nor counts as an unread mention).
+    mentions::remove_for_messages(conn, message_ids)
 }
 
 /// Counts a new reply posted at `at` on its top-level message.

@@ -7,11 +7,14 @@ pub mod channels;
 pub mod deployment;
 pub mod files;
 pub mod idempotency;
+pub mod mentions;
 pub mod messages;
 pub mod models;
 pub mod quota;
 pub mod reactions;
+pub mod reads;
 pub mod schema;
+pub mod search;
 pub mod users;
 mod writer;
 
@@ -254,6 +257,29 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+/// Raw SQL written with `?` placeholders, as the connection's backend wants it: PostgreSQL
+/// numbers them (`$1`, `$2`, ...). For `diesel::sql_query`, whose text is sent as is. The
+/// SQL must have no `?` other than placeholders (user input is only ever bound).
+pub fn placeholders(conn: &AnyConnection, sql: &str) -> String {
+    match conn {
+        AnyConnection::Sqlite(_) => sql.to_owned(),
+        AnyConnection::Postgresql(_) => {
+            let mut out = String::with_capacity(sql.len() + 16);
+            let mut n = 0;
+            for ch in sql.chars() {
+                if ch == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
     }
 }
 

@@ -190,6 +190,9 @@ pub struct Message {
     pub files: Vec<FileView>,
     /// One entry per emoji, in the order each was first used.
     pub reactions: Vec<ReactionSummary>,
+    /// The ids of the users the content mentions (`@username` of a member, everyone for
+    /// `@channel`; never the author), by id.
+    pub mentions: Vec<i32>,
     /// Given by the poster; echoed in the `message_created` event (which every member gets)
     /// so that the poster can match its optimistic copy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +206,7 @@ impl Message {
             username,
             display_name,
             reactions,
+            mentions,
             ..
         } = parts;
         Message {
@@ -219,6 +223,7 @@ impl Message {
             last_reply_at: row.last_reply_at,
             files,
             reactions,
+            mentions,
             client_id: None,
         }
     }
@@ -232,6 +237,9 @@ pub struct MessageParts {
     pub display_name: String,
     pub files: Vec<FileUpload>,
     pub reactions: Vec<ReactionSummary>,
+    /// Absent in events of older instances (a rolling upgrade): none.
+    #[serde(default)]
+    pub mentions: Vec<i32>,
 }
 
 /// A file stored in the store, not yet recorded in the database.

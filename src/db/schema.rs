@@ -39,6 +39,15 @@ diesel::table! {
         user_id -> Integer,
         role -> Text,
         joined_at -> Timestamp,
+        last_read_id -> Integer,
+    }
+}
+
+diesel::table! {
+    message_mentions (message_id, user_id) {
+        message_id -> Integer,
+        user_id -> Integer,
+        channel_id -> Integer,
     }
 }
 
@@ -118,6 +127,8 @@ diesel::joinable!(messages -> users (user_id));
 diesel::joinable!(file_uploads -> messages (message_id));
 diesel::joinable!(message_reactions -> messages (message_id));
 diesel::joinable!(message_reactions -> users (user_id));
+diesel::joinable!(message_mentions -> messages (message_id));
+diesel::joinable!(message_mentions -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(quota_reservations -> users (user_id));
 
@@ -127,6 +138,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     channel_members,
     messages,
     message_reactions,
+    message_mentions,
     file_uploads,
     idempotency_keys,
     quota_reservations,

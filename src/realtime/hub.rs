@@ -574,6 +574,11 @@ impl State {
     }
 
     fn deliver(&mut self, event: &Arc<ChannelEvent>) {
+        if let Event::ReadUpdated { user_id, .. } = event.event {
+            let _ = self.tap.send(event.clone());
+            self.deliver_to_user(event, user_id);
+            return;
+        }
         let channel_id = event.channel_id;
         if let (Some(seq), Event::MemberJoined { user } | Event::MemberLeft { user }) =
             (event.seq, &event.event)
@@ -641,6 +646,39 @@ impl State {
         }
         if let Event::MemberLeft { user } = &event.event {
             self.unfollow(user.id, channel_id);
+        }
+    }
+
+    /// Delivers an event to one user's connections only (their read position): each one's
+    /// bounded queue, as for channel events; a full one is closed with 4008.
+    fn deliver_to_user(&mut self, event: &Arc<ChannelEvent>, user_id: i32) {
+        let ids = self.connections_of(user_id);
+        if ids.is_empty() {
+            return;
+        }
+        let frame = self.render(event, user_id, "");
+        let mut too_slow = Vec::new();
+        let mut gone = Vec::new();
+        let mut delivered = 0;
+        for id in ids {
+            let Some(connection) = self.connections.get(&id) else {
+                continue;
+            };
+            match connection.outbox.push(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(Refused::Full) => too_slow.push(id),
+                Err(Refused::Closed) => gone.push(id),
+            }
+        }
+        self.stats
+            .frames_queued
+            .fetch_add(delivered, Ordering::Relaxed);
+        self.metrics.events_delivered(delivered);
+        for id in too_slow {
+            self.kick(id, CLOSE_TOO_SLOW, TOO_SLOW);
+        }
+        for id in gone {
+            self.remove(id);
         }
     }
 

@@ -64,6 +64,12 @@ pub enum Event {
     Typing {
         user_id: i32,
     },
+    /// The user's read position in the channel moved. Ephemeral (the position itself is
+    /// stored); delivered to that user's connections only, whatever they follow.
+    ReadUpdated {
+        user_id: i32,
+        last_read_id: i32,
+    },
 }
 
 /// A reaction added or removed: by whom, on what.
@@ -88,6 +94,7 @@ impl Event {
             Event::MemberJoined { .. } => "member_joined",
             Event::MemberLeft { .. } => "member_left",
             Event::Typing { .. } => "typing",
+            Event::ReadUpdated { .. } => "read_updated",
         }
     }
 
@@ -184,6 +191,9 @@ impl ChannelEvent {
             Event::Typing { user_id } => {
                 json!({ "channel_id": self.channel_id, "user_id": user_id })
             }
+            Event::ReadUpdated { last_read_id, .. } => {
+                json!({ "channel_id": self.channel_id, "last_read_id": last_read_id })
+            }
         };
         json!({ "type": self.event.kind(), "channel_id": self.channel_id, "data": data })
     }
@@ -219,7 +229,7 @@ impl EventBus {
         }
     }
 
-    /// An ephemeral event (typing): not numbered, never waits for order.
+    /// An ephemeral event (typing, read position): not numbered, never waits for order.
     pub async fn publish_ephemeral(&self, channel_id: i32, event: Event) {
         self.send(ChannelEvent {
             channel_id,

@@ -1,6 +1,6 @@
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use super::endpoint;
@@ -23,7 +23,8 @@ use crate::state::{Announcement, AppState};
     join,
     add_member,
     members,
-    leave
+    leave,
+    read
 ))]
 pub(super) struct Doc;
 
@@ -61,6 +62,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint(
         "/channels/{id}/members/me",
         vec![(Method::DELETE, web::to(leave))],
+    ))
+    .service(endpoint(
+        "/channels/{id}/read",
+        vec![(Method::POST, web::to(read))],
     ));
 }
 
@@ -90,6 +95,25 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A channel of the caller's, with the caller's read state in it.
+#[derive(Serialize, ToSchema)]
+struct MyChannel {
+    #[serde(flatten)]
+    channel: Channel,
+    /// The caller has read up to this message id (0: nothing yet).
+    last_read_id: i32,
+    /// Live messages (replies included) after `last_read_id`, not the caller's own.
+    unread_count: i64,
+    /// Of those, the ones that mention the caller (`@username`, `@channel`).
+    mention_count: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct ReadBody {
+    /// A message of the channel: the caller has read up to it.
+    message_id: i32,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -133,18 +157,58 @@ async fn create(
     Ok(HttpResponse::Created().json(channel))
 }
 
-/// The channels the caller is a member of, direct messages included.
+/// The channels the caller is a member of, direct messages included, each with the
+/// caller's read state: `last_read_id`, `unread_count`, `mention_count`.
 #[utoipa::path(get, path = "/api/channels", tag = "channels", security(("bearer" = [])),
-    responses((status = 200, description = "the caller's channels", body = Vec<Channel>)))]
+    responses((status = 200, description = "the caller's channels", body = Vec<MyChannel>)))]
 async fn list_mine(
     state: web::Data<AppState>,
     auth: AuthUser,
-) -> Result<web::Json<Vec<Channel>>, AppError> {
-    let channels = state
+) -> Result<web::Json<Vec<MyChannel>>, AppError> {
+    let (channels, mut reads) = state
         .db
-        .run(move |conn| Ok(db::channels::list_for_member(conn, auth.id)?))
+        .run(move |conn| {
+            let channels = db::channels::list_for_member(conn, auth.id)?;
+            let reads = db::reads::for_user(conn, auth.id)?;
+            Ok((channels, reads))
+        })
         .await?;
+    let channels = channels
+        .into_iter()
+        .map(|channel| {
+            let read = reads.remove(&channel.id).unwrap_or_default();
+            MyChannel {
+                channel,
+                last_read_id: read.last_read_id,
+                unread_count: read.unread_count,
+                mention_count: read.mention_count,
+            }
+        })
+        .collect();
     Ok(web::Json(channels))
+}
+
+/// The caller has read the channel up to this message. The position never moves back
+/// (an older message changes nothing); when it moves, the caller's own sockets get
+/// `read_updated`.
+#[utoipa::path(post, path = "/api/channels/{id}/read", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "channel id")),
+    request_body = ReadBody,
+    responses(
+        (status = 204, description = "read up to there (or further already)"),
+        (status = 400, description = "`bad_request`: no message_id", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or not a message of the channel", body = ErrorBody),
+    ))]
+async fn read(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+    body: web::Json<ReadBody>,
+) -> Result<HttpResponse, AppError> {
+    let channel_id = path.into_inner();
+    let message_id = body.into_inner().message_id;
+    crate::chat::mark_read(&state, auth.id, channel_id, message_id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Every public channel, to browse and join.

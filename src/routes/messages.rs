@@ -87,8 +87,12 @@ struct MessageForm {
 #[derive(Serialize, ToSchema)]
 struct MessagePage {
     messages: Vec<Message>,
-    /// More messages lie beyond this page in the direction asked.
+    /// More messages lie beyond this page in the direction asked (with `around`: older
+    /// ones).
     has_more: bool,
+    /// With `around` only: newer messages remain after this page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    has_newer: Option<bool>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -98,6 +102,9 @@ struct ListQuery {
     before: Option<i32>,
     /// Messages newer than this id.
     after: Option<i32>,
+    /// The page centred on this message (a reply: on its thread's root), to jump to a
+    /// search result; not with `before` or `after`.
+    around: Option<i32>,
     /// At most this many (default 50, at most 100).
     limit: Option<i64>,
 }
@@ -273,7 +280,7 @@ async fn post_with_files(
     responses(
         (status = 200, description = "a page", body = MessagePage),
         (status = 400, description = "`bad_request`: a bad paging parameter", body = ErrorBody),
-        (status = 404, description = "`not_found`: not a member", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a member, or `around` is no live message of the channel", body = ErrorBody),
     ))]
 async fn list(
     req: HttpRequest,
@@ -284,16 +291,30 @@ async fn list(
 ) -> Result<HttpResponse, AppError> {
     let channel_id = path.into_inner();
     let query = query.into_inner();
+    let limit = page_limit(query.limit)?;
     let request = PageRequest {
         before: query.before,
         after: query.after,
-        limit: page_limit(query.limit)?,
+        limit,
     };
-    let page = state
+    let around = query.around;
+    if around.is_some() && (query.before.is_some() || query.after.is_some()) {
+        return Err(AppError::bad_request(
+            ErrorCode::BadRequest,
+            "around goes without before and after",
+        ));
+    }
+    let (page, has_newer) = state
         .db
         .run(move |conn| {
             db::channels::find_for_member(conn, channel_id, auth.id)?;
-            Ok(db::messages::page(conn, channel_id, request)?)
+            Ok(match around {
+                Some(message_id) => {
+                    let (page, newer) = db::messages::around(conn, channel_id, message_id, limit)?;
+                    (page, Some(newer))
+                }
+                None => (db::messages::page(conn, channel_id, request)?, None),
+            })
         })
         .await?;
     let base = base_url(&req);
@@ -305,6 +326,7 @@ async fn list(
     Ok(HttpResponse::Ok().json(MessagePage {
         messages,
         has_more: page.has_more,
+        has_newer,
     }))
 }
 
@@ -409,6 +431,7 @@ async fn thread(
     Ok(HttpResponse::Ok().json(MessagePage {
         messages,
         has_more: page.has_more,
+        has_newer: None,
     }))
 }
 

@@ -9,6 +9,7 @@ mod files;
 mod health;
 mod messages;
 mod openapi;
+mod search;
 mod ws;
 
 use actix_web::http::Method;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(dms::configure)
             .configure(messages::configure)
             .configure(files::configure)
+            .configure(search::configure)
             .configure(admin::configure)
             .configure(client_config::configure)
             .configure(ws::configure)

@@ -1,5 +1,6 @@
 //! One test binary for the whole API (one link step, one shared target dir).
 
+mod attention;
 mod auth;
 mod channels;
 mod cli;
