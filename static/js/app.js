@@ -12,6 +12,7 @@ import {
 import { applyConfig } from './files.js';
 import { setupLightbox } from './filecards.js';
 import { refreshStorage } from './storage.js';
+import { resetRead } from './read.js';
 import { setupActions } from './actions.js';
 import { setupThread, closeThread } from './thread.js';
 
@@ -86,6 +87,7 @@ function logOut(message = '') {
   clearTyping();
   closeThread();
   resetState();
+  resetRead();
   $('my-channels').replaceChildren();
   $('dm-list').replaceChildren();
   $('public-channels').replaceChildren();

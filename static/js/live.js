@@ -95,6 +95,10 @@ function onEvent({ type, channel_id: channelId, data }) {
         }
       }
       break;
+    case 'read_updated':
+      // Read in another tab (or on another device) of this user.
+      if (state.unread.delete(channelId)) renderChannels();
+      break;
     case 'file_upload_complete': {
       if (data.uploaded_by === state.me.id) refreshStorage();
       if (!open || document.querySelector(`.file-card[data-file-id="${data.id}"]`)) break;

@@ -2,6 +2,7 @@
 // messages merged in id order from every source (live events, catch-up, our own sends),
 // and the typing indicator.
 
+import { markRead } from './read.js';
 import { api, describeError } from './api.js';
 import { $, state, announceMessage, announceStatus } from './state.js';
 import {
@@ -147,6 +148,7 @@ function insertMessage(message) {
   view.newest = view.newest === null ? message.id : Math.max(view.newest, message.id);
   view.oldest = view.oldest === null ? message.id : Math.min(view.oldest, message.id);
   noteSeen(message.channel_id, message.id);
+  markRead(view.id, view.newest);
   regroup(list);
   return true;
 }

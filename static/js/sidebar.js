@@ -11,6 +11,13 @@ export async function loadChannels() {
     const [mine, open] = await Promise.all([api.myChannels(), api.publicChannels()]);
     state.channels = new Map(mine.map((c) => [c.id, c]));
     state.publicChannels = open;
+    // The server's unread counts (read state is kept there), for channels this page has
+    // not counted itself yet.
+    for (const channel of mine) {
+      if (channel.id !== state.current && channel.unread_count > 0 && !state.unread.has(channel.id)) {
+        state.unread.set(channel.id, channel.unread_count);
+      }
+    }
   } catch (err) {
     announceStatus(`Could not load channels. ${describeError(err)}`);
   }
