@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         let mut instances = Vec::new();
         let mut failed = None;
         for (label, bin) in &builds {
-            match start(*label, bin, backend, &args).await {
+            match start(label, bin, backend, &args).await {
                 Ok(instance) => instances.push(instance),
                 Err(e) => {
                     failed = Some(e);
