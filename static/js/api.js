@@ -157,6 +157,7 @@ export const api = {
   myStorage: () => request('GET', '/api/me/storage'),
 
   myChannels: () => request('GET', '/api/channels'),
+  search: (q, before) => request('GET', `/api/search?q=${encodeURIComponent(q)}&limit=20${before ? `&before=${before}` : ''}`),
   markRead: (id, messageId) => request('POST', `/api/channels/${id}/read`, { message_id: messageId }),
   publicChannels: () => request('GET', '/api/channels/public'),
   createChannel: (name, isPrivate) => request('POST', '/api/channels', { name, is_private: isPrivate }),

@@ -13,6 +13,7 @@ import { applyConfig } from './files.js';
 import { setupLightbox } from './filecards.js';
 import { refreshStorage } from './storage.js';
 import { resetRead } from './read.js';
+import { setupSearch, closeSearch } from './search.js';
 import { setupActions } from './actions.js';
 import { setupThread, closeThread } from './thread.js';
 
@@ -88,6 +89,8 @@ function logOut(message = '') {
   closeThread();
   resetState();
   resetRead();
+  closeSearch();
+  $('search-input').value = '';
   $('my-channels').replaceChildren();
   $('dm-list').replaceChildren();
   $('public-channels').replaceChildren();
@@ -125,6 +128,7 @@ function wire() {
   setupLightbox();
   setupActions();
   setupThread();
+  setupSearch();
   setupLive();
   const ended = () => logOut('Your session has ended. Please log in again.');
   socket.addEventListener('unauthorized', ended);

@@ -92,7 +92,7 @@ function renderHistoryTop() {
   $('history-start').hidden = !view || !view.loaded || view.hasOlder;
 }
 
-async function loadOlder() {
+export async function loadOlder() {
   const view = state.view;
   if (!view || !view.hasOlder || view.loadingOlder || view.oldest === null) return;
   view.loadingOlder = true;

@@ -49,6 +49,7 @@ export async function openThread(root) {
   state.messages.set(root.id, state.messages.get(root.id) || root);
   const panel = $('thread-panel');
   panel.hidden = false;
+  $('search-panel').hidden = true; // one side panel at a time
   document.body.classList.add('thread-open');
   $('thread-channel').textContent = `in ${channelTitle(state.channels.get(root.channel_id))}`;
   $('thread-root').replaceChildren(messageItem(state.messages.get(root.id), messageContext(true)));
