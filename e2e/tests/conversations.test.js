@@ -297,7 +297,8 @@ describe('direct messages', () => {
     await pageA.keyboard.press('Enter');
     await pageA.locator('#channel-title', { hasText: `@${bob.user.username}` }).waitFor();
     await pageA.locator('#channel-meta', { hasText: 'Direct message' }).waitFor();
-    assert.equal(await pageA.evaluate(() => document.activeElement?.id), 'message-input');
+    // Focus moves to the composer once the conversation has loaded (after the title shows).
+    await pageA.waitForFunction(() => document.activeElement?.id === 'message-input');
     assert.ok(await pageA.locator('#leave-channel').isHidden(), 'a DM cannot be left');
     await send(pageA, 'Psst, a private word');
 
