@@ -33,7 +33,10 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
 use serde_json::{Value, json};
 
-use common::{Histogram, Spawned, free_ports, load_average, now_us, server_bin_to_measure};
+use common::{
+    Histogram, Spawned, free_ports, load_average, now_us, server_bin_to_measure, wait_healthy,
+    with_database_name,
+};
 
 const PASSWORD: &str = "bench password 123";
 const JWT_SECRET: &str = "bench-history-secret-0123456789abcdef";
@@ -246,7 +249,13 @@ async fn start(
 
 async fn set_up(instance: &mut Instance, url: &str, messages: usize) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    wait_healthy(&client, &instance.base, &mut instance.server).await?;
+    wait_healthy(
+        &client,
+        &instance.base,
+        &mut instance.server,
+        Duration::from_secs(60),
+    )
+    .await?;
     let mut user_ids = Vec::new();
     for i in 0..USERS {
         let session = post(
@@ -705,36 +714,4 @@ async fn drop_database(created: Option<(String, String)>) {
     if !matches!(dropped, Ok(Ok(()))) {
         eprintln!("warning: could not drop the PostgreSQL database {name}");
     }
-}
-
-/// `postgres://u@h:5432/postgres?x=y` with the database `name` instead.
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[host_start..].find('/') {
-        Some(i) => &base[..host_start + i],
-        None => base,
-    };
-    format!("{root}/{name}{query}")
-}
-
-async fn wait_healthy(
-    client: &reqwest::Client,
-    base: &str,
-    server: &mut Spawned,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        server.check_running()?;
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the server did not become healthy in 60 s")
 }

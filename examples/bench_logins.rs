@@ -22,11 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::Parser;
 use serde_json::json;
 
-use common::{Spawned, free_ports, load_average, mib, proc_status_bytes, server_bin_to_measure};
+use common::{
+    Spawned, free_ports, load_average, mib, proc_status_bytes, server_bin_to_measure, wait_healthy,
+};
 
 const PASSWORD: &str = "bench password 123";
 const TARGET_MIB_ABOVE_IDLE: f64 = 64.0;
@@ -130,7 +132,7 @@ async fn measure(label: &str, bin: &Path, args: &Args) -> anyhow::Result<Reading
     let mut server = Spawned::start("chatserver", command, &dir.path().join("server.log"), false)?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_healthy(&client, &base, &mut server).await?;
+    wait_healthy(&client, &base, &mut server, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = |server: &Spawned| proc_status_bytes(server.pid(), "VmRSS");
     let idle = rss(&server)?;
@@ -239,22 +241,4 @@ where
         result??;
     }
     Ok(())
-}
-
-async fn wait_healthy(
-    client: &reqwest::Client,
-    base: &str,
-    server: &mut Spawned,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        server.check_running()?;
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the server did not become healthy in 30 s")
 }

@@ -81,7 +81,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use common::{
     Histogram, Spawned, cpu_count, cpu_seconds, free_ports, load_average, median, mib, now_us,
-    parse_stamp, proc_status_bytes, server_bin_to_measure, server_frame, stamp, work_dir,
+    parse_stamp, proc_status_bytes, server_bin_to_measure, server_frame, stamp, wait_healthy,
+    with_database_name, work_dir,
 };
 
 const JWT_SECRET: &str = "bench-ws-secret-0123456789abcdef-0123456789";
@@ -1661,20 +1662,6 @@ impl Database {
     }
 }
 
-/// `postgres://u@h:5432/postgres?x=y` with the database `name` instead.
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[host_start..].find('/') {
-        Some(i) => &base[..host_start + i],
-        None => base,
-    };
-    format!("{root}/{name}{query}")
-}
-
 fn settings(database_url: &str, data_dir: &Path) -> anyhow::Result<Settings> {
     let data_dir = data_dir.display().to_string();
     Ok(Settings::from_lookup(|key| match key {
@@ -1895,30 +1882,13 @@ impl Bench<'_> {
             .envs(self.args.server_env.iter().map(|(k, v)| (k, v)));
         let mut process = Spawned::start("chatserver", command, &dir.join("server.log"), false)?;
         let base_url = format!("http://{addr}");
-        wait_healthy(&mut process, &base_url).await?;
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        wait_healthy(&http, &base_url, &mut process, Duration::from_secs(60)).await?;
         Ok(Server {
             process,
             addr,
             base_url,
         })
-    }
-}
-
-async fn wait_healthy(process: &mut Spawned, base_url: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        process.check_running()?;
-        if let Ok(response) = http.get(format!("{base_url}/healthz")).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the server did not answer /healthz within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! What the benchmarks (`bench_upload` and `bench_ws`) share: child processes, free ports,
+//! What the benchmarks share: child processes, free ports,
 //! readings from /proc, the binary under test, and small helpers for the output.
 
 // Each benchmark uses only part of this module; the rest would be dead code in it.
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
 use tempfile::TempDir;
@@ -338,4 +338,42 @@ pub fn now_us() -> u64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_micros() as u64
+}
+
+/// Polls `{base}/healthz` until it answers 2xx; fails early if `server` exits, or after
+/// `within`.
+pub async fn wait_healthy(
+    client: &reqwest::Client,
+    base: &str,
+    server: &mut Spawned,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        server.check_running()?;
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the server did not become healthy in {} s",
+        within.as_secs()
+    )
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with the database `name` instead.
+pub fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    format!("{root}/{name}{query}")
 }
