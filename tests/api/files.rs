@@ -6,7 +6,6 @@ use chatserver::db::models::FileUpload;
 use chatserver::db::schema::file_uploads;
 use diesel::prelude::*;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::fixtures::{self, Upload};
@@ -1032,23 +1031,9 @@ async fn attaching_to_an_existing_message(store: StoreKind) {
     let mallory = app.register("mallory").await;
     let message = app.post_message(&alice, channel, "files follow").await;
     let attach = |user: &TestUser, message_id: String, files: Vec<Upload>| {
-        let form = files
-            .into_iter()
-            .fold(Form::new().text("message_id", message_id), |form, f| {
-                form.part(
-                    "file",
-                    Part::bytes(f.bytes)
-                        .file_name(f.name)
-                        .mime_str(&f.declared_type)
-                        .unwrap(),
-                )
-            });
-        app.client
-            .post(app.url("/api/files/upload"))
-            .bearer_auth(&user.token)
-            .multipart(form)
-            .send()
+        app.attach_files(user, &message_id, &files).send()
     };
+
     let id = message["id"].to_string();
     let mut events = app.events().await;
     let pdf = || vec![Upload::new("a.pdf", "application/pdf", fixtures::pdf(500))];

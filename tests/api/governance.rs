@@ -4,7 +4,6 @@ use chatserver::db::schema::{file_uploads, quota_reservations, users};
 use diesel::prelude::*;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::fixtures::{self, Upload};
@@ -61,17 +60,7 @@ async fn attach(
     message_id: &Value,
     file: Upload,
 ) -> reqwest::Response {
-    let form = Form::new().text("message_id", message_id.to_string()).part(
-        "file",
-        Part::bytes(file.bytes)
-            .file_name(file.name)
-            .mime_str(&file.declared_type)
-            .unwrap(),
-    );
-    app.client
-        .post(app.url("/api/files/upload"))
-        .bearer_auth(&user.token)
-        .multipart(form)
+    app.attach_files(user, &message_id.to_string(), &[file])
         .send()
         .await
         .unwrap()

@@ -346,16 +346,7 @@ impl TestApp {
         content: &str,
         files: &[Upload],
     ) -> Response {
-        let form = files.iter().fold(
-            Form::new().text("content", content.to_owned()),
-            |form, f| {
-                let part = Part::bytes(f.bytes.clone())
-                    .file_name(f.name.clone())
-                    .mime_str(&f.declared_type)
-                    .unwrap();
-                form.part("file", part)
-            },
-        );
+        let form = with_files(Form::new().text("content", content.to_owned()), files);
         self.client
             .post(self.url(&format!("/api/channels/{channel_id}/messages")))
             .bearer_auth(&user.token)
@@ -363,6 +354,21 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `POST /api/files/upload`: `message_id`, then the files; to send (headers may be
+    /// added first).
+    pub fn attach_files(
+        &self,
+        user: &TestUser,
+        message_id: &str,
+        files: &[Upload],
+    ) -> reqwest::RequestBuilder {
+        let form = with_files(Form::new().text("message_id", message_id.to_owned()), files);
+        self.client
+            .post(self.url("/api/files/upload"))
+            .bearer_auth(&user.token)
+            .multipart(form)
     }
 
     /// An event as `viewer` would receive it.
@@ -464,6 +470,17 @@ impl TestApp {
 
 /// Checks `ready` every 50 ms for up to 5 s; whether it became true. For what the server
 /// finishes in the background (the caller asserts, with its own message).
+/// `form` with one `file` part per upload, as a browser sends them.
+fn with_files(form: Form, files: &[Upload]) -> Form {
+    files.iter().fold(form, |form, f| {
+        let part = Part::bytes(f.bytes.clone())
+            .file_name(f.name.clone())
+            .mime_str(&f.declared_type)
+            .unwrap();
+        form.part("file", part)
+    })
+}
+
 pub async fn eventually(mut ready: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..100 {
         if ready().await {

@@ -10,7 +10,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::fixtures;
+use crate::fixtures::{self, Upload};
 use crate::helpers::{TestApp, TestUser, expect_error, expect_json, spawn_app, spawn_app_with};
 use crate::ws::WsClient;
 
@@ -202,18 +202,9 @@ async fn keys_are_1_to_255_visible_ascii_characters() {
 }
 
 async fn attach(app: &TestApp, user: &TestUser, message_id: i64, key: &str) -> Response {
-    let form = Form::new().text("message_id", message_id.to_string()).part(
-        "file",
-        Part::bytes(fixtures::pdf(500))
-            .file_name("a.pdf")
-            .mime_str("application/pdf")
-            .unwrap(),
-    );
-    app.client
-        .post(app.url("/api/files/upload"))
-        .bearer_auth(&user.token)
+    let pdf = Upload::new("a.pdf", "application/pdf", fixtures::pdf(500));
+    app.attach_files(user, &message_id.to_string(), &[pdf])
         .header(KEY, key)
-        .multipart(form)
         .send()
         .await
         .unwrap()
