@@ -67,6 +67,13 @@ fn fts5_string(term: &str) -> String {
     format!("\"{}\"", term.replace('"', "\"\""))
 }
 
+/// The FTS5 `MATCH` expression for every term at once: each a string literal, so nothing a
+/// user typed is read as FTS5 syntax.
+fn fts5_all_of(terms: &[String]) -> String {
+    let literals: Vec<String> = terms.iter().map(|t| fts5_string(t)).collect();
+    literals.join(" AND ")
+}
+
 /// `%term%` for LIKE, its wildcards and escape character escaped (`\`, the default).
 fn like_anywhere(term: &str) -> String {
     let mut pattern = String::from("%");
@@ -151,8 +158,7 @@ fn message_hits(
     let mut binds = Vec::new();
     let mut sql = match conn {
         AnyConnection::Sqlite(_) => {
-            let expression: Vec<String> = request.terms.iter().map(|t| fts5_string(t)).collect();
-            binds.push(Bind::Text(expression.join(" AND ")));
+            binds.push(Bind::Text(fts5_all_of(&request.terms)));
             binds.push(Bind::Int(request.user_id));
             String::from(
                 "SELECT m.id AS id, m.id AS message_id FROM messages_fts \
@@ -204,8 +210,7 @@ fn file_hits(
     let mut binds = Vec::new();
     let mut sql = match conn {
         AnyConnection::Sqlite(_) => {
-            let expression: Vec<String> = request.terms.iter().map(|t| fts5_string(t)).collect();
-            binds.push(Bind::Text(expression.join(" AND ")));
+            binds.push(Bind::Text(fts5_all_of(&request.terms)));
             binds.push(Bind::Int(request.user_id));
             String::from(
                 "SELECT f.id AS id, f.message_id AS message_id FROM files_fts \
