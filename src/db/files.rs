@@ -18,7 +18,11 @@ pub fn insert_all(
     stored: &[StoredFile],
 ) -> QueryResult<Vec<FileUpload>> {
     let uploaded_at = now();
-    // The uploader's quota count moves with the rows, in the same transaction.
+    // The uploader's quota count moves with the rows, in the same transaction. A message
+    // without files (most of them) writes nothing here: no update, no lock on the user's row.
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
     let bytes: i64 = stored.iter().map(|f| f.size as i64).sum();
     super::quota::add_used(conn, uploaded_by, bytes)?;
     stored
