@@ -93,7 +93,10 @@ pub async fn post_message(
             let row = db::messages::insert(conn, channel_id, user_id, &content, thread_id)?;
             let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
             let mentions = db::mentions::resolve(conn, channel_id, user_id, &content)?;
-            db::mentions::set(conn, row.id, channel_id, &mentions)?;
+            // A new message has no mentions to replace: most posts write nothing here.
+            if !mentions.is_empty() {
+                db::mentions::set(conn, row.id, channel_id, &mentions)?;
+            }
             if let Some(root_id) = thread_id {
                 db::messages::count_reply(conn, root_id, row.created_at)?;
             }
