@@ -150,6 +150,21 @@ pub struct Settings {
     pub store: StoreSettings,
     pub limits: LimitSettings,
     pub realtime: RealtimeSettings,
+    pub media: MediaSettings,
+}
+
+/// Images: metadata stripping and background previews.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// `STRIP_IMAGE_METADATA` (default true): remove EXIF, XMP and comments from JPEG, PNG and
+    /// WebP uploads, keeping the orientation.
+    pub strip_image_metadata: bool,
+    /// `MEDIA_WORKERS` (default 1): previews made at once by this instance; 0 makes none.
+    pub workers: usize,
+    /// `MAX_IMAGE_PIXELS` (default 50 million): larger images get no preview.
+    pub max_image_pixels: u64,
+    /// `MEDIA_JOB_TIMEOUT_SECONDS` (default 30): a preview job that takes longer is given up.
+    pub job_timeout_seconds: u64,
 }
 
 /// Where and how the HTTP server runs.
@@ -498,11 +513,38 @@ impl Settings {
                 )?,
                 ws_heartbeat_seconds: parse_number(&get, "WS_HEARTBEAT_SECONDS", 15, 1..=600)?,
             },
+            media: MediaSettings {
+                strip_image_metadata: parse_bool(&get, "STRIP_IMAGE_METADATA", true)?,
+                workers: parse_number(&get, "MEDIA_WORKERS", 1, 0..=64)?,
+                max_image_pixels: parse_number(
+                    &get,
+                    "MAX_IMAGE_PIXELS",
+                    50_000_000,
+                    1..=1_000_000_000,
+                )?,
+                job_timeout_seconds: parse_number(&get, "MEDIA_JOB_TIMEOUT_SECONDS", 30, 1..=3600)?,
+            },
         };
         if jwt_secret.is_none() {
             settings.auth.jwt_secret = Secret(load_or_create_secret(&settings.server.data_dir)?);
         }
         Ok(settings)
+    }
+}
+
+fn parse_bool(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+        Some(v) => Err(ConfigError::new(
+            name,
+            format!("{v:?} is not true or false"),
+        )),
     }
 }
 

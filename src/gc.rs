@@ -1,6 +1,7 @@
 //! The sweeper: keeps the store and the `file_uploads` table in agreement.
 //!
-//! - Objects of deleted rows are purged once `FILE_PURGE_AFTER_SECONDS` have passed.
+//! - Objects of deleted rows (and their thumbnails) are purged once
+//!   `FILE_PURGE_AFTER_SECONDS` have passed.
 //! - Objects with no row at all (a crash between storing and committing) are removed once
 //!   older than `ORPHAN_MIN_AGE_SECONDS`, which no upload in progress can be.
 //! - Uploads a killed process left half-done (S3 multipart uploads under this deployment's
@@ -127,7 +128,7 @@ async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
         .run(move |conn| Ok(db::files::due_for_purge(conn, cutoff, PURGE_BATCH)?))
         .await?;
     let mut purged = 0;
-    for (id, key) in due {
+    for (id, key, thumbnail) in due {
         let claimed = state
             .db
             .write(move |conn| Ok(db::files::claim_purge(conn, id)?))
@@ -135,7 +136,13 @@ async fn purge_deleted(state: &Sweeper) -> Result<usize, AppError> {
         if !claimed {
             continue; // another instance has it
         }
-        if let Err(e) = state.store.delete(&key).await {
+        let deleted = async {
+            if let Some(thumbnail) = &thumbnail {
+                state.store.delete(thumbnail).await?;
+            }
+            state.store.delete(&key).await
+        };
+        if let Err(e) = deleted.await {
             state
                 .db
                 .write(move |conn| Ok(db::files::release_purge(conn, id)?))

@@ -5,11 +5,11 @@
 //! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed
 //! download links), `storage` (the file store), `uploads` (receiving files), `idempotency`
 //! (safe retries: `Idempotency-Key` and the socket's `client_id`), `chat` (the chat core: what
-//! REST and the socket both call), `emoji` (what a reaction may be),
-//! `realtime` (channel events, the hub, WebSocket sessions on sockets they own), `routes`
-//! (thin HTTP handlers), `state` (what handlers share), `metrics` (Prometheus metrics, on a
-//! listener of their own), `gc` (the sweeper), `verify` (the store checked against the
-//! table, for `chatserver verify`).
+//! REST and the socket both call), `emoji` (what a reaction may be), `media` (image metadata
+//! stripped on the way in, previews made in the background), `realtime` (channel events, the
+//! hub, WebSocket sessions on sockets they own), `routes` (thin HTTP handlers), `state` (what
+//! handlers share), `metrics` (Prometheus metrics, on a listener of their own), `gc` (the
+//! sweeper), `verify` (the store checked against the table, for `chatserver verify`).
 //!
 //! Dependency rules (checked by `tests/api/layout.rs`): nothing imports `routes` but
 //! `startup`; `db` imports nothing from `uploads`, `storage`, `chat` or `realtime`;
@@ -26,6 +26,7 @@ pub mod error;
 pub mod gc;
 pub mod idempotency;
 pub mod links;
+pub mod media;
 pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;

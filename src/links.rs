@@ -1,6 +1,7 @@
 //! Download links: short-lived, signed, bound to one file and one user.
 //!
-//! A link is `{base}/api/files/{id}/content?token=...`. The token is
+//! A link is `{base}/api/files/{id}/content?token=...` (and, for an image's thumbnail,
+//! `{base}/api/files/{id}/thumbnail?token=...`). The token is
 //! `{file_id}.{user_id}.{expires}.{mac}` with an HMAC-SHA256 over the first three parts,
 //! keyed from the server secret, so any instance sharing `JWT_SECRET` can check it. The
 //! route that serves it re-checks the row and the membership on every request, so a link
@@ -48,13 +49,20 @@ impl DownloadLinks {
 
     /// A link for `user_id` to fetch `file_id`, and when it expires.
     pub fn issue(&self, base_url: &str, file_id: i32, user_id: i32) -> (String, NaiveDateTime) {
+        let (token, expires_at) = self.grant(file_id, user_id);
+        let url = format!("{base_url}/api/files/{file_id}/content?token={token}");
+        (url, expires_at)
+    }
+
+    /// A token for `user_id` to fetch `file_id` (its content or its thumbnail), and when it
+    /// expires.
+    fn grant(&self, file_id: i32, user_id: i32) -> (String, NaiveDateTime) {
         let expires = chrono::Utc::now().timestamp() + self.ttl_seconds;
         let token = self.token(file_id, user_id, expires);
-        let url = format!("{base_url}/api/files/{file_id}/content?token={token}");
         let expires_at = DateTime::from_timestamp(expires, 0)
             .expect("a near-future timestamp is in range")
             .naive_utc();
-        (url, expires_at)
+        (token, expires_at)
     }
 
     fn token(&self, file_id: i32, user_id: i32, expires: i64) -> String {
@@ -70,9 +78,18 @@ impl DownloadLinks {
     }
 
     /// A file as `viewer_id` sees it: with a download link issued to them.
+    ///
+    /// The thumbnail's link carries the same token as the file's: it grants the same file to
+    /// the same user, and its route re-checks the row and the membership the same way.
     pub fn file_view(&self, base_url: &str, viewer_id: i32, file: &FileUpload) -> FileView {
-        let (url, expires_at) = self.issue(base_url, file.id, viewer_id);
-        FileView::new(file, url, expires_at)
+        let (token, expires_at) = self.grant(file.id, viewer_id);
+        let id = file.id;
+        let url = format!("{base_url}/api/files/{id}/content?token={token}");
+        let thumbnail_url = file
+            .thumbnail_key
+            .as_ref()
+            .map(|_| format!("{base_url}/api/files/{id}/thumbnail?token={token}"));
+        FileView::new(file, url, thumbnail_url, expires_at)
     }
 
     /// A message with its files as `viewer_id` sees them.

@@ -58,6 +58,7 @@ impl Application {
         };
         let (server, shutdown) = run(listener, metrics_listener, state.clone())?;
         crate::gc::spawn_background(&state);
+        crate::media::worker::spawn(&state);
         if let (Some(addr), Some(port)) = (&state.settings.server.metrics_bind_addr, metrics_port) {
             tracing::info!(address = %listener_address(addr, port), "serving metrics");
         }

@@ -24,6 +24,7 @@ use crate::chat::{is_invisible_name, is_unsafe_display_char, normalize_name};
 pub use crate::db::models::StoredFile;
 use crate::db::{self, Db};
 use crate::error::{AppError, ErrorCode};
+use crate::media::{self, ImageKind};
 use crate::metrics::Metrics;
 use crate::storage::{Presentation, Store};
 
@@ -41,6 +42,8 @@ pub struct UploadRules {
     pub allowed_types: Vec<String>,
     /// A body that sends nothing for this long is cut off with 408.
     pub body_idle_timeout: Duration,
+    /// `STRIP_IMAGE_METADATA`: JPEG, PNG and WebP lose their metadata on the way in.
+    pub strip_image_metadata: bool,
 }
 
 impl UploadRules {
@@ -49,6 +52,7 @@ impl UploadRules {
             max_file_bytes: settings.limits.max_file_size_mb * 1024 * 1024,
             allowed_types: settings.limits.allowed_file_types.clone(),
             body_idle_timeout: Duration::from_secs(settings.limits.body_idle_timeout_seconds),
+            strip_image_metadata: settings.media.strip_image_metadata,
         }
     }
 
@@ -442,26 +446,75 @@ pub async fn store_file_part(
         )));
     }
     let key = store.new_object_key(channel_id, sniffed.extension);
-    let mut body = CheckedBody {
+    let mut received = CheckedBody {
         head: Some(head),
         rest: field,
         rest_done: complete,
         size: 0,
         limit: rules.max_file_bytes,
         quota_left,
-        hasher: Sha256::new(),
     };
     let presentation = Presentation::of(&file_name, &sniffed.mime);
-    let stored = store.put_stream(&key, &presentation, &mut body).await?;
-    debug_assert_eq!(stored, body.size);
-    metrics.upload_stored(body.size);
+    // The limits count what arrives (dropped metadata included: stripping must not let a
+    // body run on without end); `file_size` and `sha256` describe what is kept.
+    let strip = ImageKind::of_mime(&sniffed.mime).filter(|_| rules.strip_image_metadata);
+    let (size, sha256) = match strip {
+        Some(kind) => {
+            let mut kept = Kept::new(media::strip(kind, &mut received));
+            store.put_stream(&key, &presentation, &mut kept).await?;
+            kept.finish()
+        }
+        None => {
+            let mut kept = Kept::new(&mut received);
+            store.put_stream(&key, &presentation, &mut kept).await?;
+            kept.finish()
+        }
+    };
+    metrics.upload_stored(size);
     Ok(StoredFile {
         key,
         file_name,
         content_type: sniffed.mime,
-        size: body.size,
-        sha256: hex::encode(body.hasher.finalize()),
+        size,
+        sha256,
     })
+}
+
+/// Counts and hashes the bytes kept, as the store receives them.
+struct Kept<S> {
+    inner: S,
+    size: u64,
+    hasher: Sha256,
+}
+
+impl<S> Kept<S> {
+    fn new(inner: S) -> Self {
+        Kept {
+            inner,
+            size: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> (u64, String) {
+        (self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<S> Stream for Kept<S>
+where
+    S: Stream<Item = Result<Bytes, AppError>> + Unpin,
+{
+    type Item = Result<Bytes, AppError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            self.size += chunk.len() as u64;
+            self.hasher.update(chunk);
+        }
+        next
+    }
 }
 
 /// The first bytes of a part; `true` when that is the whole part.
@@ -476,7 +529,7 @@ async fn read_head(field: &mut Field) -> Result<(Bytes, bool), AppError> {
     Ok((head.freeze(), false))
 }
 
-/// The part's bytes as the store sees them: counted against the limit and hashed.
+/// The part's bytes as they arrive: counted against the limit and the quota.
 struct CheckedBody<'a> {
     head: Option<Bytes>,
     rest: &'a mut Field,
@@ -486,7 +539,6 @@ struct CheckedBody<'a> {
     limit: u64,
     /// What the request's quota reservation has left for this file, if there is a quota.
     quota_left: Option<u64>,
-    hasher: Sha256,
 }
 
 impl Stream for CheckedBody<'_> {
@@ -518,7 +570,6 @@ impl Stream for CheckedBody<'_> {
                 "a file may be at most {limit_mb} MB"
             )))));
         }
-        self.hasher.update(&chunk);
         Poll::Ready(Some(Ok(chunk)))
     }
 }
@@ -684,6 +735,9 @@ pub fn sniff(head: &[u8], complete: bool, file_name: &str) -> Sniffed {
         if matches!(family, "image" | "text") && markup_kind(head).is_some() {
             return sniffed("text/html", "html");
         }
+        if let Some((mime, extension)) = media::sniff::refine(kind.mime_type(), head) {
+            return sniffed(mime, extension);
+        }
         return sniffed(kind.mime_type(), kind.extension());
     }
     if !looks_like_text(head, complete) {
@@ -846,6 +900,7 @@ mod tests {
             max_file_bytes: 1,
             allowed_types: vec!["image/*".into(), "text/*".into()],
             body_idle_timeout: Duration::from_secs(1),
+            strip_image_metadata: true,
         };
         assert!(rules.allows("image/png"));
         assert!(!rules.allows("image/svg+xml"));
@@ -854,6 +909,7 @@ mod tests {
             max_file_bytes: 1,
             allowed_types: vec!["image/svg+xml".into()],
             body_idle_timeout: Duration::from_secs(1),
+            strip_image_metadata: true,
         };
         assert!(explicit.allows("image/svg+xml"));
     }

@@ -555,7 +555,14 @@ impl ObjectPages {
     async fn next(&mut self) -> Result<Option<ObjectInfo>, AppError> {
         while self.page.is_empty() && !self.done {
             match self.listing.next_page().await? {
-                Some(page) => self.page = page.into(),
+                // Thumbnails belong to their file's row (`thumbnail_key`), not to a row of
+                // their own: the sweeper keeps them in step with it.
+                Some(page) => {
+                    self.page = page
+                        .into_iter()
+                        .filter(|o| !crate::media::is_thumbnail_key(&o.key))
+                        .collect()
+                }
                 None => self.done = true,
             }
         }

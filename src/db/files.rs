@@ -45,7 +45,56 @@ pub fn insert_all(
                 .returning(FileUpload::as_returning())
                 .get_result(c))
         })
-        .collect()
+        .collect::<QueryResult<Vec<FileUpload>>>()
+        .and_then(|files| {
+            // Images wait for their previews in the same transaction that records them: a
+            // crash between the two cannot lose one.
+            let images: Vec<i32> = files
+                .iter()
+                .filter(|f| {
+                    f.content_type
+                        .as_deref()
+                        .is_some_and(super::media_jobs::wants_preview)
+                })
+                .map(|f| f.id)
+                .collect();
+            super::media_jobs::enqueue(conn, &images)?;
+            Ok(files)
+        })
+}
+
+/// A file by id, deleted or not.
+pub fn find(conn: &mut AnyConnection, file_id: i32) -> QueryResult<Option<FileUpload>> {
+    file_uploads::table
+        .find(file_id)
+        .select(FileUpload::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Records what the preview worker found out about a live file; `false` if the file has
+/// been deleted meanwhile.
+pub fn set_preview(
+    conn: &mut AnyConnection,
+    file_id: i32,
+    width: i32,
+    height: i32,
+    thumbnail_key: &str,
+    preview: &str,
+) -> QueryResult<bool> {
+    let updated = diesel::update(
+        file_uploads::table
+            .filter(file_uploads::id.eq(file_id))
+            .filter(file_uploads::is_deleted.eq(false)),
+    )
+    .set((
+        file_uploads::width.eq(Some(width)),
+        file_uploads::height.eq(Some(height)),
+        file_uploads::thumbnail_key.eq(Some(thumbnail_key)),
+        file_uploads::preview.eq(Some(preview)),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
 }
 
 /// A file that is not deleted, in a channel `user_id` belongs to; `NotFound` otherwise.
@@ -148,19 +197,24 @@ pub fn record_download(conn: &mut AnyConnection, file_id: i32) -> QueryResult<()
         .map(|_| ())
 }
 
-/// Deleted rows whose objects are still stored and whose grace period has passed.
+/// Deleted rows whose objects are still stored and whose grace period has passed:
+/// `(id, key, thumbnail key)`.
 pub fn due_for_purge(
     conn: &mut AnyConnection,
     deleted_before: NaiveDateTime,
     limit: i64,
-) -> QueryResult<Vec<(i32, String)>> {
+) -> QueryResult<Vec<(i32, String, Option<String>)>> {
     file_uploads::table
         .filter(file_uploads::is_deleted.eq(true))
         .filter(file_uploads::purged_at.is_null())
         .filter(file_uploads::deleted_at.lt(deleted_before))
         .order(file_uploads::id.asc())
         .limit(limit)
-        .select((file_uploads::id, file_uploads::s3_key))
+        .select((
+            file_uploads::id,
+            file_uploads::s3_key,
+            file_uploads::thumbnail_key,
+        ))
         .load(conn)
 }
 
@@ -184,7 +238,7 @@ pub fn release_purge(conn: &mut AnyConnection, file_id: i32) -> QueryResult<()> 
         .map(|_| ())
 }
 
-/// Which of these object keys have a row (deleted or not).
+/// Which of these object keys have a row (deleted or not), as its object or its thumbnail.
 pub fn known_keys(conn: &mut AnyConnection, keys: &[String]) -> QueryResult<HashSet<String>> {
     let mut known = HashSet::new();
     for chunk in keys.chunks(500) {
@@ -193,6 +247,11 @@ pub fn known_keys(conn: &mut AnyConnection, keys: &[String]) -> QueryResult<Hash
             .select(file_uploads::s3_key)
             .load(conn)?;
         known.extend(found);
+        let thumbnails: Vec<Option<String>> = file_uploads::table
+            .filter(file_uploads::thumbnail_key.eq_any(chunk))
+            .select(file_uploads::thumbnail_key)
+            .load(conn)?;
+        known.extend(thumbnails.into_iter().flatten());
     }
     Ok(known)
 }

@@ -7,6 +7,7 @@ pub mod channels;
 pub mod deployment;
 pub mod files;
 pub mod idempotency;
+pub mod media_jobs;
 pub mod mentions;
 pub mod messages;
 pub mod models;

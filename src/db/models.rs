@@ -125,6 +125,18 @@ pub struct FileUpload {
     pub deleted_at: Option<NaiveDateTime>,
     pub download_count: i64,
     pub last_downloaded_at: Option<NaiveDateTime>,
+    /// Displayed size (orientation applied), set by the preview worker. Absent in events of
+    /// older instances (a rolling upgrade): unknown.
+    #[serde(default)]
+    pub width: Option<i32>,
+    #[serde(default)]
+    pub height: Option<i32>,
+    /// The thumbnail object, stored beside the original.
+    #[serde(default)]
+    pub thumbnail_key: Option<String>,
+    /// A ThumbHash, base64.
+    #[serde(default)]
+    pub preview: Option<String>,
 }
 
 /// `file` in API.md: the row plus a download link issued to the caller.
@@ -143,10 +155,23 @@ pub struct FileView {
     pub url: String,
     #[serde(with = "rfc3339")]
     pub url_expires_at: NaiveDateTime,
+    /// Images, once the preview worker has read them; null otherwise.
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    /// A link to a small preview (about 400 px on the long side), under the same rules as
+    /// `url` and expiring with it; null until it exists or when there is none.
+    pub thumbnail_url: Option<String>,
+    /// A ThumbHash (base64) to paint while the thumbnail loads; null when there is none.
+    pub preview: Option<String>,
 }
 
 impl FileView {
-    pub fn new(file: &FileUpload, url: String, url_expires_at: NaiveDateTime) -> Self {
+    pub fn new(
+        file: &FileUpload,
+        url: String,
+        thumbnail_url: Option<String>,
+        url_expires_at: NaiveDateTime,
+    ) -> Self {
         FileView {
             id: file.id,
             message_id: file.message_id,
@@ -159,6 +184,10 @@ impl FileView {
             uploaded_at: file.uploaded_at,
             url,
             url_expires_at,
+            width: file.width,
+            height: file.height,
+            thumbnail_url,
+            preview: file.preview.clone(),
         }
     }
 }

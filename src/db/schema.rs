@@ -93,6 +93,19 @@ diesel::table! {
         purged_at -> Nullable<Timestamp>,
         download_count -> BigInt,
         last_downloaded_at -> Nullable<Timestamp>,
+        width -> Nullable<Integer>,
+        height -> Nullable<Integer>,
+        thumbnail_key -> Nullable<Text>,
+        preview -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    media_jobs (file_id) {
+        file_id -> Integer,
+        attempts -> Integer,
+        leased_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
     }
 }
 
@@ -131,6 +144,7 @@ diesel::joinable!(message_mentions -> messages (message_id));
 diesel::joinable!(message_mentions -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(quota_reservations -> users (user_id));
+diesel::joinable!(media_jobs -> file_uploads (file_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -142,4 +156,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     file_uploads,
     idempotency_keys,
     quota_reservations,
+    media_jobs,
 );

@@ -47,6 +47,10 @@ pub enum Event {
     FileUploadComplete {
         file: FileUpload,
     },
+    /// A file's previews are ready (width, height, thumbnail, placeholder).
+    FileUpdated {
+        file: FileUpload,
+    },
     FileDeleted {
         id: i32,
         message_id: i32,
@@ -90,6 +94,7 @@ impl Event {
             Event::ReactionAdded(_) => "reaction_added",
             Event::ReactionRemoved(_) => "reaction_removed",
             Event::FileUploadComplete { .. } => "file_upload_complete",
+            Event::FileUpdated { .. } => "file_updated",
             Event::FileDeleted { .. } => "file_deleted",
             Event::MemberJoined { .. } => "member_joined",
             Event::MemberLeft { .. } => "member_left",
@@ -104,7 +109,7 @@ impl Event {
             Event::MessageCreated { message, .. } | Event::MessageUpdated { message } => {
                 !message.files.is_empty()
             }
-            Event::FileUploadComplete { .. } => true,
+            Event::FileUploadComplete { .. } | Event::FileUpdated { .. } => true,
             _ => false,
         }
     }
@@ -166,7 +171,7 @@ impl ChannelEvent {
                 "user_id": change.user_id,
                 "display_name": change.display_name,
             }),
-            Event::FileUploadComplete { file } => {
+            Event::FileUploadComplete { file } | Event::FileUpdated { file } => {
                 json!(
                     viewer
                         .links

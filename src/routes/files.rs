@@ -20,7 +20,7 @@ use crate::storage::Presentation;
 use crate::uploads::{self, UploadForm};
 
 #[derive(OpenApi)]
-#[openapi(paths(upload, show, remove, download_link, content))]
+#[openapi(paths(upload, show, remove, download_link, content, thumbnail))]
 pub(super) struct Doc;
 
 /// `multipart/form-data` (documentation only: read as a stream by `upload`).
@@ -68,6 +68,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint(
         "/files/{id}/content",
         vec![(Method::GET, web::to(content))],
+    ))
+    .service(endpoint(
+        "/files/{id}/thumbnail",
+        vec![(Method::GET, web::to(thumbnail))],
     ));
 }
 
@@ -270,22 +274,79 @@ async fn content(
     path: web::Path<i32>,
     query: web::Query<LinkQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let file_id = path.into_inner();
+    let (file, expires_at) = linked_file(&state, path.into_inner(), &query.token).await?;
+    let object = file.s3_key.clone();
+    serve(
+        &req,
+        &state,
+        &file,
+        &object,
+        presentation(&file),
+        expires_at,
+    )
+    .await
+}
+
+/// What a thumbnail link points at: under every rule of `content`'s links (it is issued
+/// with the same token), the image's preview instead of its bytes.
+#[utoipa::path(get, path = "/api/files/{id}/thumbnail", tag = "files",
+    params(
+        ("id" = i32, Path, description = "file id"),
+        ("token" = String, Query, description = "the link's signature, as issued"),
+    ),
+    responses(
+        (status = 200, description = "the thumbnail's bytes (JPEG or WebP)"),
+        (status = 302, description = "to the store, for at most 60 s"),
+        (status = 403, description = "`invalid_link`: tampered or expired", body = ErrorBody),
+        (status = 404, description = "`not_found`: deleted, the user left, or no thumbnail", body = ErrorBody),
+    ))]
+async fn thumbnail(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+    query: web::Query<LinkQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (file, expires_at) = linked_file(&state, path.into_inner(), &query.token).await?;
+    let object = file.thumbnail_key.clone().ok_or(AppError::NotFound)?;
+    let presentation = crate::media::thumbnail_presentation(&file.file_name, &object);
+    serve(&req, &state, &file, &object, presentation, expires_at).await
+}
+
+/// The file a link's token grants, re-checked now: `403 invalid_link` for a forged or
+/// expired token, `404` when the file is gone or its user has left the channel. With the
+/// link's expiry (a Unix time).
+async fn linked_file(
+    state: &AppState,
+    file_id: i32,
+    token: &str,
+) -> Result<(FileUpload, i64), AppError> {
     let grant = state
         .links
-        .verify(&query.token)
+        .verify(token)
         .filter(|grant| grant.file_id == file_id)
         .ok_or_else(|| AppError::Forbidden {
             code: ErrorCode::InvalidLink,
             message: "this link is invalid or has expired; ask for a fresh one".into(),
         })?;
-    let file = chat::visible_file(&state, file_id, grant.user_id).await?;
-    let presentation = presentation(&file);
-    let remaining = grant.expires_at - chrono::Utc::now().timestamp();
+    let file = chat::visible_file(state, file_id, grant.user_id).await?;
+    Ok((file, grant.expires_at))
+}
+
+/// Serves `object` (a file's, or its thumbnail's): the bytes from the local store, or a
+/// redirect of at most a minute to S3.
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    file: &FileUpload,
+    object: &str,
+    presentation: Presentation,
+    expires_at: i64,
+) -> Result<HttpResponse, AppError> {
+    let remaining = expires_at - chrono::Utc::now().timestamp();
     let lifetime = remaining.clamp(1, STORE_URL_MAX_SECONDS) as u64;
     if let Some(url) = state
         .store
-        .presigned_get(&file.s3_key, &presentation, lifetime)
+        .presigned_get(object, &presentation, lifetime)
         .await?
     {
         return Ok(HttpResponse::Found()
@@ -296,7 +357,7 @@ async fn content(
     }
     let path = state
         .store
-        .local_path(&file.s3_key)
+        .local_path(object)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no local path for a local object")))?;
     let named = match NamedFile::open_async(&path).await {
         Ok(named) => named,
@@ -323,7 +384,7 @@ async fn content(
                 .parse()
                 .unwrap_or(mime_octet_stream()),
         )
-        .into_response(&req);
+        .into_response(req);
     let headers = response.headers_mut();
     // Replaces the one NamedFile derives from the path on disk.
     headers.insert(

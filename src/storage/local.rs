@@ -101,6 +101,31 @@ impl LocalStore {
         Ok(written)
     }
 
+    /// One small object, written whole (to a temporary file first, like `put_stream`).
+    pub async fn put_bytes(&self, key: &str, bytes: bytes::Bytes) -> Result<u64, AppError> {
+        let target = self.path_of(key)?;
+        let temp_path = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
+        let size = bytes.len() as u64;
+        tokio::task::spawn_blocking(move || -> Result<(), AppError> {
+            let mut temp = TempFile {
+                path: Some(temp_path.clone()),
+            };
+            std::fs::write(&temp_path, &bytes).map_err(unavailable)?;
+            std::fs::File::open(&temp_path)
+                .and_then(|f| f.sync_all())
+                .map_err(unavailable)?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(unavailable)?;
+            }
+            std::fs::rename(&temp_path, &target).map_err(unavailable)?;
+            temp.path = None;
+            Ok(())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))??;
+        Ok(size)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), AppError> {
         match tokio::fs::remove_file(self.path_of(key)?).await {
             Ok(()) => Ok(()),
@@ -168,6 +193,32 @@ impl LocalStore {
                 size += n as u64;
             }
             Ok(Some((size, hex::encode(hasher.finalize()))))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+    }
+
+    /// See [`super::Store::read`].
+    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
+        let path = self.path_of(key)?;
+        tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, AppError> {
+            use std::io::Read;
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut bytes = Vec::new();
+            file.take(max_bytes + 1)
+                .read_to_end(&mut bytes)
+                .map_err(unavailable)?;
+            if bytes.len() as u64 > max_bytes {
+                return Err(AppError::Internal(anyhow::anyhow!(
+                    "{} is over {max_bytes} bytes",
+                    path.display()
+                )));
+            }
+            Ok(Some(bytes))
         })
         .await
         .map_err(|e| AppError::Internal(e.into()))?

@@ -201,6 +201,23 @@ impl Store {
         .await
     }
 
+    /// Stores a small object held in memory (a thumbnail), all or nothing. Unlike
+    /// `put_stream`, its future is `Send`: background tasks can store.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+        bytes: Bytes,
+    ) -> Result<u64, AppError> {
+        self.measured("put", async {
+            match &self.backend {
+                Backend::S3(s) => s.put_bytes(key, presentation, bytes).await,
+                Backend::Local(l) => l.put_bytes(key, bytes).await,
+            }
+        })
+        .await
+    }
+
     /// Deletes an object; deleting one that is not there is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), AppError> {
         self.measured("delete", async {
@@ -265,6 +282,19 @@ impl Store {
             match &self.backend {
                 Backend::S3(s) => s.sha256(key).await,
                 Backend::Local(l) => l.sha256(key).await,
+            }
+        })
+        .await
+    }
+
+    /// An object's bytes, read whole, or `None` when it does not exist. An object of more
+    /// than `max_bytes` is an error: callers bound what they hold (the preview worker reads
+    /// images of at most `MAX_FILE_SIZE_MB`).
+    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
+        self.measured("get", async {
+            match &self.backend {
+                Backend::S3(s) => s.read(key, max_bytes).await,
+                Backend::Local(l) => l.read(key, max_bytes).await,
             }
         })
         .await

@@ -231,6 +231,19 @@ impl S3Store {
         let mut reader = PartReader::new(body);
         let first = reader.next_part().await?.unwrap_or_default();
         if reader.is_done() {
+            return self.put_bytes(key, presentation, first).await;
+        }
+        self.put_parts(key, presentation, first, &mut reader).await
+    }
+
+    /// One small object in one `PutObject`.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+        first: Bytes,
+    ) -> Result<u64, AppError> {
+        {
             let size = first.len() as u64;
             self.client
                 .put_object()
@@ -246,8 +259,17 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            return Ok(size);
+            Ok(size)
         }
+    }
+
+    async fn put_parts(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+        first: Bytes,
+        reader: &mut PartReader<'_>,
+    ) -> Result<u64, AppError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -271,7 +293,7 @@ impl S3Store {
             in_flight: VecDeque::new(),
             completed: Vec::new(),
         };
-        match send_parts(&mut upload, first, &mut reader).await {
+        match send_parts(&mut upload, first, reader).await {
             Ok(size) => {
                 upload.complete().await?;
                 Ok(size)
@@ -458,6 +480,39 @@ impl S3Store {
             size += chunk.len() as u64;
         }
         Ok(Some((size, hex::encode(hasher.finalize()))))
+    }
+
+    /// See [`super::Store::read`].
+    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut bytes = Vec::with_capacity(
+            object
+                .content_length
+                .unwrap_or(0)
+                .clamp(0, max_bytes as i64) as usize,
+        );
+        let mut body = object.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(unavailable)?;
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(AppError::Internal(anyhow::anyhow!(
+                    "object {key} is over {max_bytes} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(bytes))
     }
 
     /// A listing of the objects under `prefix` a page (up to 1,000 keys) at a time, in the

@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod layout;
+mod media;
 mod messages;
 mod metrics;
 mod migrations;

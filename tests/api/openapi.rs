@@ -161,6 +161,7 @@ async fn the_document_is_whole() {
             );
             let needs_token = !public.contains(&path.as_str())
                 && !path.ends_with("/content")
+                && !path.ends_with("/thumbnail")
                 && path != "/api/openapi.json"
                 && path != "/api/ws";
             assert_eq!(
