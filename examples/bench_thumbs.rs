@@ -162,7 +162,7 @@ fn main() -> anyhow::Result<()> {
         let overhead = (on / off - 1.0) * 100.0;
         println!(
             "\nserver-path uploads of the {} JPEGs (median of {} rounds): stripping on {on:.2} s, \
-             off {off:.2} s: +{overhead:.1} % (target <= {TARGET_STRIP_PERCENT} %: {})",
+             off {off:.2} s: {overhead:+.1} % (target <= {TARGET_STRIP_PERCENT} %: {})",
             args.jpegs,
             args.rounds,
             verdict(overhead <= TARGET_STRIP_PERCENT)

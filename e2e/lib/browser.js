@@ -9,7 +9,8 @@ import { chromium } from 'playwright-core';
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const SCREENSHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'artifacts', 'screenshots');
 
-export function launchBrowser() {
+/** `extraArgs`: more Chromium flags (a fake microphone, for the voice note test). */
+export function launchBrowser({ extraArgs = [] } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -19,6 +20,7 @@ export function launchBrowser() {
       '--disable-background-networking',
       '--disable-component-update',
       '--no-first-run',
+      ...extraArgs,
     ],
   });
 }

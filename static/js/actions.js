@@ -240,7 +240,7 @@ export function messageContext(inThread) {
       get meId() { return state.me?.id; },
       download: fileActions.download,
       askDelete: fileActions.askDelete,
-      openImage: fileActions.openImage,
+      fullSizeLink: fileActions.fullSizeLink,
       mediaFailed: fileActions.mediaFailed,
       userName,
       toggleReaction,

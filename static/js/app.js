@@ -10,7 +10,7 @@ import {
   setupComposer, attachments, outbox, clearSendError, showLimits,
 } from './composer.js';
 import { applyConfig } from './files.js';
-import { setupLightbox } from './filecards.js';
+import { setupGallery, setupVoiceNotes } from './media.js';
 import { refreshStorage } from './storage.js';
 import { resetRead } from './read.js';
 import { setupSearch, closeSearch } from './search.js';
@@ -125,7 +125,11 @@ function wire() {
   setupSidebar();
   setupPane();
   setupComposer();
-  setupLightbox();
+  setupGallery();
+  setupVoiceNotes({
+    canRecord: () => Boolean(state.current),
+    send: (file) => outbox.send(state.current, '', [file]),
+  });
   setupActions();
   setupThread();
   setupSearch();

@@ -1,5 +1,5 @@
-// What a file card's actions do: download through the listed link or a fresh one, open an
-// image full size, recover a preview whose link expired, and delete (uploader only).
+// What a file card's actions do: download through the listed link or a fresh one, a link
+// for the gallery to show an image full size (media.js), recover a preview whose link expired, and delete (uploader only).
 
 import { api, describeError } from './api.js';
 import { $, state, announceStatus } from './state.js';
@@ -99,21 +99,15 @@ export const fileActions = {
     }
   },
 
-  async openImage(file) {
-    let url = file.url;
+  /** A working link to the full-size file (for the gallery), or null when it is gone. */
+  async fullSizeLink(file) {
     try {
-      if (linkExpired(file)) url = await freshLink(file);
+      return linkExpired(file) ? await freshLink(file) : file.url;
     } catch (err) {
       if (err.code === 'not_found') removeFileCard(file.id);
       announceStatus(describeError(err));
-      return;
+      return null;
     }
-    $('lightbox-title').textContent = file.file_name;
-    const img = $('lightbox-img');
-    img.alt = file.file_name;
-    img.src = url;
-    $('lightbox').showModal();
-    $('lightbox-close').focus();
   },
 
   /** A preview or player failed to load: its link may have expired; try one fresh link. */
@@ -131,11 +125,3 @@ export const fileActions = {
   },
 };
 
-export function setupLightbox() {
-  const dialog = $('lightbox');
-  $('lightbox-close').addEventListener('click', () => dialog.close());
-  dialog.addEventListener('click', (e) => {
-    if (e.target === dialog) dialog.close(); // a click on the backdrop
-  });
-  dialog.addEventListener('close', () => $('lightbox-img').removeAttribute('src'));
-}

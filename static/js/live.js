@@ -109,6 +109,19 @@ function onEvent({ type, channel_id: channelId, data }) {
       }
       break;
     }
+    case 'file_updated':
+      // Previews are ready: the card is rebuilt with the placeholder and the thumbnail (its
+      // box takes the image's proportions; the pane stays pinned to the bottom).
+      for (const card of document.querySelectorAll(`.file-card[data-file-id="${data.id}"]`)) {
+        card.replaceWith(fileCard({ ...data }, fileActions));
+      }
+      {
+        // A message drawn again later (an edit, a reaction) keeps the previews.
+        const files = state.messages.get(data.message_id)?.files;
+        const at = files ? files.findIndex((f) => f.id === data.id) : -1;
+        if (at >= 0) files[at] = { ...data };
+      }
+      break;
     case 'message_updated':
       if (open) applyUpdate(data);
       break;

@@ -2,6 +2,7 @@
 // or attribute values, never as markup: there is no innerHTML in this client.
 
 import { fileKind, humanSize, KIND_LABEL } from './files.js';
+import { imagePreview, audioPlayer, textPreview } from './media.js';
 import { renderMarkdown, ALLOWED } from './markdown.js';
 
 /**
@@ -73,22 +74,19 @@ export function typeIcon(contentType, name) {
 
 /**
  * One attachment as a card. `actions` = {meId, download(file, card), askDelete(file, card),
- * openImage(file), mediaFailed(file, element)}.
+ * fullSizeLink(file), mediaFailed(file, element)}.
  */
 export function fileCard(file, actions) {
   const kind = fileKind(file.content_type, file.file_name);
   const name = file.file_name;
   let media = null;
   if (kind === 'image') {
-    const img = h('img', { src: file.url, alt: name, loading: 'lazy', decoding: 'async' });
-    img.addEventListener('error', () => actions.mediaFailed(file, img));
-    media = h('button', {
-      type: 'button',
-      class: 'card-preview',
-      'aria-label': `Open ${name} full size`,
-      onclick: () => actions.openImage(file),
-    }, img);
-  } else if (kind === 'audio' || kind === 'video') {
+    media = imagePreview(file, actions);
+  } else if (kind === 'audio') {
+    media = audioPlayer(file, actions);
+  } else if (kind === 'text' || kind === 'csv') {
+    media = textPreview(file);
+  } else if (kind === 'video') {
     const player = h(kind, { src: file.url, controls: true, preload: 'metadata', 'aria-label': name });
     player.addEventListener('error', () => actions.mediaFailed(file, player));
     media = h('div', { class: `card-player card-${kind}` }, player);
