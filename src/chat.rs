@@ -572,6 +572,29 @@ pub fn is_unsafe_display_char(c: char) -> bool {
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
 }
 
+/// Hides a direct message from the caller's sidebar (every tab: `dm_hidden`); the next
+/// message in it, or opening it again, shows it again. Other channels are left, not hidden:
+/// `400 bad_request`.
+pub async fn hide_dm(state: &AppState, user_id: i32, channel_id: i32) -> Result<(), AppError> {
+    state
+        .db
+        .write(move |conn| {
+            let channel = db::channels::find_for_member(conn, channel_id, user_id)?;
+            if channel.kind != db::models::KIND_DM {
+                return Err(AppError::bad_request(
+                    ErrorCode::BadRequest,
+                    "only a direct message is hidden; leave a channel instead",
+                ));
+            }
+            db::channels::set_hidden(conn, channel_id, user_id, true)?;
+            Ok(())
+        })
+        .await?;
+    let event = Event::DmHidden { user_id };
+    state.events.publish_ephemeral(channel_id, event).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,27 +621,4 @@ mod tests {
             assert!(!is_invisible_name(visible), "{visible:?}");
         }
     }
-}
-
-/// Hides a direct message from the caller's sidebar (every tab: `dm_hidden`); the next
-/// message in it, or opening it again, shows it again. Other channels are left, not hidden:
-/// `400 bad_request`.
-pub async fn hide_dm(state: &AppState, user_id: i32, channel_id: i32) -> Result<(), AppError> {
-    state
-        .db
-        .write(move |conn| {
-            let channel = db::channels::find_for_member(conn, channel_id, user_id)?;
-            if channel.kind != db::models::KIND_DM {
-                return Err(AppError::bad_request(
-                    ErrorCode::BadRequest,
-                    "only a direct message is hidden; leave a channel instead",
-                ));
-            }
-            db::channels::set_hidden(conn, channel_id, user_id, true)?;
-            Ok(())
-        })
-        .await?;
-    let event = Event::DmHidden { user_id };
-    state.events.publish_ephemeral(channel_id, event).await;
-    Ok(())
 }
