@@ -17,7 +17,9 @@ export function setFaviconBadge({ unread, mentions }) {
   // The bubble.
   ctx.fillStyle = '#4a154b';
   ctx.beginPath();
-  ctx.roundRect(2, 3, 24, 19, 6);
+  // roundRect is recent (2023 browsers): a plain rectangle elsewhere.
+  if (ctx.roundRect) ctx.roundRect(2, 3, 24, 19, 6);
+  else ctx.rect(2, 3, 24, 19);
   ctx.moveTo(8, 20);
   ctx.lineTo(6, 28);
   ctx.lineTo(15, 21);
