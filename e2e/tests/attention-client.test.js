@@ -185,10 +185,9 @@ it('lists the channel files newest first in the Files panel, live, and opens a f
 
   const phone = await openPage(browser, server, { viewport: PHONE });
   await logIn(phone, bob);
-  if (!(await phone.locator('#channel-title', { hasText: main.name }).count())) {
-    await phone.click('#sidebar-toggle');
-    await channelButton(phone, main.name).click();
-  }
+  // The first channel (main) opens by itself after logging in.
+  await phone.locator('#channel-title', { hasText: main.name }).waitFor();
+  await phone.locator('#history-start:not([hidden]), #load-older:not([hidden])').first().waitFor();
   await phone.locator('#files-toggle').click();
   await phone.locator('#files-list .files-row').nth(1).waitFor();
   await screenshot(phone, 'phone-files-panel');
