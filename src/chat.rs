@@ -74,8 +74,12 @@ pub async fn post_message(
             // One event for the message, one per file, one for the thread's root.
             let count = 1 + stored.len() as i64 + i64::from(thread_id.is_some());
             let seq = db::allocate_event_seq(conn, channel_id, count)?;
-            db::channels::find_for_member(conn, channel_id, user_id)?;
+            let channel = db::channels::find_for_member(conn, channel_id, user_id)?;
             check_everyone_mention(&limits, user_id, channel_id, &content, None)?;
+            // A new message shows a hidden DM again, to both of its users.
+            if channel.kind == db::models::KIND_DM {
+                db::channels::unhide_for_all(conn, channel_id)?;
+            }
             if let Some(root_id) = thread_id {
                 let root = db::messages::find_in_channel(conn, channel_id, root_id)
                     .map_err(AppError::from);
@@ -386,6 +390,12 @@ pub async fn open_dm(
             .await?
     };
     if let Some(channel) = existing {
+        // Opening it again shows it again, if the caller had hidden it.
+        let channel_id = channel.id;
+        state
+            .db
+            .write(move |conn| Ok(db::channels::set_hidden(conn, channel_id, user_id, false)?))
+            .await?;
         return Ok((channel, false));
     }
     let created = {
@@ -441,10 +451,21 @@ pub async fn set_display_name(
     user_id: i32,
     display_name: String,
 ) -> Result<User, AppError> {
-    state
+    let (user, channels) = state
         .db
-        .write(move |conn| Ok(db::users::set_display_name(conn, user_id, &display_name)?))
-        .await
+        .write(move |conn| {
+            let user = db::users::set_display_name(conn, user_id, &display_name)?;
+            let channels = db::channels::subscriptions(conn, user_id)?;
+            Ok((user, channels))
+        })
+        .await?;
+    // Everyone who shares a channel with the user sees the new name at once; the channel's
+    // followers are exactly those people, and no list of them is built here.
+    for (channel_id, _) in channels {
+        let event = Event::UserUpdated { user: user.clone() };
+        state.events.publish_ephemeral(channel_id, event).await;
+    }
+    Ok(user)
 }
 
 /// Records files already stored as attachments of the caller's message, announcing each;
@@ -549,6 +570,29 @@ fn is_invisible_char(c: char) -> bool {
 pub fn is_unsafe_display_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+/// Hides a direct message from the caller's sidebar (every tab: `dm_hidden`); the next
+/// message in it, or opening it again, shows it again. Other channels are left, not hidden:
+/// `400 bad_request`.
+pub async fn hide_dm(state: &AppState, user_id: i32, channel_id: i32) -> Result<(), AppError> {
+    state
+        .db
+        .write(move |conn| {
+            let channel = db::channels::find_for_member(conn, channel_id, user_id)?;
+            if channel.kind != db::models::KIND_DM {
+                return Err(AppError::bad_request(
+                    ErrorCode::BadRequest,
+                    "only a direct message is hidden; leave a channel instead",
+                ));
+            }
+            db::channels::set_hidden(conn, channel_id, user_id, true)?;
+            Ok(())
+        })
+        .await?;
+    let event = Event::DmHidden { user_id };
+    state.events.publish_ephemeral(channel_id, event).await;
+    Ok(())
 }
 
 #[cfg(test)]

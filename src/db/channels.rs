@@ -191,3 +191,42 @@ pub fn members(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<Vec<Use
         .select(User::as_select())
         .load(conn)
 }
+
+/// Hides (or shows again) a channel in one member's sidebar; `false` if not a member.
+pub fn set_hidden(
+    conn: &mut AnyConnection,
+    channel_id: i32,
+    user_id: i32,
+    hidden: bool,
+) -> QueryResult<bool> {
+    let changed = diesel::update(
+        channel_members::table
+            .filter(channel_members::channel_id.eq(channel_id))
+            .filter(channel_members::user_id.eq(user_id)),
+    )
+    .set(channel_members::hidden.eq(hidden))
+    .execute(conn)?;
+    Ok(changed > 0)
+}
+
+/// Shows the channel again to every member who hid it (a new message in a DM). Writes
+/// nothing when nobody did.
+pub fn unhide_for_all(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<()> {
+    diesel::update(
+        channel_members::table
+            .filter(channel_members::channel_id.eq(channel_id))
+            .filter(channel_members::hidden.eq(true)),
+    )
+    .set(channel_members::hidden.eq(false))
+    .execute(conn)
+    .map(|_| ())
+}
+
+/// The channels `user_id` hid from their sidebar.
+pub fn hidden_by(conn: &mut AnyConnection, user_id: i32) -> QueryResult<Vec<i32>> {
+    channel_members::table
+        .filter(channel_members::user_id.eq(user_id))
+        .filter(channel_members::hidden.eq(true))
+        .select(channel_members::channel_id)
+        .load(conn)
+}

@@ -3,6 +3,7 @@
 //! The backend is chosen from the `DATABASE_URL` scheme here, not by trying each backend in
 //! turn, so a typo in a PostgreSQL URL is an error instead of a new empty SQLite file.
 
+pub mod channel_files;
 pub mod channels;
 pub mod deployment;
 pub mod files;

@@ -40,6 +40,7 @@ diesel::table! {
         role -> Text,
         joined_at -> Timestamp,
         last_read_id -> Integer,
+        hidden -> Bool,
     }
 }
 

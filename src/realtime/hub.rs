@@ -574,7 +574,7 @@ impl State {
     }
 
     fn deliver(&mut self, event: &Arc<ChannelEvent>) {
-        if let Event::ReadUpdated { user_id, .. } = event.event {
+        if let Event::ReadUpdated { user_id, .. } | Event::DmHidden { user_id } = event.event {
             let _ = self.tap.send(event.clone());
             self.deliver_to_user(event, user_id);
             return;

@@ -74,6 +74,16 @@ pub enum Event {
         user_id: i32,
         last_read_id: i32,
     },
+    /// A member changed their profile (display name). Ephemeral: sent once in each channel
+    /// of theirs, so a client sharing several channels with them hears it once per channel.
+    UserUpdated {
+        user: User,
+    },
+    /// The user hid this direct message from their sidebar. Ephemeral; delivered to that
+    /// user's connections only, so every tab hides it.
+    DmHidden {
+        user_id: i32,
+    },
 }
 
 /// A reaction added or removed: by whom, on what.
@@ -100,6 +110,8 @@ impl Event {
             Event::MemberLeft { .. } => "member_left",
             Event::Typing { .. } => "typing",
             Event::ReadUpdated { .. } => "read_updated",
+            Event::UserUpdated { .. } => "user_updated",
+            Event::DmHidden { .. } => "dm_hidden",
         }
     }
 
@@ -190,7 +202,9 @@ impl ChannelEvent {
                     "reason": reason,
                 })
             }
-            Event::MemberJoined { user } | Event::MemberLeft { user } => {
+            Event::MemberJoined { user }
+            | Event::MemberLeft { user }
+            | Event::UserUpdated { user } => {
                 json!({ "channel_id": self.channel_id, "user": user })
             }
             Event::Typing { user_id } => {
@@ -199,6 +213,7 @@ impl ChannelEvent {
             Event::ReadUpdated { last_read_id, .. } => {
                 json!({ "channel_id": self.channel_id, "last_read_id": last_read_id })
             }
+            Event::DmHidden { .. } => json!({ "channel_id": self.channel_id }),
         };
         json!({ "type": self.event.kind(), "channel_id": self.channel_id, "data": data })
     }

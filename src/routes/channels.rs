@@ -108,6 +108,9 @@ struct MyChannel {
     unread_count: i64,
     /// Of those, the ones that mention the caller (`@username`, `@channel`).
     mention_count: i64,
+    /// A direct message the caller hid from their sidebar (`POST /api/dms/{id}/hide`)
+    /// and that has had no message since.
+    hidden: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -165,23 +168,26 @@ async fn list_mine(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<web::Json<Vec<MyChannel>>, AppError> {
-    let (channels, mut reads) = state
+    let (channels, mut reads, hidden) = state
         .db
         .run(move |conn| {
             let channels = db::channels::list_for_member(conn, auth.id)?;
             let reads = db::reads::for_user(conn, auth.id)?;
-            Ok((channels, reads))
+            let hidden = db::channels::hidden_by(conn, auth.id)?;
+            Ok((channels, reads, hidden))
         })
         .await?;
     let channels = channels
         .into_iter()
         .map(|channel| {
             let read = reads.remove(&channel.id).unwrap_or_default();
+            let hidden = hidden.contains(&channel.id);
             MyChannel {
                 channel,
                 last_read_id: read.last_read_id,
                 unread_count: read.unread_count,
                 mention_count: read.mention_count,
+                hidden,
             }
         })
         .collect();

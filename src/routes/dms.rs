@@ -12,11 +12,15 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(open))]
+#[openapi(paths(open, hide))]
 pub(super) struct Doc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint("/dms", vec![(Method::POST, web::to(open))]));
+    cfg.service(endpoint("/dms", vec![(Method::POST, web::to(open))]))
+        .service(endpoint(
+            "/dms/{id}/hide",
+            vec![(Method::POST, web::to(hide))],
+        ));
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -49,4 +53,24 @@ async fn open(
     } else {
         HttpResponse::Ok().json(channel)
     })
+}
+
+/// Hides a direct message from the caller's sidebar: `GET /api/channels` lists it with
+/// `"hidden": true`, and the caller's sockets get `dm_hidden`. Nothing is lost and the
+/// other user sees no change. The next message in it (from either user), or `POST /api/dms`
+/// for it again, shows it again.
+#[utoipa::path(post, path = "/api/dms/{id}/hide", tag = "channels", security(("bearer" = [])),
+    params(("id" = i32, Path, description = "the direct message's channel id")),
+    responses(
+        (status = 204, description = "hidden (or hidden already)"),
+        (status = 400, description = "`bad_request`: not a direct message (leave it instead)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or not a member", body = ErrorBody),
+    ))]
+async fn hide(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, AppError> {
+    chat::hide_dm(&state, auth.id, path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

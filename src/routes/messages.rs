@@ -71,11 +71,14 @@ struct EditBody {
     content: String,
 }
 
-/// `multipart/form-data`: the text first, then the files (documentation only: the parts are
+/// `multipart/form-data`: a reply's `thread_id`, the text, then the files (documentation only: the parts are
 /// read as a stream by `create_with_files`).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct MessageForm {
+    /// Optional, first when present: post as a reply in the thread of this top-level
+    /// message of the channel.
+    thread_id: Option<i32>,
     /// The message; may be empty when files come with it.
     content: String,
     /// Up to 10 files, each within `MAX_FILE_SIZE_MB`.
@@ -237,20 +240,37 @@ async fn post_with_files(
         .await?;
     let slot = state.upload_slots.take(auth.id)?;
     let mut form = UploadForm::new(&req, payload, &state.upload_rules, slot)?;
-    let content = match form.next_part().await? {
+    // A reply in a thread names its root first: the `thread_id` part, before `content`
+    // (files follow, and a part cannot be put back once read).
+    let mut next = form.next_part().await?;
+    let mut thread_id = None;
+    if let Some(mut part) = next.take_if(|p| uploads::part_name(p) == "thread_id") {
+        let text = uploads::read_text_part(&mut part, 16).await?;
+        // The form yields its next part only once this one is gone.
+        drop(part);
+        let id = text.trim().parse::<i32>().map_err(|_| {
+            AppError::bad_request(ErrorCode::BadRequest, "thread_id is a message id")
+        })?;
+        thread_id = Some(id);
+        next = form.next_part().await?;
+    }
+    let content = match next {
         Some(mut part) if uploads::part_name(&part) == "content" => {
             uploads::read_text_part(&mut part, MAX_CONTENT_BYTES).await?
         }
         _ => {
             return Err(AppError::bad_request(
                 ErrorCode::BadRequest,
-                "the first part must be the `content` text",
+                "the first part must be the `content` text (after `thread_id` for a reply)",
             ));
         }
     };
-    let fingerprint = Fingerprint::new("POST", req.path())
+    let mut fingerprint = Fingerprint::new("POST", req.path())
         .part(b"multipart")
         .part(content.as_bytes());
+    if let Some(thread_id) = thread_id {
+        fingerprint = fingerprint.part(format!("thread {thread_id}").as_bytes());
+    }
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
         validate_content(&content, true)?;
@@ -263,7 +283,7 @@ async fn post_with_files(
                 validate_content(&content, !stored.is_empty())?;
                 let answer = completion.map(|c| message_answer(&state, &base, auth.id, c));
                 post_message(
-                    &state, auth.id, channel_id, content, None, stored, None, answer,
+                    &state, auth.id, channel_id, content, thread_id, stored, None, answer,
                 )
                 .await
             })

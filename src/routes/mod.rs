@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod channel_files;
 mod channels;
 mod client_config;
 mod dms;
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .configure(auth::configure)
             .configure(channels::configure)
+            .configure(channel_files::configure)
             .configure(dms::configure)
             .configure(messages::configure)
             .configure(files::configure)

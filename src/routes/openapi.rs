@@ -43,6 +43,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
             super::health::Doc::openapi(),
             super::auth::Doc::openapi(),
             super::channels::Doc::openapi(),
+            super::channel_files::Doc::openapi(),
             super::dms::Doc::openapi(),
             super::client_config::Doc::openapi(),
             super::messages::Doc::openapi(),

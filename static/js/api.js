@@ -184,6 +184,12 @@ export const api = {
     request('DELETE', `/api/channels/${id}/messages/${messageId}/reactions/${enc(emoji)}`),
   /** The direct-message channel with that user (made on first use). */
   openDm: (username) => request('POST', '/api/dms', { username }),
+  /** Hides a DM from the sidebar until its next message. */
+  hideDm: (id) => request('POST', `/api/dms/${id}/hide`),
+  /** A channel's files, newest first: `{files, has_more, next_before}`. */
+  channelFiles: (id, { before, limit } = {}) =>
+    request('GET', `/api/channels/${id}/files${query({ before, limit })}`),
+  updateMe: (displayName) => request('PATCH', '/api/me', { display_name: displayName }),
 
   /** A fresh download link: `{url, expires_at, file}`. */
   downloadLink: (fileId) => request('GET', `/api/files/download/${fileId}`),
@@ -221,4 +227,28 @@ export function uploadMessage(channelId, content, files, { onProgress, onSent } 
     xhr.send(form);
   });
   return { promise, abort: () => xhr.abort() };
+}
+
+/**
+ * A thread reply with files: `multipart/form-data` with `thread_id` first, then `content`,
+ * then the files (small ones; no progress is shown in the thread panel).
+ */
+export async function postReplyWithFiles(channelId, threadId, content, files) {
+  const form = new FormData();
+  form.append('thread_id', String(threadId));
+  form.append('content', content);
+  for (const file of files) form.append('file', file, file.name);
+  let response;
+  try {
+    response = await fetch(`/api/channels/${channelId}/messages`, {
+      method: 'POST',
+      headers: session.token ? { Authorization: `Bearer ${session.token}` } : {},
+      body: form,
+    });
+  } catch {
+    throw new ApiError(0, 'network', '');
+  }
+  const text = await response.text();
+  if (!response.ok) throw errorFrom(response.status, text, response.headers.get('Retry-After'));
+  return JSON.parse(text);
 }

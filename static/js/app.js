@@ -16,6 +16,11 @@ import { resetRead } from './read.js';
 import { setupSearch, closeSearch } from './search.js';
 import { setupActions } from './actions.js';
 import { setupThread, closeThread } from './thread.js';
+import { setupChannelFiles, closeFiles } from './channelfiles.js';
+import { setupNotify, onNotificationClick } from './notify.js';
+import { mentionReader } from './mentions.js';
+import { setMentionReader } from './views.js';
+import { setupProfile } from './profile.js';
 
 let authMode = 'login';
 
@@ -87,6 +92,7 @@ function logOut(message = '') {
   localStorage.removeItem('chat.channel');
   clearTyping();
   closeThread();
+  closeFiles(false);
   resetState();
   resetRead();
   closeSearch();
@@ -101,6 +107,9 @@ function logOut(message = '') {
 
 async function startApp(user) {
   state.me = user;
+  setMentionReader(mentionReader(user, (channelId) => new Set(
+    [...(state.members.get(channelId)?.values() || [])].map((u) => u.username),
+  )));
   $('auth-view').hidden = true;
   $('app-view').hidden = false;
   $('me-name').textContent = user.display_name || user.username;
@@ -133,6 +142,10 @@ function wire() {
   setupActions();
   setupThread();
   setupSearch();
+  setupChannelFiles();
+  setupNotify();
+  setupProfile();
+  onNotificationClick((channelId) => openChannel(channelId));
   setupLive();
   const ended = () => logOut('Your session has ended. Please log in again.');
   socket.addEventListener('unauthorized', ended);

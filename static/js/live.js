@@ -12,8 +12,11 @@ import {
 } from './pane.js';
 import { showReply, catchUpThread } from './thread.js';
 import {
-  loadChannels, renderChannels, renderChannelMeta, forgetChannel, memberMap, loadMembers,
+  loadChannels, renderChannels, renderChannelMeta, forgetChannel, memberMap, loadMembers, dmHidden,
 } from './sidebar.js';
+import { fileAdded, fileGone } from './channelfiles.js';
+import { notifyMessage, offerNotifications } from './notify.js';
+import { applyUserUpdate } from './profile.js';
 
 const CATCH_UP_PAGE = 100;
 
@@ -81,6 +84,7 @@ function onEvent({ type, channel_id: channelId, data }) {
   const open = channelId === state.current && state.view;
   switch (type) {
     case 'message_created':
+      noteAttention(channelId, data, open);
       if (data.thread_id) {
         // A reply: shown in its open thread; the timeline hears of it as the root's update.
         // It does not count as unread (the channel's listing holds top-level messages only).
@@ -91,16 +95,30 @@ function onEvent({ type, channel_id: channelId, data }) {
         noteSeen(channelId, data.id);
         if (data.user_id !== state.me.id) {
           state.unread.set(channelId, (state.unread.get(channelId) || 0) + 1);
+          if ((data.mentions || []).includes(state.me.id)) {
+            state.mentions.set(channelId, (state.mentions.get(channelId) || 0) + 1);
+          }
           renderChannels();
         }
       }
       break;
-    case 'read_updated':
+    case 'read_updated': {
       // Read in another tab (or on another device) of this user.
+      const channel = state.channels.get(channelId);
+      if (channel) channel.last_read_id = Math.max(channel.last_read_id || 0, data.last_read_id);
+      state.mentions.delete(channelId);
       if (state.unread.delete(channelId)) renderChannels();
+      break;
+    }
+    case 'dm_hidden':
+      dmHidden(channelId);
+      break;
+    case 'user_updated':
+      applyUserUpdate(data.user);
       break;
     case 'file_upload_complete': {
       if (data.uploaded_by === state.me.id) refreshStorage();
+      fileAdded(data);
       if (!open || document.querySelector(`.file-card[data-file-id="${data.id}"]`)) break;
       for (const item of document.querySelectorAll(`.message[data-id="${data.message_id}"]`)) {
         const list = item.querySelector('.attachments');
@@ -136,6 +154,7 @@ function onEvent({ type, channel_id: channelId, data }) {
       // The event does not say whose file it was: ask (at most once a second).
       if (state.storage && state.storage.quota_bytes != null) refreshStorage();
       removeFileCard(data.id, { placeholder: data.reason !== 'message_deleted' });
+      fileGone(data.id);
       break;
     case 'member_joined':
       if (data.user.id === state.me.id) {
@@ -171,6 +190,39 @@ function onEvent({ type, channel_id: channelId, data }) {
       break; // events added later are ignored
   }
 }
+
+/**
+ * A new message, wherever it goes: a hidden DM comes back, a hidden tab counts what the
+ * open channel receives (for its title and icon), the reader may be notified, and after
+ * their own first message they are offered notifications.
+ */
+function noteAttention(channelId, message, open) {
+  const channel = state.channels.get(channelId);
+  if (!channel) return;
+  if (channel.hidden) {
+    channel.hidden = false; // the server shows it again too
+    renderChannels();
+  }
+  if (message.user_id === state.me.id) {
+    offerNotifications();
+    return;
+  }
+  if (open && !message.thread_id && document.visibilityState === 'hidden') {
+    state.unread.set(channelId, (state.unread.get(channelId) || 0) + 1);
+    if ((message.mentions || []).includes(state.me.id)) {
+      state.mentions.set(channelId, (state.mentions.get(channelId) || 0) + 1);
+    }
+    renderChannels();
+  }
+  notifyMessage(message);
+}
+
+// Back on the tab: what the open channel received meanwhile is on screen now.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible' || !state.current) return;
+  const counted = state.unread.delete(state.current);
+  if (state.mentions.delete(state.current) || counted) renderChannels();
+});
 
 export function setupLive() {
   socket.addEventListener('state', (e) => renderConnection(e.detail));

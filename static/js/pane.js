@@ -6,7 +6,7 @@ import { markRead } from './read.js';
 import { api, describeError } from './api.js';
 import { $, state, announceMessage, announceStatus } from './state.js';
 import {
-  messageItem, updateMessageItem, cancelConfirm, dateDivider, authorName,
+  messageItem, updateMessageItem, cancelConfirm, dateDivider, authorName, h,
 } from './views.js';
 import { messageContext } from './actions.js';
 import { closeThread, threadRootId, threadRootUpdated } from './thread.js';
@@ -19,6 +19,7 @@ const CATCH_UP_PAGE = 100;
 const TYPING_SHOWN_MS = 6000;
 const NEAR_BOTTOM_PX = 120;
 const GROUP_WITHIN_MS = 5 * 60 * 1000;
+const MAX_UNREAD_PAGES = 40; // how far back "jump to first unread" may load
 
 export function showChannelView(open) {
   $('channel-view').hidden = !open;
@@ -28,9 +29,16 @@ export function showChannelView(open) {
 export async function openChannel(id) {
   if (!state.channels.has(id)) return;
   closeSidebar();
+  // The reader's place before this visit (the server's read state, kept in step by
+  // read.js and read_updated): the "New messages" divider goes after it.
+  const known = state.channels.get(id);
+  const unreadCount = state.unread.get(id) || 0;
   const view = {
     id, oldest: null, newest: null, hasOlder: false, loadingOlder: false, loaded: false, catchUpPending: false,
+    unreadAfter: unreadCount > 0 ? (known.last_read_id ?? 0) : null,
+    unreadCount,
   };
+  document.dispatchEvent(new CustomEvent('chat:panel', { detail: 'channel' }));
   state.current = id;
   state.view = view;
   state.messages = new Map();
@@ -38,6 +46,7 @@ export async function openChannel(id) {
   sessionStorage.setItem('chat.channel', String(id)); // this tab's
   localStorage.setItem('chat.channel', String(id)); // a new tab's
   state.unread.delete(id);
+  state.mentions.delete(id);
   clearTyping();
   renderChannels();
 
@@ -56,6 +65,7 @@ export async function openChannel(id) {
   $('load-older').hidden = true;
   $('history-start').hidden = true;
   $('jump-latest').hidden = true;
+  $('jump-unread').hidden = true;
   $('composer-error').textContent = '';
   showChannelView(true);
   loadMembers(id);
@@ -67,7 +77,9 @@ export async function openChannel(id) {
     view.hasOlder = page.has_more;
     view.loaded = true;
     renderHistoryTop();
+    placeUnreadDivider();
     scrollToBottom();
+    renderJumpUnread();
     // Live events that arrive while the page loads are merged in id order. If the socket
     // (re)connected meanwhile, what was posted between the page and the connection is
     // fetched now.
@@ -84,6 +96,77 @@ export async function openChannel(id) {
   } catch (err) {
     if (state.view === view) announceStatus(`Could not load messages. ${describeError(err)}`);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// "New messages": a divider above the first message that arrived since the reader's last
+// visit, and a button to jump up to it while it is off screen.
+
+/** The first unread message shown: after the read position, not the reader's own. */
+function firstUnreadItem(view) {
+  return [...$('message-list').children].find((li) => li.classList.contains('message')
+    && Number(li.dataset.id) > view.unreadAfter && Number(li.dataset.userId) !== state.me.id) || null;
+}
+
+/** Whether the message just before the first unread one is loaded (or there is none). */
+function unreadStartKnown(view) {
+  return !view.hasOlder || (view.oldest !== null && view.oldest <= view.unreadAfter);
+}
+
+function placeUnreadDivider() {
+  const view = state.view;
+  if (!view || view.unreadAfter === null) return;
+  const list = $('message-list');
+  list.querySelector(':scope > .unread-divider')?.remove();
+  const first = unreadStartKnown(view) ? firstUnreadItem(view) : null;
+  if (!first) return;
+  list.insertBefore(h('li', { class: 'unread-divider', id: 'unread-divider' },
+    h('span', {}, 'New messages')), first);
+  regroup(list);
+}
+
+/** Shows "Jump to first unread" while the divider is above the visible part. */
+function renderJumpUnread() {
+  const view = state.view;
+  const button = $('jump-unread');
+  if (!view || view.unreadAfter === null || view.unreadSeen) {
+    button.hidden = true;
+    return;
+  }
+  const divider = $('unread-divider');
+  let above;
+  if (divider) {
+    const scroller = $('messages');
+    above = divider.getBoundingClientRect().bottom < scroller.getBoundingClientRect().top + 4;
+    if (!above) view.unreadSeen = true; // it has been on screen: no need to offer it again
+  } else {
+    above = !unreadStartKnown(view); // older than the pages loaded
+  }
+  const count = view.unreadCount;
+  button.textContent = `↑ Jump to first unread${count ? ` (${count} new)` : ''}`;
+  button.hidden = !above;
+}
+
+export async function jumpToFirstUnread() {
+  const view = state.view;
+  if (!view || view.unreadAfter === null) return;
+  let pages = 0;
+  while (state.view === view && !unreadStartKnown(view) && pages < MAX_UNREAD_PAGES) {
+    await loadOlder();
+    pages += 1;
+  }
+  if (state.view !== view) return;
+  const divider = $('unread-divider');
+  if (!divider) {
+    announceStatus('The first unread message is further back than the history loaded.');
+    return;
+  }
+  divider.scrollIntoView({ block: 'start' });
+  pinned = isNearBottom();
+  view.unreadSeen = true;
+  $('jump-unread').hidden = true;
+  const first = firstUnreadItem(view);
+  if (first) first.focus({ preventScroll: true });
 }
 
 function renderHistoryTop() {
@@ -105,7 +188,9 @@ export async function loadOlder() {
     const fromBottom = scroller.scrollHeight - scroller.scrollTop;
     for (const message of page.messages) insertMessage(message);
     view.hasOlder = page.has_more;
+    placeUnreadDivider();
     scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep the reader's place
+    renderJumpUnread();
   } catch (err) {
     announceStatus(`Could not load older messages. ${describeError(err)}`);
   } finally {
@@ -310,6 +395,7 @@ export function setupPane() {
     if (scroller.scrollTop < 200) loadOlder();
     pinned = isNearBottom();
     if (pinned) $('jump-latest').hidden = true;
+    if (!$('jump-unread').hidden) renderJumpUnread();
   }, { passive: true });
   // The list or the pane changed size (images, edits, the thread panel opening): stay at the
   // bottom if the reader was there.
@@ -319,6 +405,7 @@ export function setupPane() {
   keepPinned.observe($('message-list'));
   keepPinned.observe(scroller);
   scroller.addEventListener('keydown', (e) => moveBetweenMessages(e, scroller));
+  $('jump-unread').addEventListener('click', jumpToFirstUnread);
   $('jump-latest').addEventListener('click', () => {
     scrollToBottom();
     scroller.focus();

@@ -32,6 +32,9 @@ async function flush() {
     try {
       await api.markRead(channelId, messageId);
       sent.set(channelId, Math.max(sent.get(channelId) ?? 0, messageId));
+      // The next visit's "New messages" divider starts after this.
+      const channel = state.channels.get(channelId);
+      if (channel) channel.last_read_id = Math.max(channel.last_read_id || 0, messageId);
     } catch {
       // Not fatal: the next message shown tries again.
     }

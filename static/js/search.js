@@ -74,6 +74,7 @@ async function run(query, more = false) {
   const panel = $('search-panel');
   panel.hidden = false;
   closeThread();
+  document.dispatchEvent(new CustomEvent('chat:panel', { detail: 'search' }));
   if (!more) {
     current = { query, results: [], nextBefore: null, hasMore: false };
     $('search-results').replaceChildren();
@@ -96,7 +97,7 @@ async function run(query, more = false) {
 }
 
 /** Opens the message `id` in its channel (a reply: its thread) and points it out. */
-async function goTo(id, item) {
+export async function goTo(id, item) {
   const channelId = item.channel_id;
   if (!state.channels.has(channelId)) return;
   if (state.current !== channelId) await openChannel(channelId);

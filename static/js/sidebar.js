@@ -5,6 +5,7 @@ import { api, describeError } from './api.js';
 import { $, state, announceStatus } from './state.js';
 import { h, lockIcon, confirmPress } from './views.js';
 import { openChannel, showChannelView } from './pane.js';
+import { setFaviconBadge, titleFor } from './favicon.js';
 
 export async function loadChannels() {
   try {
@@ -16,6 +17,7 @@ export async function loadChannels() {
     for (const channel of mine) {
       if (channel.id !== state.current && channel.unread_count > 0 && !state.unread.has(channel.id)) {
         state.unread.set(channel.id, channel.unread_count);
+        if (channel.mention_count > 0) state.mentions.set(channel.id, channel.mention_count);
       }
     }
   } catch (err) {
@@ -49,9 +51,11 @@ export function renderChannels() {
   const focusKey = $('sidebar').contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
   const all = [...state.channels.values()];
   const mine = all.filter((c) => c.kind !== 'dm');
-  const dms = all.filter((c) => c.kind === 'dm');
+  // A hidden DM stays out of the list until a message arrives in it (or it is open).
+  const dms = all.filter((c) => c.kind === 'dm' && (!c.hidden || c.id === state.current));
   const button = (channel) => {
     const unread = state.unread.get(channel.id) || 0;
+    const mentions = state.mentions.get(channel.id) || 0;
     const current = channel.id === state.current;
     const dm = channel.kind === 'dm';
     return h('li', {},
@@ -67,8 +71,19 @@ export function renderChannels() {
       h('span', { class: 'channel-name' }, dm ? dmPartner(channel) : channel.name),
       channel.is_private && !dm ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
       unread
-        ? h('span', { class: 'unread-badge' }, String(unread), h('span', { class: 'visually-hidden' }, ' unread'))
-        : null));
+        ? h('span', { class: `unread-badge${mentions ? ' mention-badge' : ''}` },
+          mentions ? `@${mentions}` : String(unread),
+          h('span', { class: 'visually-hidden' },
+            mentions ? ` mentions, ${unread} unread` : ' unread'))
+        : null),
+      dm ? h('button', {
+        type: 'button',
+        class: 'hide-dm',
+        'aria-label': `Hide the conversation with ${dmPartner(channel)}`,
+        title: 'Hide (it comes back with the next message)',
+        dataset: { focusKey: `hide-${channel.id}` },
+        onclick: () => hideDm(channel.id),
+      }, '×') : null);
   };
   $('my-channels').replaceChildren(...mine.map(button));
   $('dm-list').replaceChildren(...dms.map(button));
@@ -89,10 +104,43 @@ export function renderChannels() {
   updateTitle();
 }
 
-function updateTitle() {
-  const unread = [...state.unread.values()].reduce((a, b) => a + b, 0);
-  const name = state.current ? `${channelTitle(state.channels.get(state.current))} · ` : '';
-  document.title = `${unread ? `(${unread}) ` : ''}${name}Chat`;
+/** The tab's title and icon, from the unread and mention counts (the server's, kept live). */
+export function updateTitle() {
+  const sum = (map) => [...map.values()].reduce((a, b) => a + b, 0);
+  const unread = sum(state.unread);
+  const mentions = sum(state.mentions);
+  const channel = state.current ? channelTitle(state.channels.get(state.current)) : '';
+  document.title = titleFor({ unread, mentions, channel });
+  setFaviconBadge({ unread, mentions });
+}
+
+/** Hides a DM from the list until its next message; the server remembers it for every tab. */
+async function hideDm(id) {
+  const name = channelName(id);
+  try {
+    await api.hideDm(id);
+  } catch (err) {
+    announceStatus(`Could not hide it. ${describeError(err)}`);
+    return;
+  }
+  dmHidden(id);
+  announceStatus(`Hid the conversation with ${name}. It comes back when a message arrives.`);
+  ($('dm-list').querySelector('.channel-button') || $('new-dm-toggle')).focus();
+}
+
+/** A DM was hidden (here, or in another tab: `dm_hidden`). */
+export function dmHidden(id) {
+  const channel = state.channels.get(id);
+  if (!channel) return;
+  channel.hidden = true;
+  if (state.current === id) {
+    state.current = null;
+    state.view = null;
+    sessionStorage.removeItem('chat.channel');
+    localStorage.removeItem('chat.channel');
+    showChannelView(false);
+  }
+  renderChannels();
 }
 
 async function joinChannel(id) {

@@ -10,6 +10,7 @@ export const state = {
   channels: new Map(), // my channels, by id
   publicChannels: [],
   unread: new Map(), // channel id -> count of messages not yet seen
+  mentions: new Map(), // channel id -> of those, how many mention me
   lastSeen: new Map(), // channel id -> highest message id known to this client
   members: new Map(), // channel id -> Map(user id -> user)
   current: null, // the open channel's id
@@ -24,7 +25,7 @@ export const state = {
 /** Forgets everything about the signed-in user (log out). */
 export function resetState() {
   Object.assign(state, {
-    me: null, channels: new Map(), publicChannels: [], unread: new Map(), lastSeen: new Map(),
+    me: null, channels: new Map(), publicChannels: [], unread: new Map(), mentions: new Map(), lastSeen: new Map(),
     members: new Map(), current: null, view: null, messages: new Map(), lastTypingSent: 0, storage: null,
   });
 }

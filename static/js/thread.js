@@ -2,9 +2,10 @@
 // phone), with its own composer. Replies arrive live (`message_created` with `thread_id`);
 // the root's reply count is kept by `message_updated`.
 
-import { api, describeError } from './api.js';
+import { api, describeError, postReplyWithFiles } from './api.js';
 import { $, state, announceStatus, announceMessage } from './state.js';
-import { messageItem, authorName } from './views.js';
+import { messageItem, authorName, fileChip } from './views.js';
+import { checkFile, limits } from './files.js';
 import { messageContext } from './actions.js';
 import { applyUpdate, moveBetweenMessages } from './pane.js';
 import { channelTitle } from './sidebar.js';
@@ -12,6 +13,33 @@ import { channelTitle } from './sidebar.js';
 const PAGE = 100;
 
 let thread = null; // {root (id), channelId, loaded, pending: [messages that came while loading]}
+let replyFiles = []; // File objects chosen for the next reply
+
+function renderChips() {
+  $('thread-chips').replaceChildren(...replyFiles.map((file, i) => fileChip(file, () => {
+    replyFiles.splice(i, 1);
+    renderChips();
+    $('thread-attach').focus();
+  })));
+}
+
+function addReplyFiles(files) {
+  const error = $('thread-error');
+  error.textContent = '';
+  for (const file of files) {
+    const problem = checkFile(file);
+    if (problem) {
+      error.textContent = problem;
+      continue;
+    }
+    if (replyFiles.length >= (limits.maxFilesPerMessage || 10)) {
+      error.textContent = 'That is as many files as one reply can carry.';
+      break;
+    }
+    replyFiles.push(file);
+  }
+  renderChips();
+}
 
 export function threadRootId() {
   return thread ? thread.root : null;
@@ -50,12 +78,15 @@ export async function openThread(root) {
   const panel = $('thread-panel');
   panel.hidden = false;
   $('search-panel').hidden = true; // one side panel at a time
+  document.dispatchEvent(new CustomEvent('chat:panel', { detail: 'thread' }));
   document.body.classList.add('thread-open');
   $('thread-channel').textContent = `in ${channelTitle(state.channels.get(root.channel_id))}`;
   $('thread-root').replaceChildren(messageItem(state.messages.get(root.id), messageContext(true)));
   $('thread-list').replaceChildren();
   $('thread-error').textContent = '';
   $('thread-input').value = '';
+  replyFiles = [];
+  renderChips();
   renderCount();
   $('thread-input').focus();
   await loadReplies(mine);
@@ -121,7 +152,8 @@ async function sendReply(event) {
   const content = input.value;
   const error = $('thread-error');
   if (send.disabled) return;
-  if (!content.trim()) {
+  const files = replyFiles;
+  if (!content.trim() && !files.length) {
     error.textContent = 'Write a reply first.';
     return;
   }
@@ -129,8 +161,14 @@ async function sendReply(event) {
   send.disabled = true;
   const which = thread;
   try {
-    const reply = await api.postReply(which.channelId, which.root, content);
+    const reply = files.length
+      ? await postReplyWithFiles(which.channelId, which.root, content, files)
+      : await api.postReply(which.channelId, which.root, content);
     if (input.value === content) input.value = '';
+    if (replyFiles === files) {
+      replyFiles = [];
+      renderChips();
+    }
     const known = document.getElementById(`reply-${reply.id}`) !== null;
     showReply(reply);
     // Count it at once, unless the live events already did (they carry the true count).
@@ -158,6 +196,12 @@ export function setupThread() {
     if (root) root.focus();
   });
   $('thread-composer').addEventListener('submit', sendReply);
+  $('thread-attach').addEventListener('click', () => $('thread-file-input').click());
+  $('thread-file-input').addEventListener('change', (e) => {
+    addReplyFiles([...e.target.files]);
+    e.target.value = '';
+    $('thread-input').focus();
+  });
   $('thread-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.isComposing) {
       e.preventDefault();

@@ -4,6 +4,17 @@
 import { fileKind, humanSize, KIND_LABEL } from './files.js';
 import { imagePreview, audioPlayer, textPreview } from './media.js';
 import { renderMarkdown, ALLOWED } from './markdown.js';
+import { markMentions } from './mentions.js';
+
+// Mention spans (mentions.js) besides the Markdown subset.
+const RENDERABLE = { ...ALLOWED, span: ['class'] };
+
+// How a message's mentions are read: `(message) => {classify(name), mentionsMe}`, set by
+// the app once it knows who is signed in (views.js knows nothing of the page's state).
+let mentionReader = null;
+export function setMentionReader(reader) {
+  mentionReader = reader;
+}
 
 /**
  * h('button', {class: 'x', onclick: fn, 'aria-label': 'Close'}, 'text', child, ...)
@@ -122,10 +133,10 @@ export function fileCard(file, actions) {
 export function renderTree(nodes) {
   return nodes.map((n) => {
     if (typeof n === 'string') return document.createTextNode(n);
-    if (!(n.tag in ALLOWED)) return document.createTextNode('');
+    if (!(n.tag in RENDERABLE)) return document.createTextNode('');
     const el = document.createElement(n.tag);
     for (const [key, value] of Object.entries(n.attrs || {})) {
-      if (ALLOWED[n.tag].includes(key)) el.setAttribute(key, value);
+      if (RENDERABLE[n.tag].includes(key)) el.setAttribute(key, value);
     }
     el.append(...renderTree(n.children || []));
     return el;
@@ -145,6 +156,10 @@ export function dayLabel(date) {
   return dayFormat.format(date);
 }
 
+function mentionsReader(message) {
+  return Boolean(mentionReader && mentionReader(message).mentionsMe);
+}
+
 /** The name to show for a message's author. */
 export function authorName(message) {
   return message.display_name || message.username || 'Someone';
@@ -153,7 +168,9 @@ export function authorName(message) {
 /** A message's text, as Markdown; "(edited)" after it. */
 export function messageContent(message) {
   if (!message.content) return null;
-  const box = h('div', { class: 'message-text' }, renderTree(renderMarkdown(message.content)));
+  let tree = renderMarkdown(message.content);
+  if (mentionReader) tree = markMentions(tree, mentionReader(message).classify);
+  const box = h('div', { class: 'message-text' }, renderTree(tree));
   if (message.edited_at) {
     const mark = h('span', {
       class: 'edited', title: `Edited ${new Date(message.edited_at).toLocaleString()}`,
@@ -235,7 +252,7 @@ export function messageItem(message, ctx) {
     type: 'button', class: `icon-button action-${kind}`, 'aria-label': label, title: label, onclick,
   }, icon(kind));
   return h('li', {
-    class: `message${mine ? ' mine' : ''}`,
+    class: `message${mine ? ' mine' : ''}${mentionsReader(message) ? ' mentions-me' : ''}`,
     id: `${ctx.inThread ? 'reply' : 'message'}-${message.id}`,
     tabindex: '-1',
     dataset: { id: String(message.id), userId: String(message.user_id), created: message.created_at },
@@ -265,6 +282,10 @@ export function messageItem(message, ctx) {
 /** Redraws what can change in a shown message: its text, reactions and reply count. */
 export function updateMessageItem(item, message, ctx) {
   const body = item.querySelector('.message-body');
+  item.classList.toggle('mentions-me', mentionsReader(message));
+  const author = body.querySelector('.message-meta .author');
+  if (author) author.textContent = authorName(message); // a rename
+  item.querySelector(':scope > .avatar').textContent = authorName(message).slice(0, 1).toUpperCase();
   if (!item.classList.contains('editing')) {
     const old = body.querySelector(':scope > .message-text');
     const fresh = messageContent(message);

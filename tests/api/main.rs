@@ -1,6 +1,7 @@
 //! One test binary for the whole API (one link step, one shared target dir).
 
 mod attention;
+mod attention_client;
 mod auth;
 mod channels;
 mod cli;
