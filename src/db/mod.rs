@@ -15,6 +15,7 @@ pub mod reactions;
 pub mod reads;
 pub mod schema;
 pub mod search;
+pub mod uploads;
 pub mod users;
 mod writer;
 

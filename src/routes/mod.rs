@@ -10,6 +10,7 @@ mod health;
 mod messages;
 mod openapi;
 mod search;
+mod uploads;
 mod ws;
 
 use actix_web::http::Method;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(dms::configure)
             .configure(messages::configure)
             .configure(files::configure)
+            .configure(uploads::configure)
             .configure(search::configure)
             .configure(admin::configure)
             .configure(client_config::configure)
