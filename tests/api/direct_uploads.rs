@@ -735,3 +735,30 @@ async fn the_config_says_direct_uploads_are_on() {
     .await;
     assert_eq!(config["direct_uploads"], true);
 }
+
+#[tokio::test]
+async fn a_retried_creation_with_an_idempotency_key_opens_one_upload() {
+    let app = app_on(StoreKind::Local, &[("MAX_PENDING_UPLOADS", "1")]).await;
+    let (alice, _, channel) = app.two_members().await;
+    let body = json!({"channel_id": channel, "file_name": "a.png", "file_size": 1000});
+    let send = || {
+        app.client
+            .post(app.url("/api/uploads"))
+            .bearer_auth(&alice.token)
+            .header("Idempotency-Key", "upload-1")
+            .json(&body)
+            .send()
+    };
+    let first = expect_json(send().await.unwrap(), StatusCode::CREATED).await;
+    let replay = send().await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay = expect_json(replay, StatusCode::CREATED).await;
+    assert_eq!(replay["id"], first["id"]);
+    // One upload open, not two: a new one is beyond MAX_PENDING_UPLOADS = 1.
+    expect_error(
+        create(&app, &alice, channel, "b.png", 10).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
+}
