@@ -539,57 +539,62 @@ async fn check_and_finish(
     sent: &[SentPart],
 ) -> Result<UploadView, Outcome> {
     let store = &state.store;
-    let stored = store.direct_parts(target(session)).await?;
-    let missing: Vec<i32> = (1..=session.part_count)
-        .filter(|n| !stored.iter().any(|p| p.part_number == *n))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Outcome::Retry(AppError::conflict(
-            ErrorCode::UploadIncomplete,
-            format!("parts not stored yet: {missing:?}"),
-        )));
-    }
-    // The client's list must name every part with the ETag the store gave it: a part sent
-    // again since (a retry racing the first try) must not be completed unnoticed. (A store
-    // whose listing has no ETags, as s3s-fs: the client's is taken, sizes checked all the
-    // same.)
-    let mut parts: Vec<StoredPart> = Vec::with_capacity(stored.len());
-    for mut part in stored {
-        if !(1..=session.part_count).contains(&part.part_number) {
-            continue;
-        }
-        let named = sent.iter().find(|s| s.part_number == part.part_number);
-        let matches = named.is_some_and(|s| {
-            part.etag.is_empty() || s.etag.trim_matches('"') == part.etag.trim_matches('"')
-        });
-        if !matches {
+    // The object exists already when an earlier call made it and then failed (a store
+    // that stopped answering): its parts are gone, the checks below are what is left.
+    // (A single presigned PutObject's object is its one part: checked below likewise.)
+    if store.head(&session.object_key).await?.is_none() {
+        let stored = store.direct_parts(target(session)).await?;
+        let missing: Vec<i32> = (1..=session.part_count)
+            .filter(|n| !stored.iter().any(|p| p.part_number == *n))
+            .collect();
+        if !missing.is_empty() {
             return Err(Outcome::Retry(AppError::conflict(
                 ErrorCode::UploadIncomplete,
-                format!(
-                    "part {} is not in the list with the ETag the store holds",
-                    part.part_number
-                ),
+                format!("parts not stored yet: {missing:?}"),
             )));
         }
-        if part.etag.is_empty()
-            && let Some(named) = named
-        {
-            part.etag = named.etag.clone();
+        // The client's list must name every part with the ETag the store gave it: a part sent
+        // again since (a retry racing the first try) must not be completed unnoticed. (A store
+        // whose listing has no ETags, as s3s-fs: the client's is taken, sizes checked all the
+        // same.)
+        let mut parts: Vec<StoredPart> = Vec::with_capacity(stored.len());
+        for mut part in stored {
+            if !(1..=session.part_count).contains(&part.part_number) {
+                continue;
+            }
+            let named = sent.iter().find(|s| s.part_number == part.part_number);
+            let matches = named.is_some_and(|s| {
+                part.etag.is_empty() || s.etag.trim_matches('"') == part.etag.trim_matches('"')
+            });
+            if !matches {
+                return Err(Outcome::Retry(AppError::conflict(
+                    ErrorCode::UploadIncomplete,
+                    format!(
+                        "part {} is not in the list with the ETag the store holds",
+                        part.part_number
+                    ),
+                )));
+            }
+            if part.etag.is_empty()
+                && let Some(named) = named
+            {
+                part.etag = named.etag.clone();
+            }
+            parts.push(part);
         }
-        parts.push(part);
+        if let Some(bad) = parts
+            .iter()
+            .find(|p| p.size as i64 != session.part_len(p.part_number))
+        {
+            return Err(Outcome::Failed(size_mismatch(format!(
+                "part {} has {} bytes, not {}; the upload is deleted",
+                bad.part_number,
+                bad.size,
+                session.part_len(bad.part_number)
+            ))));
+        }
+        store.direct_finish(target(session), &parts).await?;
     }
-    if let Some(bad) = parts
-        .iter()
-        .find(|p| p.size as i64 != session.part_len(p.part_number))
-    {
-        return Err(Outcome::Failed(size_mismatch(format!(
-            "part {} has {} bytes, not {}; the upload is deleted",
-            bad.part_number,
-            bad.size,
-            session.part_len(bad.part_number)
-        ))));
-    }
-    store.direct_finish(target(session), &parts).await?;
     let size = store.head(&session.object_key).await?;
     if size != Some(session.file_size as u64) {
         return Err(Outcome::Failed(size_mismatch(format!(
