@@ -515,7 +515,12 @@ impl Session {
 
 fn http_client() -> anyhow::Result<reqwest::Client> {
     // A proxy from the environment must not sit between us and loopback.
-    Ok(reqwest::Client::builder().no_proxy().build()?)
+    // Idle connections dropped below actix's 5 s keep-alive: the API connection idles while
+    // the parts go to S3, and must not be reused just as the server closes it.
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(3))
+        .build()?)
 }
 
 async fn post_json(
