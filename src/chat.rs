@@ -49,6 +49,23 @@ pub fn validate_content(content: &str, has_files: bool) -> Result<(), AppError> 
     Ok(())
 }
 
+/// What a new message carries: files the request stored (multipart), and direct uploads
+/// (`upload_ids`) checked and claimed in the message's transaction.
+#[derive(Debug, Default)]
+pub struct Attachments {
+    pub stored: Vec<StoredFile>,
+    pub upload_ids: Vec<String>,
+}
+
+impl From<Vec<StoredFile>> for Attachments {
+    fn from(stored: Vec<StoredFile>) -> Self {
+        Attachments {
+            stored,
+            upload_ids: Vec::new(),
+        }
+    }
+}
+
 /// Stores a message with its already-stored files in one transaction, then announces it.
 /// Shared by REST and the socket. With `thread_id`, the message is a reply in the thread of
 /// that top-level message of the channel (anything else is `400 bad_request`), and the
@@ -64,17 +81,26 @@ pub async fn post_message(
     channel_id: i32,
     content: String,
     thread_id: Option<i32>,
-    stored: Vec<StoredFile>,
+    files: impl Into<Attachments>,
     client_id: Option<String>,
     answer: Option<Answer<MessageParts>>,
 ) -> Result<(MessageParts, Option<serde_json::Value>), AppError> {
     let limits = state.everyone_mentions.clone();
+    let Attachments {
+        mut stored,
+        upload_ids,
+    } = files.into();
     state
         .write_and_announce(move |conn| {
             // One event for the message, one per file, one for the thread's root.
-            let count = 1 + stored.len() as i64 + i64::from(thread_id.is_some());
+            let count =
+                1 + stored.len() as i64 + upload_ids.len() as i64 + i64::from(thread_id.is_some());
             let seq = db::allocate_event_seq(conn, channel_id, count)?;
             let channel = db::channels::find_for_member(conn, channel_id, user_id)?;
+            // Direct uploads: claimed (ready -> attached) here, so an invalid one rolls the
+            // whole message back, and one upload can never end up in two messages.
+            let claimed = crate::direct::claim_for_message(conn, user_id, channel_id, &upload_ids)?;
+            stored.extend(claimed.iter().map(|(_, file)| file.clone()));
             check_everyone_mention(&limits, user_id, channel_id, &content, None)?;
             // A new message shows a hidden DM again, to both of its users.
             if channel.kind == db::models::KIND_DM {
@@ -96,6 +122,11 @@ pub async fn post_message(
             }
             let row = db::messages::insert(conn, channel_id, user_id, &content, thread_id)?;
             let files = db::files::insert_all(conn, row.id, channel_id, user_id, &stored)?;
+            // insert_all keeps the order: the claimed uploads' rows come last.
+            let first_claimed = files.len() - claimed.len();
+            for ((id, _), file) in claimed.iter().zip(&files[first_claimed..]) {
+                db::uploads::set_file_id(conn, id, file.id)?;
+            }
             let mentions = db::mentions::resolve(conn, channel_id, user_id, &content)?;
             // A new message has no mentions to replace: most posts write nothing here.
             if !mentions.is_empty() {

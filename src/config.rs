@@ -214,6 +214,16 @@ pub struct StoreSettings {
     /// `FILE_RETENTION_DAYS`: files older than this are deleted (a channel's own, shorter,
     /// limit wins); `None`: kept until deleted.
     pub file_retention_days: Option<u32>,
+    /// `UPLOAD_SESSION_TTL_SECONDS`: a direct upload not completed, or completed and not
+    /// attached, within this long expires (its parts and object deleted).
+    pub upload_session_ttl_seconds: i64,
+    /// `DIRECT_UPLOAD_PART_SIZE_BYTES`: the part size of direct uploads (grown for files
+    /// that would need more than 10,000 parts). S3 wants at least 5 MiB; smaller is for
+    /// tests against stores that allow it.
+    pub direct_upload_part_size: u64,
+    /// `AWS_S3_CORS_ORIGINS`: origins whose browsers may `PUT` parts to the bucket; set as
+    /// the bucket's CORS rule at start. Empty: the bucket's CORS is left as it is.
+    pub s3_cors_origins: Vec<String>,
 }
 
 /// What one user or request may do.
@@ -226,6 +236,9 @@ pub struct LimitSettings {
     pub body_idle_timeout_seconds: u64,
     /// Uploads one user may have in flight at once, per instance (429 beyond).
     pub max_concurrent_uploads_per_user: usize,
+    /// `MAX_PENDING_UPLOADS`: direct uploads one user may have open (not yet attached) at
+    /// once, across instances (429 beyond).
+    pub max_pending_uploads: usize,
     pub allowed_file_types: Vec<String>,
     /// Download-link requests a user may make per minute.
     pub download_links_per_minute: u32,
@@ -435,6 +448,19 @@ impl Settings {
                     None => None,
                     Some(_) => Some(parse_number(&get, "FILE_RETENTION_DAYS", 0, 1..=36_500)?),
                 },
+                upload_session_ttl_seconds: parse_number(
+                    &get,
+                    "UPLOAD_SESSION_TTL_SECONDS",
+                    86_400,
+                    1..=2_592_000,
+                )?,
+                direct_upload_part_size: parse_number(
+                    &get,
+                    "DIRECT_UPLOAD_PART_SIZE_BYTES",
+                    8 * 1024 * 1024,
+                    1024..=5 * 1024 * 1024 * 1024,
+                )?,
+                s3_cors_origins: parse_list(&get("AWS_S3_CORS_ORIGINS").unwrap_or_default()),
             },
             limits: LimitSettings {
                 max_file_size_mb: parse_number(&get, "MAX_FILE_SIZE_MB", 50, 1..=1_048_576)?,
@@ -457,6 +483,7 @@ impl Settings {
                     4,
                     1..=1000,
                 )?,
+                max_pending_uploads: parse_number(&get, "MAX_PENDING_UPLOADS", 20, 1..=10_000)?,
                 allowed_file_types,
                 download_links_per_minute: parse_number(
                     &get,

@@ -7,6 +7,10 @@
 //! - Uploads a killed process left half-done (S3 multipart uploads under this deployment's
 //!   prefix, the local store's temporary files) are aborted once older than
 //!   `ORPHAN_MIN_AGE_SECONDS` too.
+//! - Direct upload sessions past `UPLOAD_SESSION_TTL_SECONDS` (not completed, or completed
+//!   and not attached) expire: their multipart upload is aborted, their parts and object
+//!   deleted, their quota given back. A live session's object and multipart upload are
+//!   neither orphans nor stale, whatever their age.
 //! - Rows whose object is missing are reported.
 //! - Idempotency keys older than `idempotency::KEY_TTL` are deleted (they count as absent
 //!   from then on anyway; this only keeps the table small).
@@ -45,6 +49,8 @@ pub struct SweepReport {
     pub idempotency_keys_expired: usize,
     /// Quota reservations left by requests a crash cut off.
     pub quota_reservations_released: usize,
+    /// Direct upload sessions expired (what they stored deleted).
+    pub upload_sessions_expired: usize,
 }
 
 /// What the sweeper works on: the database, the store and the settings, nothing more (the
@@ -74,6 +80,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
             .db
             .write(move |conn| Ok(db::idempotency::delete_expired(conn, expired_before)?))
             .await?,
+        upload_sessions_expired: crate::direct::expire_sessions(state).await?,
         ..SweepReport::default()
     };
     // Rows first, then the listing: an object stored after the listing cannot be taken
@@ -101,19 +108,30 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         .filter(|o| o.last_modified.is_some_and(|t| t <= cutoff))
         .map(|o| o.key.clone())
         .collect();
-    let known = {
+    let (known, live_uploads) = {
         let old = old.clone();
         state
             .db
-            .run(move |conn| Ok(db::files::known_keys(conn, &old)?))
+            .run(move |conn| {
+                Ok((
+                    db::files::known_keys(conn, &old)?,
+                    db::uploads::live_keys(conn)?,
+                ))
+            })
             .await?
     };
-    for key in old.iter().filter(|k| !known.contains(*k)) {
+    for key in old
+        .iter()
+        .filter(|k| !known.contains(*k) && !live_uploads.contains(*k))
+    {
         state.store.delete(key).await?;
         tracing::info!(key, "removed an object with no row");
         report.orphans_removed += 1;
     }
-    report.stale_uploads_aborted = state.store.abort_stale_uploads(cutoff).await?;
+    report.stale_uploads_aborted = state
+        .store
+        .abort_stale_uploads(cutoff, &live_uploads)
+        .await?;
     report.quota_reservations_released = state
         .db
         .write(|conn| Ok(db::quota::release_stale(conn, STALE_RESERVATION)?))
@@ -263,6 +281,7 @@ pub fn spawn_background(state: &AppState) {
                         + report.orphans_removed
                         + report.stale_uploads_aborted
                         + report.idempotency_keys_expired
+                        + report.upload_sessions_expired
                         > 0 =>
                 {
                     tracing::info!(
@@ -270,6 +289,7 @@ pub fn spawn_background(state: &AppState) {
                         orphans_removed = report.orphans_removed,
                         stale_uploads_aborted = report.stale_uploads_aborted,
                         idempotency_keys_expired = report.idempotency_keys_expired,
+                        upload_sessions_expired = report.upload_sessions_expired,
                         "storage sweep"
                     );
                 }

@@ -3,7 +3,8 @@
 //! Layout: `config` (settings), `startup` (building the app), `telemetry` (logs), `error`
 //! (the one error type and its codes), `db` (diesel over PostgreSQL or SQLite), `auth`
 //! (passwords, JWTs), `client_addr` (who is asking, behind trusted proxies), `links` (signed
-//! download links), `storage` (the file store), `uploads` (receiving files), `idempotency`
+//! download links), `storage` (the file store), `uploads` (receiving files), `direct` (direct uploads: the browser sends
+//! the bytes straight to the store), `idempotency`
 //! (safe retries: `Idempotency-Key` and the socket's `client_id`), `chat` (the chat core: what
 //! REST and the socket both call), `emoji` (what a reaction may be), `media` (image metadata
 //! stripped on the way in, previews made in the background), `realtime` (channel events, the
@@ -21,6 +22,7 @@ pub mod chat;
 pub mod client_addr;
 pub mod config;
 pub mod db;
+pub mod direct;
 pub mod emoji;
 pub mod error;
 pub mod gc;

@@ -182,6 +182,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
     let metrics = Metrics::new();
     let (db, store) = connect_storage(&settings, &metrics).await?;
+    // Multipart uploads a browser left are aborted by the bucket after 2 days, should the
+    // sweeper not run (it ends them after UPLOAD_SESSION_TTL_SECONDS).
+    store
+        .apply_bucket_rules(2, &settings.store.s3_cors_origins)
+        .await;
     let links = DownloadLinks::new(
         &settings.auth.jwt_secret,
         settings.auth.download_url_ttl_seconds,

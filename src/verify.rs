@@ -411,7 +411,20 @@ impl Run<'_> {
                 self.pair(row, Some(object)).await
             }
             None => {
-                self.report.errors.orphans.add(object_finding(&object), max);
+                // A live direct upload's object has its session, not yet a row.
+                let key = object.key.clone();
+                let live = self
+                    .db
+                    .run(move |conn| Ok(db::uploads::live_keys(conn)?.contains(&key)))
+                    .await?;
+                if live {
+                    self.report
+                        .info
+                        .recent_unrecorded
+                        .add(object_finding(&object), max);
+                } else {
+                    self.report.errors.orphans.add(object_finding(&object), max);
+                }
                 Ok(())
             }
         }

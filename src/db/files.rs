@@ -35,7 +35,8 @@ pub fn insert_all(
                 file_uploads::s3_key.eq(&file.key),
                 file_uploads::content_type.eq(Some(&file.content_type)),
                 file_uploads::file_size.eq(Some(file.size as i64)),
-                file_uploads::sha256.eq(Some(&file.sha256)),
+                // Empty: a direct upload's hash, filled in once computed.
+                file_uploads::sha256.eq((!file.sha256.is_empty()).then_some(&file.sha256)),
                 file_uploads::uploaded_by.eq(Some(uploaded_by)),
                 file_uploads::uploaded_at.eq(uploaded_at),
                 file_uploads::is_deleted.eq(false),

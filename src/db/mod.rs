@@ -17,6 +17,7 @@ pub mod reactions;
 pub mod reads;
 pub mod schema;
 pub mod search;
+pub mod uploads;
 pub mod users;
 mod writer;
 

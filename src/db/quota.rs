@@ -22,18 +22,7 @@ pub fn reserve(
     at_least: i64,
     quota: i64,
 ) -> QueryResult<Option<(i64, i64)>> {
-    let lock_and_read = diesel::update(users::table.find(user_id))
-        .set(users::storage_used_bytes.eq(users::storage_used_bytes))
-        .returning(users::storage_used_bytes);
-    let used: i64 = crate::per_backend!(conn, |c| lock_and_read.get_result(c))?;
-    // A user has a handful of reservations at most (uploads in flight): summed here, which
-    // also spares SUM(bigint)'s NUMERIC on PostgreSQL.
-    let reserved: i64 = quota_reservations::table
-        .filter(quota_reservations::user_id.eq(user_id))
-        .select(quota_reservations::bytes)
-        .load::<i64>(conn)?
-        .iter()
-        .sum();
+    let (used, reserved) = lock_and_count(conn, user_id)?;
     let left = quota - used - reserved;
     let bytes = want.min(left);
     if bytes < at_least.max(1) {
@@ -48,6 +37,26 @@ pub fn reserve(
         .returning(quota_reservations::id);
     let id: i64 = crate::per_backend!(conn, |c| insert.get_result(c))?;
     Ok(Some((id, bytes)))
+}
+
+/// Locks `user_id`'s row (PostgreSQL; SQLite has one writer) and returns the bytes of their
+/// live files and the bytes held for them: reservations of uploads in flight and the
+/// declared sizes of their live direct upload sessions.
+pub fn lock_and_count(conn: &mut AnyConnection, user_id: i32) -> QueryResult<(i64, i64)> {
+    let lock_and_read = diesel::update(users::table.find(user_id))
+        .set(users::storage_used_bytes.eq(users::storage_used_bytes))
+        .returning(users::storage_used_bytes);
+    let used: i64 = crate::per_backend!(conn, |c| lock_and_read.get_result(c))?;
+    // A user has a handful of reservations at most (uploads in flight): summed here, which
+    // also spares SUM(bigint)'s NUMERIC on PostgreSQL.
+    let reserved: i64 = quota_reservations::table
+        .filter(quota_reservations::user_id.eq(user_id))
+        .select(quota_reservations::bytes)
+        .load::<i64>(conn)?
+        .iter()
+        .sum();
+    let (_, sessions) = super::uploads::live_of_user(conn, user_id)?;
+    Ok((used, reserved + sessions))
 }
 
 pub fn release(conn: &mut AnyConnection, reservation_id: i64) -> QueryResult<()> {

@@ -133,6 +133,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    upload_sessions (id) {
+        id -> Text,
+        user_id -> Integer,
+        channel_id -> Integer,
+        file_name -> Text,
+        file_size -> BigInt,
+        content_type -> Nullable<Text>,
+        state -> Text,
+        part_size -> BigInt,
+        part_count -> Integer,
+        object_key -> Text,
+        s3_upload_id -> Nullable<Text>,
+        sha256 -> Nullable<Text>,
+        failure -> Nullable<Text>,
+        file_id -> Nullable<Integer>,
+        updated_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(channel_members -> channels (channel_id));
 diesel::joinable!(channel_members -> users (user_id));
 diesel::joinable!(channels -> users (created_by));
@@ -146,6 +167,7 @@ diesel::joinable!(message_mentions -> users (user_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(quota_reservations -> users (user_id));
 diesel::joinable!(media_jobs -> file_uploads (file_id));
+diesel::joinable!(upload_sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -158,4 +180,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     quota_reservations,
     media_jobs,
+    upload_sessions,
 );

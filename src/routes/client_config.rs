@@ -27,7 +27,8 @@ struct PublicConfig {
     max_files_per_message: usize,
     /// A user's storage quota; null: none.
     user_quota_bytes: Option<u64>,
-    /// Whether clients may upload straight to the store (not yet: always false).
+    /// Whether clients may upload straight to the store (`POST /api/uploads`): always, on
+    /// both stores (the local store takes the parts itself).
     direct_uploads: bool,
     /// Characters in a message at most.
     max_message_chars: usize,
@@ -47,7 +48,7 @@ async fn show(state: web::Data<AppState>) -> web::Json<PublicConfig> {
         allowed_file_types: state.upload_rules.allowed_types.clone(),
         max_files_per_message: MAX_FILE_PARTS,
         user_quota_bytes: state.settings.limits.user_quota_bytes,
-        direct_uploads: false,
+        direct_uploads: true,
         max_message_chars: MAX_CONTENT_CHARS,
         max_reactions_per_message: MAX_REACTIONS_PER_MESSAGE,
         file_retention_days: state.settings.store.file_retention_days,

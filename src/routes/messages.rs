@@ -7,7 +7,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::openapi::ErrorBody;
 use super::{base_url, endpoint};
 use crate::auth::AuthUser;
-use crate::chat::{self, MAX_CONTENT_CHARS, post_message, validate_content};
+use crate::chat::{self, Attachments, MAX_CONTENT_CHARS, post_message, validate_content};
 use crate::db;
 use crate::db::messages::PageRequest;
 use crate::db::models::{Message, MessageParts};
@@ -61,9 +61,15 @@ const MAX_PAGE: i64 = 100;
 #[derive(Deserialize, ToSchema)]
 #[schema(as = CreateMessageBody)]
 struct CreateBody {
+    /// May be empty when `upload_ids` is not.
     content: String,
     /// Post as a reply in the thread of this top-level message of the channel.
     thread_id: Option<i32>,
+    /// Direct uploads (`POST /api/uploads`) to attach, in this order: each the caller's,
+    /// `ready`, for this channel and not attached before (else `400 invalid_upload`, and
+    /// nothing is posted).
+    #[serde(default)]
+    upload_ids: Vec<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -133,7 +139,7 @@ fn is_multipart(ctx: &guard::GuardContext<'_>) -> bool {
     )),
     responses(
         (status = 201, description = "posted (announced as `message_created`, then one `file_upload_complete` per file)", body = Message),
-        (status = 400, description = "`invalid_content`, `too_many_files`, `invalid_file_name`, `invalid_idempotency_key`, `bad_request` (also: `thread_id` is not a top-level message of this channel)", body = ErrorBody),
+        (status = 400, description = "`invalid_content`, `too_many_files`, `invalid_file_name`, `invalid_upload` (an `upload_ids` entry that is not a ready, unattached upload of the caller's for this channel), `invalid_idempotency_key`, `bad_request` (also: `thread_id` is not a top-level message of this channel)", body = ErrorBody),
         (status = 404, description = "`not_found`: not a member", body = ErrorBody),
         (status = 409, description = "`idempotency_key_in_flight`", body = ErrorBody),
         (status = 413, description = "`file_too_large`, `payload_too_large`", body = ErrorBody),
@@ -151,22 +157,39 @@ async fn create_json(
 ) -> Result<HttpResponse, AppError> {
     let key = idempotency::key_of(&req)?;
     let channel_id = path.into_inner();
-    let CreateBody { content, thread_id } = body.into_inner();
+    let CreateBody {
+        content,
+        thread_id,
+        upload_ids,
+    } = body.into_inner();
+    if upload_ids.len() > uploads::MAX_FILE_PARTS {
+        return Err(AppError::bad_request(
+            ErrorCode::TooManyFiles,
+            format!("at most {} files per message", uploads::MAX_FILE_PARTS),
+        ));
+    }
     let mut fingerprint = Fingerprint::new("POST", req.path()).part(content.as_bytes());
     if let Some(thread_id) = thread_id {
         fingerprint = fingerprint.part(format!("thread {thread_id}").as_bytes());
     }
+    for id in &upload_ids {
+        fingerprint = fingerprint.part(format!("upload {id}").as_bytes());
+    }
     let base = base_url(&req);
     idempotency::run(&state.db, auth.id, key, fingerprint, |completion| async {
-        validate_content(&content, false)?;
+        validate_content(&content, !upload_ids.is_empty())?;
         let answer = completion.map(|c| message_answer(&state, &base, auth.id, c));
+        let attachments = Attachments {
+            stored: Vec::new(),
+            upload_ids,
+        };
         let (message, body) = post_message(
             &state,
             auth.id,
             channel_id,
             content,
             thread_id,
-            Vec::new(),
+            attachments,
             None,
             answer,
         )

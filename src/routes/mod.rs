@@ -11,6 +11,7 @@ mod health;
 mod messages;
 mod openapi;
 mod search;
+mod uploads;
 mod ws;
 
 use actix_web::http::Method;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(dms::configure)
             .configure(messages::configure)
             .configure(files::configure)
+            .configure(uploads::configure)
             .configure(search::configure)
             .configure(admin::configure)
             .configure(client_config::configure)

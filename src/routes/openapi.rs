@@ -48,6 +48,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
             super::client_config::Doc::openapi(),
             super::messages::Doc::openapi(),
             super::files::Doc::openapi(),
+            super::uploads::Doc::openapi(),
             super::search::Doc::openapi(),
             super::admin::Doc::openapi(),
             super::ws::Doc::openapi(),

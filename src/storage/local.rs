@@ -1,6 +1,8 @@
 //! The local store: objects are files under `root/objects/`, written to `root/tmp/` first
 //! and renamed into place once complete, so a reader never sees half a file.
 
+mod direct;
+
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
@@ -36,7 +38,7 @@ impl Drop for TempFile {
 
 impl LocalStore {
     pub fn open(root: PathBuf) -> anyhow::Result<LocalStore> {
-        for dir in ["objects", "tmp"] {
+        for dir in ["objects", "tmp", "parts"] {
             std::fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("creating the file store at {}", root.display()))?;
         }

@@ -4,6 +4,7 @@
 //! that fails midway (too large, wrong type, client gone) or a store that fails midway leaves
 //! no object behind, and neither ever holds a whole file in memory.
 
+mod direct;
 mod local;
 mod s3;
 
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use chrono::NaiveDateTime;
 use futures_util::Stream;
 
+pub use direct::{DirectTarget, StoredPart};
 pub use local::{LocalStore, SortedWalk};
 pub use s3::{S3Listing, S3Store};
 
@@ -243,10 +245,18 @@ impl Store {
     /// Every object whose key starts with `prefix`.
     /// Removes what uploads of a killed process left behind and not touched since `cutoff`:
     /// S3 multipart uploads under this deployment's prefix, the local store's temporary
-    /// files. Returns how many.
-    pub async fn abort_stale_uploads(&self, cutoff: NaiveDateTime) -> Result<usize, AppError> {
+    /// files. Returns how many. Multipart uploads of the keys in `keep` (live direct
+    /// uploads, which take their time) are left alone.
+    pub async fn abort_stale_uploads(
+        &self,
+        cutoff: NaiveDateTime,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, AppError> {
         match &self.backend {
-            Backend::S3(s) => s.abort_stale_uploads(&self.owned_prefix(), cutoff).await,
+            Backend::S3(s) => {
+                s.abort_stale_uploads(&self.owned_prefix(), cutoff, keep)
+                    .await
+            }
             Backend::Local(l) => l.remove_stale_temp_files(cutoff).await,
         }
     }

@@ -11,6 +11,8 @@
 //! (the upload pipeline already hashes the file), which costs more CPU than the rest of the
 //! upload path together. Integrity in transit is TLS's on AWS; use HTTPS endpoints.
 
+mod direct;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -364,6 +366,7 @@ impl S3Store {
         &self,
         prefix: &str,
         cutoff: NaiveDateTime,
+        keep: &std::collections::HashSet<String>,
     ) -> Result<usize, AppError> {
         let mut aborted = 0;
         let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
@@ -397,7 +400,7 @@ impl S3Store {
                 };
                 // Checked here too: a server that ignored `prefix` must not make us abort
                 // another deployment's uploads.
-                if !key.starts_with(prefix) {
+                if !key.starts_with(prefix) || keep.contains(key) {
                     continue;
                 }
                 let started = upload

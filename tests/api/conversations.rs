@@ -852,7 +852,7 @@ async fn the_public_config_needs_no_token() {
     );
     assert_eq!(config["max_files_per_message"], 10);
     assert_eq!(config["user_quota_bytes"], Value::Null);
-    assert_eq!(config["direct_uploads"], false);
+    assert_eq!(config["direct_uploads"], true);
     assert_eq!(config["max_reactions_per_message"], 20);
     assert_eq!(config["file_retention_days"], Value::Null);
 

@@ -216,6 +216,9 @@ pub async fn spawn_app_on(store: StoreKind, extra: &[(&str, &str)]) -> TestApp {
         metrics_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Below the server's 5 s keep-alive: a connection idle that long is not reused
+            // at the moment the server closes it (`IncompleteMessage` on a loaded machine).
+            .pool_idle_timeout(std::time::Duration::from_secs(3))
             .build()
             .unwrap(),
         state,

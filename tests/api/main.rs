@@ -6,6 +6,7 @@ mod auth;
 mod channels;
 mod cli;
 mod conversations;
+mod direct_uploads;
 mod errors;
 mod files;
 mod fixtures;
