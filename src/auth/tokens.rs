@@ -154,9 +154,9 @@ mod mutation_tests {
         );
     }
 
-    /// `iat` up to the leeway ahead is clock skew between instances, accepted.
+    /// `iat` up to the leeway ahead is clock skew between instances, accepted; beyond, refused.
     #[test]
-    fn a_token_issued_just_within_the_leeway_is_accepted() {
+    fn a_token_issued_within_the_leeway_is_accepted_and_beyond_it_refused() {
         let s = service(3600);
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -169,5 +169,13 @@ mod mutation_tests {
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &s.encoding).unwrap();
         assert_eq!(s.verify(&token).unwrap().id, 7);
+        // An hour ahead is not skew: refused.
+        let claims = Claims {
+            iat: now + 3600,
+            ..claims
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &s.encoding).unwrap();
+        assert!(s.verify(&token).is_err());
     }
 }
