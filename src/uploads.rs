@@ -914,3 +914,74 @@ mod tests {
         assert!(explicit.allows("image/svg+xml"));
     }
 }
+
+/// Tests added for mutation testing (issue 21): what the tests above leave unchecked.
+#[cfg(test)]
+mod mutation_tests {
+    use super::*;
+
+    #[test]
+    fn upload_slots_are_counted_per_user_and_given_back_when_dropped() {
+        let slots = UploadSlots::new(2);
+        let first = slots.take(1).unwrap();
+        let second = slots.take(1).unwrap();
+        assert_eq!(slots.held(1), 2);
+        assert_eq!(
+            slots.take(1).err().map(|e| e.code()),
+            Some(ErrorCode::RateLimited)
+        );
+        // Another user has places of their own.
+        let other = slots.take(2).unwrap();
+        assert_eq!((slots.held(1), slots.held(2)), (2, 1));
+        drop(first);
+        assert_eq!(slots.held(1), 1);
+        let third = slots.take(1).unwrap();
+        drop((second, third, other));
+        assert_eq!((slots.held(1), slots.held(2)), (0, 0));
+        assert!(
+            slots.lock().is_empty(),
+            "no entry is kept for a user with none"
+        );
+        // Zero means one, never none.
+        let one = UploadSlots::new(0);
+        let held = one.take(3).unwrap();
+        assert!(one.take(3).is_err());
+        drop(held);
+    }
+
+    #[test]
+    fn a_cut_character_is_text_only_when_the_window_is_not_the_whole_file() {
+        let cut = [b"abc".as_slice(), &"\u{e9}".as_bytes()[..1]].concat();
+        // The whole file ends in half a character: not UTF-8, so not text.
+        assert_eq!(sniff(&cut, true, "x.txt").mime, "application/octet-stream");
+        // Invalid bytes in the middle are never a cut character.
+        let invalid = [b"ab".as_slice(), b"\xff", b"cd"].concat();
+        assert_eq!(
+            sniff(&invalid, false, "x.txt").mime,
+            "application/octet-stream"
+        );
+        // Form feed and tab are text; other controls are not.
+        assert_eq!(sniff(b"a\tb\x0cc\r\n", true, "x").mime, "text/plain");
+        assert_eq!(sniff(b"a\x1bb", true, "x").mime, "application/octet-stream");
+    }
+
+    #[test]
+    fn long_names_keep_only_a_short_extension() {
+        let clean = |raw: &str| clean_file_name(raw).unwrap();
+        // A name of exactly 255 characters is kept whole.
+        let exact = format!("{}.pdf", "a".repeat(251));
+        assert_eq!(clean(&exact), exact);
+        // An extension of 16 characters is kept; one of 17 is not an extension.
+        let sixteen = "e".repeat(16);
+        let kept = clean(&format!("{}.{sixteen}", "a".repeat(300)));
+        assert_eq!(kept.chars().count(), 255);
+        assert!(kept.ends_with(&format!("a.{sixteen}")), "{kept}");
+        let seventeen = "e".repeat(17);
+        let long = format!("{}.{seventeen}", "a".repeat(300));
+        assert_eq!(clean(&long), "a".repeat(255));
+        // A trailing dot is no extension either.
+        assert_eq!(clean(&format!("{}.", "a".repeat(300))), "a".repeat(255));
+        assert_eq!(clean("."), "file");
+        assert_eq!(clean(" report.pdf "), "report.pdf");
+    }
+}

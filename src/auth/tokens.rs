@@ -122,3 +122,60 @@ mod tests {
         assert!(service().verify("").is_err());
     }
 }
+
+/// Tests added for mutation testing (issue 21): what the tests above leave unchecked.
+#[cfg(test)]
+mod mutation_tests {
+    use super::*;
+
+    fn service(ttl: i64) -> TokenService {
+        let secret =
+            crate::config::Settings::from_lookup(|k| (k == "JWT_SECRET").then(|| "k".repeat(32)))
+                .unwrap()
+                .auth
+                .jwt_secret;
+        TokenService::new(&secret, ttl)
+    }
+
+    #[test]
+    fn a_token_expires_its_ttl_after_it_is_issued() {
+        let s = service(3600);
+        let before = chrono::Utc::now().timestamp();
+        let issued = s.issue(42).unwrap();
+        let after = chrono::Utc::now().timestamp();
+        assert!(
+            (before + 3600..=after + 3600).contains(&issued.expires_at),
+            "{}",
+            issued.expires_at
+        );
+        assert_eq!(
+            s.verify(&issued.token).unwrap().expires_at,
+            issued.expires_at
+        );
+    }
+
+    /// `iat` up to the leeway ahead is clock skew between instances, accepted; beyond, refused.
+    #[test]
+    fn a_token_issued_within_the_leeway_is_accepted_and_beyond_it_refused() {
+        let s = service(3600);
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: "7".into(),
+            iat: now + LEEWAY_SECONDS as i64,
+            exp: now + 600,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &s.encoding).unwrap();
+        assert_eq!(s.verify(&token).unwrap().id, 7);
+        // An hour ahead is not skew: refused.
+        let claims = Claims {
+            iat: now + 3600,
+            ..claims
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &s.encoding).unwrap();
+        assert!(s.verify(&token).is_err());
+    }
+}

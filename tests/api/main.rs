@@ -23,6 +23,7 @@ mod openapi;
 mod redis;
 mod s3;
 mod shutdown;
+mod sweeps;
 mod tokens;
 mod verify;
 mod writes;
