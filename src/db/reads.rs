@@ -62,7 +62,8 @@ struct Row {
 
 /// The read state of every channel of the user, by channel id: one query. Each count is a
 /// range of an index, from the member's position to the end: unread messages on
-/// `idx_messages_channel_id (channel_id, id)`, mentions on `idx_message_mentions_user
+/// `idx_messages_channel_read (channel_id, id, user_id, deleted_at)`, which answers the
+/// count without visiting the messages, mentions on `idx_message_mentions_user
 /// (user_id, channel_id, message_id)` (a deleted message's mentions are removed with it).
 /// Their cost grows with what is unread, not with the history.
 pub fn for_user(conn: &mut AnyConnection, user_id: i32) -> QueryResult<HashMap<i32, ReadState>> {

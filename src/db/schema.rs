@@ -52,6 +52,8 @@ diesel::table! {
     }
 }
 
+// PostgreSQL also has `messages.content_words` (a generated tsvector for search, read only
+// by the SQL in db/search.rs); it has no diesel type and no SQLite counterpart.
 diesel::table! {
     messages (id) {
         id -> Integer,

@@ -32,6 +32,9 @@ pub const MIN_TERM_CHARS: usize = 3;
 pub const MAX_TERMS: usize = 8;
 /// A message has at most this many files: a page may end with all the files of a message.
 const MAX_FILES_PER_MESSAGE: i64 = 10;
+/// PostgreSQL: the newest messages a search tests one by one before it asks the indexes
+/// (see `message_hits`).
+const PG_RECENT_MESSAGES: i64 = 2000;
 
 /// The terms of a query: runs of letters and digits of at least `MIN_TERM_CHARS`,
 /// lowercased, without repeats, at most `MAX_TERMS`.
@@ -108,6 +111,7 @@ pub struct SearchPage {
     pub next_before: Option<i32>,
 }
 
+#[derive(Clone)]
 enum Bind {
     Text(String),
     Int(i32),
@@ -155,48 +159,85 @@ fn message_hits(
     request: &SearchRequest,
     fetch: i64,
 ) -> QueryResult<Vec<Hit>> {
-    let mut binds = Vec::new();
-    let mut sql = match conn {
-        AnyConnection::Sqlite(_) => {
-            binds.push(Bind::Text(fts5_all_of(&request.terms)));
-            binds.push(Bind::Int(request.user_id));
-            String::from(
-                "SELECT m.id AS id, m.id AS message_id FROM messages_fts \
-                 JOIN messages m ON m.id = messages_fts.rowid \
-                 JOIN channel_members cm ON cm.channel_id = m.channel_id \
-                 WHERE messages_fts MATCH ? AND cm.user_id = ? AND m.deleted_at IS NULL",
-            )
-        }
-        AnyConnection::Postgresql(_) => {
-            binds.push(Bind::Int(request.user_id));
-            let mut sql = String::from(
-                "SELECT m.id AS id, m.id AS message_id FROM messages m \
-                 JOIN channel_members cm ON cm.channel_id = m.channel_id \
-                 WHERE cm.user_id = ? AND m.deleted_at IS NULL",
-            );
-            for term in &request.terms {
-                if unspaced(term) {
-                    sql.push_str(" AND m.content ILIKE ?");
-                    binds.push(Bind::Text(like_anywhere(term)));
-                } else {
-                    // The index's expression, exactly.
-                    sql.push_str(
-                        " AND to_tsvector('simple', m.content) \
-                         @@ to_tsquery('simple', quote_literal(?) || ':*')",
-                    );
-                    binds.push(Bind::Text(term.clone()));
-                }
-            }
-            sql
-        }
-    };
+    if let AnyConnection::Postgresql(_) = conn {
+        return pg_message_hits(conn, request, fetch);
+    }
+    let mut binds = vec![
+        Bind::Text(fts5_all_of(&request.terms)),
+        Bind::Int(request.user_id),
+    ];
+    let mut sql = String::from(
+        "SELECT m.id AS id, m.id AS message_id FROM messages_fts \
+         JOIN messages m ON m.id = messages_fts.rowid \
+         JOIN channel_members cm ON cm.channel_id = m.channel_id \
+         WHERE messages_fts MATCH ? AND cm.user_id = ? AND m.deleted_at IS NULL",
+    );
     window(request, "m.id", &mut sql, &mut binds);
-    // SQLite: in the FTS table's rowid order, which FTS5 walks backwards itself and stops
-    // at the limit, instead of collecting and sorting every match of a common word.
-    sql.push_str(match conn {
-        AnyConnection::Sqlite(_) => " ORDER BY messages_fts.rowid DESC LIMIT ?",
-        AnyConnection::Postgresql(_) => " ORDER BY m.id DESC LIMIT ?",
-    });
+    // In the FTS table's rowid order, which FTS5 walks backwards itself and stops at the
+    // limit, instead of collecting and sorting every match of a common word.
+    sql.push_str(" ORDER BY messages_fts.rowid DESC LIMIT ?");
+    binds.push(Bind::Big(fetch));
+    load_hits(conn, &sql, &binds)
+}
+
+/// `message_hits` on PostgreSQL, in up to two queries. The planner cannot tell a common word
+/// from a rare one (a prefix query gets a fixed estimate), so with `ORDER BY id LIMIT` it
+/// walks the messages newest first testing each: instant for a common word, but a rare one
+/// reads the whole history (seconds at a million messages). The walk is therefore bounded
+/// to the newest `PG_RECENT_MESSAGES` of the user's messages; when they do not hold a full
+/// page, the word is rare there, and the second query collects its matches through the GIN
+/// indexes (`ORDER BY m.id + 0` keeps the planner from walking) and sorts them.
+fn pg_message_hits(
+    conn: &mut AnyConnection,
+    request: &SearchRequest,
+    fetch: i64,
+) -> QueryResult<Vec<Hit>> {
+    let mut terms_sql = String::new();
+    let mut term_binds = Vec::new();
+    for term in &request.terms {
+        if unspaced(term) {
+            terms_sql.push_str(" AND m.content ILIKE ?");
+            term_binds.push(Bind::Text(like_anywhere(term)));
+        } else {
+            // The stored words (`content_words`), which the GIN index covers.
+            terms_sql
+                .push_str(" AND m.content_words @@ to_tsquery('simple', quote_literal(?) || ':*')");
+            term_binds.push(Bind::Text(term.clone()));
+        }
+    }
+    let candidates = |binds: &mut Vec<Bind>| {
+        binds.push(Bind::Int(request.user_id));
+        let mut sql = String::from(
+            "SELECT m.id, m.content, m.content_words FROM messages m \
+             JOIN channel_members cm ON cm.channel_id = m.channel_id \
+             WHERE cm.user_id = ? AND m.deleted_at IS NULL",
+        );
+        window(request, "m.id", &mut sql, binds);
+        sql
+    };
+
+    let mut binds = Vec::new();
+    let recent = candidates(&mut binds);
+    binds.push(Bind::Big(PG_RECENT_MESSAGES));
+    let sql = format!(
+        "SELECT m.id AS id, m.id AS message_id \
+         FROM ({recent} ORDER BY m.id DESC LIMIT ?) m WHERE TRUE{terms_sql} \
+         ORDER BY m.id DESC LIMIT ?"
+    );
+    binds.extend(term_binds.iter().map(Bind::clone));
+    binds.push(Bind::Big(fetch));
+    let hits = load_hits(conn, &sql, &binds)?;
+    if hits.len() as i64 >= fetch {
+        return Ok(hits);
+    }
+
+    let mut binds = Vec::new();
+    let all = candidates(&mut binds);
+    let sql = format!(
+        "SELECT m.id AS id, m.id AS message_id FROM ({all}{terms_sql}) m \
+         ORDER BY m.id + 0 DESC LIMIT ?"
+    );
+    binds.extend(term_binds);
     binds.push(Bind::Big(fetch));
     load_hits(conn, &sql, &binds)
 }

@@ -4,8 +4,10 @@
 //! Uploads: a body that fits in one part goes up in a single PUT; a larger one as a multipart
 //! upload in parts of exactly `PART_SIZE` (the last one shorter), with up to
 //! `PARTS_IN_FLIGHT` parts being sent while the next is read from the client, so memory is
-//! bounded by `PARTS_IN_FLIGHT + 1` parts whatever the file's size. Any failure, including
-//! the request being dropped, aborts the multipart upload (`MultipartUpload`).
+//! bounded by `PARTS_IN_FLIGHT + 1` parts whatever the file's size. A part is the body's
+//! chunks as they arrived, handed to the SDK as they are (never copied into one buffer).
+//! Any failure, including the request being dropped, aborts the multipart upload
+//! (`MultipartUpload`).
 //!
 //! Payloads are not signed (`UNSIGNED-PAYLOAD`): signing hashes every part a second time
 //! (the upload pipeline already hashes the file), which costs more CPU than the rest of the
@@ -14,6 +16,9 @@
 mod direct;
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -23,9 +28,9 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -37,6 +42,9 @@ use crate::error::AppError;
 /// S3 allows parts of 5 MiB to 5 GiB; 8 MiB keeps memory small and requests few.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts sent at once: two keep the link busy while the next part is read from the client.
+/// More (four was tried) gained nothing measurable here and delays noticing a failed part
+/// until the client has sent that many more parts, which a client that stops sending
+/// never does (files::s3_store_stopping_mid_upload_is_503_and_leaves_nothing).
 const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Clone)]
@@ -69,7 +77,7 @@ struct MultipartUpload {
 impl MultipartUpload {
     /// Starts sending a part; with `PARTS_IN_FLIGHT` already under way, first waits for the
     /// oldest.
-    async fn send(&mut self, part_number: i32, part: Bytes) -> Result<(), AppError> {
+    async fn send(&mut self, part_number: i32, part: Part) -> Result<(), AppError> {
         if self.in_flight.len() == PARTS_IN_FLIGHT {
             let oldest = self.in_flight.pop_front().expect("parts in flight");
             self.completed.push(join_part(oldest).await?);
@@ -233,7 +241,7 @@ impl S3Store {
         let mut reader = PartReader::new(body);
         let first = reader.next_part().await?.unwrap_or_default();
         if reader.is_done() {
-            return self.put_bytes(key, presentation, first).await;
+            return self.put_part_whole(key, presentation, first).await;
         }
         self.put_parts(key, presentation, first, &mut reader).await
     }
@@ -243,10 +251,25 @@ impl S3Store {
         &self,
         key: &str,
         presentation: &Presentation,
-        first: Bytes,
+        bytes: Bytes,
+    ) -> Result<u64, AppError> {
+        let len = bytes.len() as u64;
+        let part = Part {
+            chunks: vec![bytes],
+            len,
+        };
+        self.put_part_whole(key, presentation, part).await
+    }
+
+    /// An object that fits in one part, in one `PutObject`.
+    async fn put_part_whole(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+        first: Part,
     ) -> Result<u64, AppError> {
         {
-            let size = first.len() as u64;
+            let size = first.len;
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -255,7 +278,8 @@ impl S3Store {
                 .content_disposition(&presentation.content_disposition)
                 .set_server_side_encryption(self.sse())
                 .set_ssekms_key_id(self.sse_kms_key_id())
-                .body(ByteStream::from(first))
+                .content_length(size as i64)
+                .body(first.into_body())
                 .customize()
                 .disable_payload_signing()
                 .send()
@@ -269,7 +293,7 @@ impl S3Store {
         &self,
         key: &str,
         presentation: &Presentation,
-        first: Bytes,
+        first: Part,
         reader: &mut PartReader<'_>,
     ) -> Result<u64, AppError> {
         let created = self
@@ -312,7 +336,7 @@ impl S3Store {
         key: String,
         upload_id: String,
         part_number: i32,
-        part: Bytes,
+        part: Part,
     ) -> Result<CompletedPart, AppError> {
         let uploaded = self
             .client
@@ -321,7 +345,8 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(part_number)
-            .body(ByteStream::from(part))
+            .content_length(part.len as i64)
+            .body(part.into_body())
             .customize()
             .disable_payload_signing()
             .send()
@@ -606,23 +631,75 @@ async fn join_part(task: PartTask) -> Result<CompletedPart, AppError> {
 /// Sends `first` and then the rest of the body, part by part; returns the bytes sent.
 async fn send_parts(
     upload: &mut MultipartUpload,
-    first: Bytes,
+    first: Part,
     reader: &mut PartReader<'_>,
 ) -> Result<u64, AppError> {
-    let mut size = first.len() as u64;
+    let mut size = first.len;
     upload.send(1, first).await?;
     for part_number in 2.. {
         let Some(part) = reader.next_part().await? else {
             break;
         };
-        size += part.len() as u64;
+        size += part.len;
         upload.send(part_number, part).await?;
     }
     Ok(size)
 }
 
+/// One part: the body's chunks in order, `len` bytes in all. Cloning it (for a retry of the
+/// request) clones reference counts, not bytes.
+#[derive(Clone, Default)]
+struct Part {
+    chunks: Vec<Bytes>,
+    len: u64,
+}
+
+impl Part {
+    /// The request body: the chunks one after the other, with an exact length (so the SDK
+    /// sends a `Content-Length`), rebuilt from the chunks if the SDK retries the request.
+    fn into_body(self) -> ByteStream {
+        ByteStream::new(SdkBody::retryable(move || {
+            SdkBody::from_body_1_x(PartBody {
+                chunks: self.chunks.clone().into_iter(),
+                remaining: self.len,
+            })
+        }))
+    }
+}
+
+/// A part's chunks as an HTTP body.
+struct PartBody {
+    chunks: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl http_body::Body for PartBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let Some(chunk) = self.chunks.next() else {
+            return Poll::Ready(None);
+        };
+        self.remaining -= chunk.len() as u64;
+        Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// Cuts a body into parts of exactly `PART_SIZE` (the last may be shorter). A chunk that
-/// crosses a boundary is split, so a part's buffer never grows past `PART_SIZE`.
+/// crosses a boundary is split (sharing its bytes), so a part never holds more than
+/// `PART_SIZE` bytes.
 struct PartReader<'a> {
     body: &'a mut dyn Body,
     carry: Option<Bytes>,
@@ -643,12 +720,12 @@ impl<'a> PartReader<'a> {
         self.ended && self.carry.is_none()
     }
 
-    async fn next_part(&mut self) -> Result<Option<Bytes>, AppError> {
+    async fn next_part(&mut self) -> Result<Option<Part>, AppError> {
         if self.is_done() {
             return Ok(None);
         }
-        let mut buffer = BytesMut::with_capacity(PART_SIZE);
-        while buffer.len() < PART_SIZE {
+        let mut part = Part::default();
+        while part.len < PART_SIZE as u64 {
             let mut chunk = match self.carry.take() {
                 Some(chunk) => chunk,
                 None => match self.body.next().await {
@@ -659,12 +736,15 @@ impl<'a> PartReader<'a> {
                     }
                 },
             };
-            let room = PART_SIZE - buffer.len();
+            let room = PART_SIZE - part.len as usize;
             if chunk.len() > room {
                 self.carry = Some(chunk.split_off(room));
             }
-            buffer.extend_from_slice(&chunk);
+            if !chunk.is_empty() {
+                part.len += chunk.len() as u64;
+                part.chunks.push(chunk);
+            }
         }
-        Ok((!buffer.is_empty()).then(|| buffer.freeze()))
+        Ok((part.len > 0).then_some(part))
     }
 }

@@ -49,7 +49,7 @@ async fn migrations_apply_from_scratch_once() {
 
     let indexes = db.run(|conn| Ok(index_names(conn))).await.unwrap();
     for expected in [
-        "idx_messages_channel_id",
+        "idx_messages_channel_read",
         "idx_file_uploads_message_id",
         "idx_file_uploads_uploaded_by",
         "idx_file_uploads_uploaded_at",
