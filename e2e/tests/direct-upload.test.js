@@ -228,6 +228,7 @@ describe('direct uploads', () => {
     const entry = pageA.locator('#outbox .upload[data-state="interrupted"]');
     await entry.waitFor();
     await entry.getByText('Choose “archive.pdf” again to send the rest.').waitFor();
+    assert.equal(await entry.locator('.upload-text').textContent(), 'the archive');
     assert.equal(await entry.locator('.upload-pct').textContent(), '80%');
     await screenshot(pageA, 'desktop-direct-upload-interrupted');
     await phoneScreenshot(pageA, 'phone-direct-upload-interrupted');
@@ -257,6 +258,45 @@ describe('direct uploads', () => {
     assert.equal(await pageA.locator('#outbox .upload').count(), 0);
     assert.deepEqual(await pageA.evaluate(() => Object.values(JSON.parse(localStorage.getItem('chat.direct')))
       .flatMap((m) => [...m.uploads, ...m.sends])), []);
+  });
+
+  it('the same file picked again with the paperclip after a reload resumes too; the text comes along', async (t) => {
+    if (needsWebSocket(t)) return;
+    const { pageA, pageB, alice, channel } = await pair();
+    const file = bigPdf('slides.pdf', 12 * MiB); // 8 + 4 MiB
+    const parts = watchParts(pageA);
+    const held = [];
+    let holding = true;
+    await pageA.route(PART, (route) => {
+      if (holding && PART.exec(route.request().url())[2] === '2') held.push(route);
+      else route.continue();
+    });
+    await attach(pageA, [file.path]);
+    await pageA.fill('#message-input', 'slides for friday');
+    await pageA.click('#send');
+    const deadline = Date.now() + 30_000;
+    while (parts.stored.length < 1 || held.length < 1) {
+      assert.ok(Date.now() < deadline, 'part 1 was not stored');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    holding = false;
+    await pageA.reload();
+    for (const route of held) await route.abort().catch(() => {});
+    parts.seen.length = 0;
+    parts.stored.length = 0;
+    await pageA.locator('#outbox .upload[data-state="interrupted"]').waitFor();
+
+    // Through the composer this time, with no text typed: the interrupted send's text is used.
+    await attach(pageA, [file.path]);
+    await pageA.locator('#chips .chip', { hasText: 'slides.pdf' }).waitFor();
+    await pageA.click('#send');
+    await card(pageA, 'slides.pdf').waitFor();
+    assert.deepEqual(partNumbers(parts.seen), [2]);
+    assert.equal(parts.stored.reduce((s, p) => s + p.bytes, 0), 4 * MiB);
+    assert.equal(await pageA.locator('#outbox .upload').count(), 0);
+    await messageLocator(pageB, 'slides for friday').locator('.file-card').waitFor();
+    const { messages } = await alice.messages(channel.id);
+    assert.deepEqual(messages.map((m) => [m.content, m.files.map((f) => f.file_size)]), [['slides for friday', [12 * MiB]]]);
   });
 
   it("shows the server's refusal at complete (an executable named .pdf) and keeps the text", async () => {

@@ -154,6 +154,7 @@ class OutboxEntry {
     this.actions = h('div', { class: 'upload-actions' });
     this.node = h('li', { class: 'upload' },
       this.title,
+      content.trim() ? h('p', { class: 'upload-text' }, content) : null, // the message, shown while its files go
       h('ul', { class: 'upload-files' }, this.rows.map((r) => r.row)),
       this.error,
       this.actions);
@@ -257,7 +258,10 @@ class OutboxEntry {
           return;
         }
         const cancelled = err.code === 'aborted';
-        if (cancelled) await abandonUploads(this.channelId, this.files);
+        if (cancelled) {
+          await abandonUploads(this.channelId, this.files);
+          forgetSend(this.key, this.channelId, this.files); // nothing to resume after a reload
+        }
         this.failed(err, cancelled);
       },
     );
@@ -279,6 +283,7 @@ class OutboxEntry {
 
   async cancelPaused() {
     await abandonUploads(this.channelId, this.files);
+    forgetSend(this.key, this.channelId, this.files);
     this.failed(new ApiError(0, 'aborted', ''), true);
   }
 
