@@ -113,8 +113,8 @@ function errorFrom(status, bodyText, retryAfter) {
   return err;
 }
 
-async function request(method, path, body) {
-  const headers = {};
+async function request(method, path, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
@@ -190,6 +190,18 @@ export const api = {
   channelFiles: (id, { before, limit } = {}) =>
     request('GET', `/api/channels/${id}/files${query({ before, limit })}`),
   updateMe: (displayName) => request('PATCH', '/api/me', { display_name: displayName }),
+
+  // Direct uploads (docs/api.md, "Direct uploads"): see direct.js.
+  createUpload: (fields) => request('POST', '/api/uploads', fields),
+  getUpload: (id) => request('GET', `/api/uploads/${enc(id)}`),
+  /** `{parts: [{part_number, url, expires_at}]}`, at most 100 per call. */
+  partUrls: (id, partNumbers) => request('POST', `/api/uploads/${enc(id)}/parts`, { part_numbers: partNumbers }),
+  completeUpload: (id, parts) => request('POST', `/api/uploads/${enc(id)}/complete`, { parts }),
+  cancelUpload: (id) => request('DELETE', `/api/uploads/${enc(id)}`),
+  /** A message with finished direct uploads; the key makes a retry safe. */
+  postWithUploads: (id, content, uploadIds, idempotencyKey) =>
+    request('POST', `/api/channels/${id}/messages`, { content, upload_ids: uploadIds },
+      { 'Idempotency-Key': idempotencyKey }),
 
   /** A fresh download link: `{url, expires_at, file}`. */
   downloadLink: (fileId) => request('GET', `/api/files/download/${fileId}`),

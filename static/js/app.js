@@ -116,6 +116,7 @@ async function startApp(user) {
   Object.assign($('connection').dataset, { state: 'connecting', retrying: '' });
   refreshStorage();
   await loadChannels();
+  outbox.restore((id) => state.channels.has(id)); // direct uploads a reload interrupted
   socket.start();
   const remembered = Number(sessionStorage.getItem('chat.channel') || localStorage.getItem('chat.channel'));
   const first = state.channels.has(remembered) ? remembered : state.channels.keys().next().value;

@@ -18,6 +18,7 @@ export const limits = {
     'text/plain', 'text/csv', 'application/zip', 'audio/*', 'video/*',
   ],
   maxMessageChars: 4000,
+  directUploads: false, // the server takes direct uploads (see direct.js)
 };
 
 /** Takes the server's GET /api/config answer. */
@@ -27,6 +28,7 @@ export function applyConfig(config) {
   if (Number.isFinite(config.max_files_per_message)) limits.maxFilesPerMessage = config.max_files_per_message;
   if (Array.isArray(config.allowed_file_types)) limits.allowedTypes = config.allowed_file_types.map((t) => String(t).toLowerCase());
   if (Number.isFinite(config.max_message_chars)) limits.maxMessageChars = config.max_message_chars;
+  limits.directUploads = config.direct_uploads === true;
 }
 
 // Browsers declare some allowed types under other names, or none at all.

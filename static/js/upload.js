@@ -1,10 +1,14 @@
 // Files in the composer (chips, checked before sending) and sends with files in flight
 // (the outbox): per-file progress, cancel, retry after a failure.
 
-import { uploadMessage, describeError } from './api.js';
+import { uploadMessage, describeError, ApiError } from './api.js';
 import { checkFile, humanSize, limits } from './files.js';
 import { h, fileChip, typeIcon } from './views.js';
 import { storageLeft } from './storage.js';
+import {
+  goesDirect, sendDirect, newKey, rememberSend, rememberedSends, dropSend, forgetSend,
+  abandonUploads, rememberedFraction,
+} from './direct.js';
 
 /** The files chosen for the next message, shown as chips. */
 export class Attachments {
@@ -77,12 +81,37 @@ export class Outbox {
   }
 
   send(channelId, content, files) {
-    const entry = new OutboxEntry(this, channelId, content, files);
+    let text = content;
+    if (goesDirect(files)) {
+      // The same file picked again: the interrupted send it belonged to is taken over.
+      for (const old of this.entries) {
+        if (old.state !== 'interrupted' || old.channelId !== channelId) continue;
+        if (!old.files.some((f) => files.some((n) => n.name === f.name && n.size === f.size))) continue;
+        if (!text.trim()) text = old.content;
+        dropSend(old.key);
+        this.forget(old);
+      }
+    }
+    const entry = new OutboxEntry(this, channelId, text, files);
+    this.add(entry);
+    entry.start();
+    return entry;
+  }
+
+  add(entry) {
     this.entries.add(entry);
     this.list.append(entry.node);
     this.list.hidden = false;
-    entry.start();
-    return entry;
+  }
+
+  /** After a reload: the direct sends that were under way, to be finished by picking the files again. */
+  restore(knownChannel) {
+    for (const send of rememberedSends()) {
+      if ([...this.entries].some((e) => e.key === send.key) || !knownChannel(send.channel_id)) continue;
+      const entry = new OutboxEntry(this, send.channel_id, send.content, send.files, { key: send.key, interrupted: true });
+      this.add(entry);
+      entry.interrupted();
+    }
   }
 
   /** Drops every entry (log out), cancelling uploads still running. */
@@ -98,7 +127,9 @@ export class Outbox {
 }
 
 class OutboxEntry {
-  constructor(outbox, channelId, content, files) {
+  constructor(outbox, channelId, content, files, { key = newKey(), interrupted = false } = {}) {
+    this.key = key; // the message's Idempotency-Key (direct sends)
+    this.direct = interrupted || goesDirect(files);
     this.outbox = outbox;
     this.channelId = channelId;
     this.content = content;
@@ -123,12 +154,17 @@ class OutboxEntry {
     this.actions = h('div', { class: 'upload-actions' });
     this.node = h('li', { class: 'upload' },
       this.title,
+      content.trim() ? h('p', { class: 'upload-text' }, content) : null, // the message, shown while its files go
       h('ul', { class: 'upload-files' }, this.rows.map((r) => r.row)),
       this.error,
       this.actions);
   }
 
   start() {
+    if (this.direct) {
+      this.startDirect();
+      return;
+    }
     this.setState('uploading', `Sending ${this.label}`);
     this.error.textContent = '';
     this.setActions(h('button', {
@@ -182,14 +218,122 @@ class OutboxEntry {
     }
   }
 
+  /** Big files: straight to the store in parts, then the message (direct.js). */
+  startDirect() {
+    const meta = this.files.map((f) => ({ name: f.name, size: f.size, type: f.type, lastModified: f.lastModified }));
+    rememberSend({ key: this.key, channel_id: this.channelId, content: this.content, files: meta });
+    this.setState('uploading', `Sending ${this.label}`);
+    this.error.textContent = '';
+    this.setActions(
+      h('button', { type: 'button', class: 'small secondary pause', onclick: () => this.request?.pause() }, 'Pause'),
+      h('button', { type: 'button', class: 'small secondary cancel', onclick: () => this.cancel() }, 'Cancel upload'),
+    );
+    this.outbox.announce(`Uploading ${this.label}.`);
+    const request = sendDirect({
+      key: this.key,
+      channelId: this.channelId,
+      content: this.content,
+      files: this.files,
+      onProgress: (index, fraction) => this.fileProgress(index, fraction),
+      onPhase: () => this.setState('processing', `Posting ${this.label}…`),
+    });
+    this.request = request;
+    request.promise.then(
+      (message) => {
+        this.request = null;
+        this.outbox.announce('Sent.');
+        this.outbox.forget(this);
+        this.outbox.onDelivered(message);
+      },
+      async (err) => {
+        if (this.request === request) this.request = null;
+        if (this.state === 'dismissed') return;
+        if (err.code === 'paused') {
+          this.setState('paused', `Paused: ${this.label}`);
+          this.outbox.announce('Upload paused.');
+          const resume = h('button', { type: 'button', class: 'small primary resume', onclick: () => this.start() }, 'Resume');
+          this.setActions(resume,
+            h('button', { type: 'button', class: 'small secondary cancel', onclick: () => this.cancelPaused() }, 'Cancel upload'));
+          resume.focus();
+          return;
+        }
+        const cancelled = err.code === 'aborted';
+        if (cancelled) {
+          await abandonUploads(this.channelId, this.files);
+          forgetSend(this.key, this.channelId, this.files); // nothing to resume after a reload
+        }
+        this.failed(err, cancelled);
+      },
+    );
+  }
+
+  /** The same failure display as multipart sends: the reason, Retry and Dismiss. */
+  failed(err, cancelled) {
+    const text = describeError(err);
+    this.setState(cancelled ? 'cancelled' : 'failed', cancelled
+      ? `Upload cancelled: ${this.label}`
+      : `Not sent: ${this.label}`);
+    this.error.textContent = cancelled ? 'Cancelled. Nothing was sent.' : text;
+    this.outbox.announce(cancelled ? 'Upload cancelled. Nothing was sent.' : `Upload failed. ${text}`);
+    const retry = h('button', { type: 'button', class: 'small primary retry', onclick: () => this.start() }, 'Retry');
+    this.setActions(retry,
+      h('button', { type: 'button', class: 'small secondary dismiss', onclick: () => this.dismiss() }, 'Dismiss'));
+    retry.focus();
+  }
+
+  async cancelPaused() {
+    await abandonUploads(this.channelId, this.files);
+    forgetSend(this.key, this.channelId, this.files);
+    this.failed(new ApiError(0, 'aborted', ''), true);
+  }
+
+  /** Restored after a reload: the files must be picked again (a page cannot keep them). */
+  interrupted() {
+    this.setState('interrupted', `Interrupted: ${this.label}`);
+    this.files.forEach((file, i) => this.fileProgress(i, rememberedFraction(this.channelId, file)));
+    const names = this.files.map((f) => `“${f.name}”`).join(', ');
+    this.error.textContent = `The page was closed during this upload. Choose ${names} again to send the rest.`;
+    const input = h('input', { type: 'file', multiple: true, hidden: true });
+    input.addEventListener('change', () => this.pickedAgain(Array.from(input.files)));
+    const choose = h('button', { type: 'button', class: 'small primary resume', onclick: () => input.click() },
+      this.files.length === 1 ? 'Choose the file to resume' : 'Choose the files to resume');
+    this.setActions(choose,
+      h('button', { type: 'button', class: 'small secondary dismiss', onclick: () => this.dismiss() }, 'Dismiss'), input);
+  }
+
+  pickedAgain(picked) {
+    const matched = this.files.map((f) => picked.find((p) => p.name === f.name && p.size === f.size
+      && (!f.lastModified || p.lastModified === f.lastModified)));
+    if (matched.some((f) => !f)) {
+      this.error.textContent = `Those are not the same files. Choose ${this.files.map((f) => `“${f.name}” (${humanSize(f.size)})`).join(', ')}.`;
+      return;
+    }
+    this.files = matched;
+    this.start();
+  }
+
+  fileProgress(index, fraction) {
+    const { bar, pct } = this.rows[index];
+    bar.value = fraction;
+    pct.textContent = `${Math.floor(fraction * 100)}%`;
+  }
+
   cancel() {
     if (this.request) this.request.abort();
   }
 
   /** Drops the entry; its text goes back to the composer (unless logging out). */
   dismiss({ quiet = false } = {}) {
+    const wasDirect = this.direct && this.state !== 'dismissed';
     this.state = 'dismissed';
-    if (this.request) this.request.abort();
+    if (this.request) {
+      if (this.direct && quiet) this.request.pause(); // logging out: resumable after the next login
+      else this.request.abort();
+    }
+    if (wasDirect && !quiet) {
+      abandonUploads(this.channelId, this.files);
+      forgetSend(this.key, this.channelId, this.files);
+    }
     this.outbox.forget(this);
     if (quiet) return;
     this.outbox.onDismissed(this);
