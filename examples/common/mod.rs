@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use tempfile::TempDir;
 
+pub mod s3;
+
 // ---------------------------------------------------------------------------------------
 // Processes
 
