@@ -26,19 +26,14 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
 use clap::Parser;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 use common::s3::*;
 use common::{
@@ -232,7 +227,7 @@ async fn measure_direct(
     settle();
     let cpu_before = CpuSnapshot::take(s3.pid, None)?;
     let start = Instant::now();
-    upload_direct(client, &key, size, in_flight).await?;
+    upload_plain(client, &key, size, in_flight).await?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu = CpuSnapshot::take(s3.pid, None)?.since(&cpu_before);
     let stored = client.head_object().bucket(BUCKET).key(&key).send().await?;
@@ -291,90 +286,12 @@ fn settle() {
 /// One small untimed upload, so that the first measurement does not pay for the S3 server's
 /// first volume allocations and connections.
 async fn warm_up(s3: &S3Server, client: &Client, in_flight: usize) -> anyhow::Result<()> {
-    upload_direct(client, "warm-up", 4 * PART_SIZE as u64, in_flight).await?;
+    upload_plain(client, "warm-up", 4 * PART_SIZE as u64, in_flight).await?;
     s3.empty_bucket(client).await
 }
 
 // ---------------------------------------------------------------------------------------
 // The direct path
-
-/// A multipart upload as boto3's `upload_fileobj` does it with default settings: parts of
-/// `PART_SIZE`, up to `in_flight` of them being sent while the next is produced.
-async fn upload_direct(
-    client: &Client,
-    key: &str,
-    size: u64,
-    in_flight_max: usize,
-) -> anyhow::Result<()> {
-    let created = client
-        .create_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .content_type("video/mp4")
-        .send()
-        .await?;
-    let upload_id = created.upload_id().context("no upload id")?.to_owned();
-    let mut data = RandomBytes::new(size);
-    let mut in_flight: VecDeque<JoinHandle<anyhow::Result<CompletedPart>>> = VecDeque::new();
-    let mut completed = Vec::new();
-    for part_number in 1.. {
-        let part = data.next_chunk(PART_SIZE);
-        if part.is_empty() {
-            break;
-        }
-        if in_flight.len() == in_flight_max {
-            let oldest = in_flight.pop_front().expect("parts in flight");
-            completed.push(oldest.await??);
-        }
-        in_flight.push_back(tokio::spawn(upload_part(
-            client.clone(),
-            key.to_owned(),
-            upload_id.clone(),
-            part_number,
-            part,
-        )));
-    }
-    for part in in_flight {
-        completed.push(part.await??);
-    }
-    client
-        .complete_multipart_upload()
-        .bucket(BUCKET)
-        .key(key)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
-        .send()
-        .await?;
-    Ok(())
-}
-
-async fn upload_part(
-    client: Client,
-    key: String,
-    upload_id: String,
-    part_number: i32,
-    part: Bytes,
-) -> anyhow::Result<CompletedPart> {
-    let uploaded = client
-        .upload_part()
-        .bucket(BUCKET)
-        .key(key)
-        .upload_id(upload_id)
-        .part_number(part_number)
-        .body(ByteStream::from(part))
-        .customize()
-        .disable_payload_signing()
-        .send()
-        .await?;
-    Ok(CompletedPart::builder()
-        .set_e_tag(uploaded.e_tag().map(str::to_owned))
-        .part_number(part_number)
-        .build())
-}
 
 // ---------------------------------------------------------------------------------------
 // The path through the chat server

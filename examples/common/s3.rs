@@ -1,24 +1,30 @@
 //! The S3 server the upload benchmarks measure against: SeaweedFS when `weed` is found, else
 //! an in-process s3s-fs server; and the pseudo-random bytes both paths of a benchmark send.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure};
+use anyhow::{Context, anyhow, bail, ensure};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use clap::ValueEnum;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 use super::{Spawned, free_ports};
 
 /// The start of an MP4 file, so the server's sniffing sees `video/mp4` (allowed by default).
 pub const MP4_HEADER: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2";
+/// The part size of the plain client and of the server's own uploads.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
 pub const SEED: u64 = 0x5eed_0f0b_10b5;
 pub const BUCKET: &str = "bench";
 pub const ACCESS_KEY: &str = "bench-access-key";
@@ -289,7 +295,7 @@ pub async fn sha256_of_random_bytes(size: u64) -> anyhow::Result<String> {
         let mut data = RandomBytes::new(size);
         let mut hasher = Sha256::new();
         loop {
-            let chunk = data.next_chunk(8 * 1024 * 1024);
+            let chunk = data.next_chunk(PART_SIZE);
             if chunk.is_empty() {
                 return hex::encode(hasher.finalize());
             }
@@ -298,4 +304,86 @@ pub async fn sha256_of_random_bytes(size: u64) -> anyhow::Result<String> {
     })
     .await
     .map_err(Into::into)
+}
+
+// ---------------------------------------------------------------------------------------
+// A plain S3 client
+
+/// A plain S3 client's multipart upload (boto3's `upload_fileobj` with default settings sends
+/// 8 MiB parts, 10 in flight): parts of `PART_SIZE`, up to `in_flight_max` of them being sent
+/// while the next is produced, with unsigned payloads (as a presigned URL's `PUT` sends them).
+pub async fn upload_plain(
+    client: &Client,
+    key: &str,
+    size: u64,
+    in_flight_max: usize,
+) -> anyhow::Result<()> {
+    let created = client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .content_type("video/mp4")
+        .send()
+        .await?;
+    let upload_id = created.upload_id().context("no upload id")?.to_owned();
+    let mut data = RandomBytes::new(size);
+    let mut in_flight: VecDeque<JoinHandle<anyhow::Result<CompletedPart>>> = VecDeque::new();
+    let mut completed = Vec::new();
+    for part_number in 1.. {
+        let part = data.next_chunk(PART_SIZE);
+        if part.is_empty() {
+            break;
+        }
+        if in_flight.len() == in_flight_max {
+            let oldest = in_flight.pop_front().expect("parts in flight");
+            completed.push(oldest.await??);
+        }
+        in_flight.push_back(tokio::spawn(upload_part(
+            client.clone(),
+            key.to_owned(),
+            upload_id.clone(),
+            part_number,
+            part,
+        )));
+    }
+    for part in in_flight {
+        completed.push(part.await??);
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+async fn upload_part(
+    client: Client,
+    key: String,
+    upload_id: String,
+    part_number: i32,
+    part: Bytes,
+) -> anyhow::Result<CompletedPart> {
+    let uploaded = client
+        .upload_part()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(part_number)
+        .body(ByteStream::from(part))
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await?;
+    Ok(CompletedPart::builder()
+        .set_e_tag(uploaded.e_tag().map(str::to_owned))
+        .part_number(part_number)
+        .build())
 }
