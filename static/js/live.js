@@ -128,10 +128,25 @@ function onEvent({ type, channel_id: channelId, data }) {
       break;
     }
     case 'file_updated':
-      // Previews are ready: the card is rebuilt with the placeholder and the thumbnail (its
-      // box takes the image's proportions; the pane stays pinned to the bottom).
+      // Previews are ready: the card's preview is rebuilt with the placeholder and the
+      // thumbnail (its box takes the image's proportions; the pane stays pinned to the
+      // bottom). Only the preview: the rest of the card keeps its focus and any delete
+      // confirmation the user has open.
       for (const card of document.querySelectorAll(`.file-card[data-file-id="${data.id}"]`)) {
-        card.replaceWith(fileCard({ ...data }, fileActions));
+        const fresh = fileCard({ ...data }, fileActions);
+        const info = card.querySelector('.card-info');
+        if (!info) {
+          card.replaceWith(fresh);
+          continue;
+        }
+        for (const el of [...card.children]) {
+          if (el === info) break;
+          el.remove();
+        }
+        for (const el of [...fresh.children]) {
+          if (el.classList.contains('card-info')) break;
+          card.insertBefore(el, info);
+        }
       }
       {
         // A message drawn again later (an edit, a reaction) keeps the previews.
