@@ -296,22 +296,7 @@ impl S3Store {
         first: Part,
         reader: &mut PartReader<'_>,
     ) -> Result<u64, AppError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(&presentation.content_type)
-            .content_disposition(&presentation.content_disposition)
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.sse_kms_key_id())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| AppError::StorageUnavailable(anyhow!("no upload id from the store")))?
-            .to_owned();
+        let upload_id = self.create_multipart(key, presentation).await?;
         let mut upload = MultipartUpload {
             store: self.clone(),
             key: key.to_owned(),
@@ -329,6 +314,31 @@ impl S3Store {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a multipart upload at `key`, presented as `presentation` and encrypted as
+    /// configured: its upload id.
+    pub(crate) async fn create_multipart(
+        &self,
+        key: &str,
+        presentation: &Presentation,
+    ) -> Result<String, AppError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(&presentation.content_type)
+            .content_disposition(&presentation.content_disposition)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key_id())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        created
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| AppError::StorageUnavailable(anyhow!("no upload id from the store")))
     }
 
     async fn upload_part(

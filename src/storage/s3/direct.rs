@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{
@@ -35,22 +34,7 @@ impl S3Store {
         if part_count == 1 && self.encryption.is_none() {
             return Ok(None);
         }
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(&presentation.content_type)
-            .content_disposition(&presentation.content_disposition)
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.sse_kms_key_id())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let id = created
-            .upload_id()
-            .ok_or_else(|| AppError::StorageUnavailable(anyhow!("no upload id from the store")))?;
-        Ok(Some(id.to_owned()))
+        self.create_multipart(key, presentation).await.map(Some)
     }
 
     /// A presigned `PUT` URL for part `part_number` (or the whole object).
