@@ -113,6 +113,15 @@ async function downloadBytes(p, fileName) {
   return readFileSync(await download.path());
 }
 
+/**
+ * Waits until the card shows the server's thumbnail (its `file_updated` arrived and the
+ * thumbnail loaded). Deleting before that races the thumbnail's own request: the browser
+ * would log that request's 404 (the link dies with the file), which is right, but noise.
+ */
+async function thumbnailShown(p, fileName) {
+  await card(p, fileName).locator('img.thumb.loaded').waitFor();
+}
+
 async function deleteFile(p, fileName) {
   await card(p, fileName).getByRole('button', { name: `Delete ${fileName}` }).click();
   await card(p, fileName).getByRole('button', { name: `Confirm: delete ${fileName}` }).click();
@@ -250,6 +259,10 @@ describe('attachments', () => {
     assert.ok(bytes.equals(PDF.buffer), 'the downloaded PDF has the uploaded bytes');
     await screenshot(pageB, 'desktop-channel-attachments');
 
+    if (ws) {
+      await thumbnailShown(pageA, 'diagram.png');
+      await thumbnailShown(pageB, 'diagram.png');
+    }
     await deleteFile(pageA, 'diagram.png');
     if (!ws) await pageB.reload();
     await card(pageB, 'diagram.png').waitFor({ state: 'detached' });
@@ -271,6 +284,8 @@ describe('attachments', () => {
     await expectImageLoaded(card(pageB, 'diagram.png').locator('img'));
     const bytes = await downloadBytes(pageB, 'report.pdf');
     assert.ok(bytes.equals(PDF.buffer));
+    await thumbnailShown(pageA, 'diagram.png');
+    await thumbnailShown(pageB, 'diagram.png');
     await deleteFile(pageA, 'diagram.png');
     await card(pageB, 'diagram.png').waitFor({ state: 'detached' });
     await card(pageB, 'report.pdf').waitFor();

@@ -112,6 +112,8 @@ export const fileActions = {
 
   /** A preview or player failed to load: its link may have expired; try one fresh link. */
   async mediaFailed(file, element) {
+    // Its card is gone (the file was deleted while it loaded): nothing to retry.
+    if (!element.isConnected) return;
     if (element.dataset.retried) {
       element.closest('.file-card')?.classList.add('preview-failed');
       return;
