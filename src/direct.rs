@@ -33,9 +33,10 @@ use crate::db::{self, AnyConnection};
 use crate::error::{AppError, ErrorCode};
 use crate::gc::Sweeper;
 use crate::idempotency::Completion;
+use crate::media::{self, ImageKind};
 use crate::state::AppState;
 use crate::storage::{DirectTarget, Presentation, Store, StoredPart};
-use crate::uploads::{clean_file_name, sniff};
+use crate::uploads::{Kept, Sniffed, clean_file_name, sniff};
 
 /// S3's limits on a multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -618,8 +619,16 @@ async fn check_and_finish(
             sniffed.mime
         ))));
     }
-    let inline = session.file_size as u64 <= INLINE_HASH_LIMIT;
-    let sha256 = if inline {
+    let strip =
+        ImageKind::of_mime(&sniffed.mime).filter(|_| state.upload_rules.strip_image_metadata);
+    let rewritten = match strip {
+        Some(kind) => strip_stored(state, session, kind, &sniffed).await?,
+        None => None,
+    };
+    let inline = rewritten.is_some() || session.file_size as u64 <= INLINE_HASH_LIMIT;
+    let sha256 = if let Some(rewritten) = &rewritten {
+        Some(rewritten.sha256.clone())
+    } else if inline {
         match store.sha256(&session.object_key).await? {
             Some((size, hash)) if size == session.file_size as u64 => Some(hash),
             _ => {
@@ -633,18 +642,30 @@ async fn check_and_finish(
     };
     let expires_at = now() + ttl(state);
     let (id, mime, hash) = (session.id.clone(), sniffed.mime.clone(), sha256.clone());
+    let new_object = rewritten.as_ref().map(|r| (r.key.clone(), r.size as i64));
     let ready = state
         .db
         .write(move |conn| {
-            Ok(sessions::mark_ready(
-                conn,
-                &id,
-                &mime,
-                hash.as_deref(),
-                expires_at,
-            )?)
+            let ready = sessions::Ready {
+                content_type: &mime,
+                sha256: hash.as_deref(),
+                rewritten: new_object.as_ref().map(|(key, size)| (key.as_str(), *size)),
+            };
+            Ok(sessions::mark_ready(conn, &id, ready, expires_at)?)
         })
         .await?;
+    // Of the two objects, the one no row names goes (or, if this fails, the orphan sweep
+    // takes it).
+    if let Some(rewritten) = &rewritten {
+        let unused = if ready {
+            &session.object_key
+        } else {
+            &rewritten.key
+        };
+        if let Err(e) = state.store.delete(unused).await {
+            tracing::warn!(error = %e, "deleting a replaced direct upload object failed");
+        }
+    }
     if !ready {
         // Expired by the sweeper meanwhile: what it stored is being deleted.
         return Err(Outcome::Retry(AppError::conflict(
@@ -659,13 +680,49 @@ async fn check_and_finish(
             session.object_key.clone(),
         );
     }
-    state.metrics.upload_stored(session.file_size as u64);
     let mut done = session.clone();
+    if let Some(rewritten) = rewritten {
+        done.object_key = rewritten.key;
+        done.file_size = rewritten.size as i64;
+    }
+    state.metrics.upload_stored(done.file_size as u64);
     done.state = sessions::READY.to_owned();
     done.content_type = Some(sniffed.mime);
     done.sha256 = sha256;
     done.expires_at = expires_at;
     Ok(view(&done, Vec::new()))
+}
+
+/// A stored image rewritten without its metadata.
+struct Rewritten {
+    key: String,
+    size: u64,
+    sha256: String,
+}
+
+/// Location and camera metadata leaves a direct upload as it leaves a server upload
+/// (`media::strip`), here at `complete`: the object is read once to see whether it carries
+/// any (a JPEG only as far as its first scan), and only then streamed through the filter
+/// into a new object, which the session takes over. Never more than a chunk in memory.
+async fn strip_stored(
+    state: &AppState,
+    session: &UploadSession,
+    kind: ImageKind,
+    sniffed: &Sniffed,
+) -> Result<Option<Rewritten>, AppError> {
+    let store = &state.store;
+    let vanished = || AppError::Internal(anyhow::anyhow!("{} vanished", session.object_key));
+    let stored = store.get_stream(&session.object_key).await?;
+    if !media::carries_metadata(kind, stored.ok_or_else(vanished)?).await? {
+        return Ok(None);
+    }
+    let stored = store.get_stream(&session.object_key).await?;
+    let key = store.new_staging_key();
+    let presentation = Presentation::of(&session.file_name, &sniffed.mime);
+    let mut kept = Kept::new(media::strip(kind, stored.ok_or_else(vanished)?));
+    store.put_stream(&key, &presentation, &mut kept).await?;
+    let (size, sha256) = kept.finish();
+    Ok(Some(Rewritten { key, size, sha256 }))
 }
 
 /// Hashes a large file's stored bytes after `complete` has answered (a streaming GET) and

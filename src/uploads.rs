@@ -481,14 +481,14 @@ pub async fn store_file_part(
 }
 
 /// Counts and hashes the bytes kept, as the store receives them.
-struct Kept<S> {
+pub(crate) struct Kept<S> {
     inner: S,
     size: u64,
     hasher: Sha256,
 }
 
 impl<S> Kept<S> {
-    fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Kept {
             inner,
             size: 0,
@@ -496,7 +496,7 @@ impl<S> Kept<S> {
         }
     }
 
-    fn finish(self) -> (u64, String) {
+    pub(crate) fn finish(self) -> (u64, String) {
         (self.size, hex::encode(self.hasher.finalize()))
     }
 }

@@ -113,24 +113,38 @@ pub fn transition(conn: &mut AnyConnection, id: &str, from: &str, to: &str) -> Q
 pub fn mark_ready(
     conn: &mut AnyConnection,
     id: &str,
-    content_type: &str,
-    sha256: Option<&str>,
+    ready: Ready<'_>,
     expires_at: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(
-        upload_sessions::table
-            .filter(upload_sessions::id.eq(id))
-            .filter(upload_sessions::state.eq(COMPLETING)),
-    )
-    .set((
+    let session = upload_sessions::table
+        .filter(upload_sessions::id.eq(id))
+        .filter(upload_sessions::state.eq(COMPLETING));
+    let checked = (
         upload_sessions::state.eq(READY),
-        upload_sessions::content_type.eq(Some(content_type)),
-        upload_sessions::sha256.eq(sha256),
+        upload_sessions::content_type.eq(Some(ready.content_type)),
+        upload_sessions::sha256.eq(ready.sha256),
         upload_sessions::updated_at.eq(now()),
         upload_sessions::expires_at.eq(expires_at),
-    ))
-    .execute(conn)?;
+    );
+    let changed = match ready.rewritten {
+        Some((object_key, file_size)) => diesel::update(session)
+            .set((
+                checked,
+                upload_sessions::object_key.eq(object_key),
+                upload_sessions::file_size.eq(file_size),
+            ))
+            .execute(conn)?,
+        None => diesel::update(session).set(checked).execute(conn)?,
+    };
     Ok(changed == 1)
+}
+
+/// What `complete` found a session's stored file to be.
+pub struct Ready<'a> {
+    pub content_type: &'a str,
+    pub sha256: Option<&'a str>,
+    /// The object rewritten (metadata stripped): its key and size now.
+    pub rewritten: Option<(&'a str, i64)>,
 }
 
 /// `completing` -> `failed` with the code `complete` answered.

@@ -6,7 +6,7 @@ pub mod sniff;
 pub mod strip;
 pub mod worker;
 
-pub use strip::{ImageKind, Strip, strip, strip_bytes};
+pub use strip::{ImageKind, Strip, carries_metadata, strip, strip_bytes};
 
 use crate::storage::Presentation;
 

@@ -92,6 +92,36 @@ pub struct Strip<S> {
     inner_done: bool,
 }
 
+impl<S> Strip<S> {
+    /// Whether what has passed so far differs from what came in (metadata went).
+    pub fn changed(&self) -> bool {
+        self.filter.changed
+    }
+
+    /// Whether the rest is passed on unchanged whatever it holds (a JPEG's first scan, a
+    /// PNG's `IEND`, a file that is not an image after all): nothing more can change.
+    pub fn settled(&self) -> bool {
+        matches!(self.filter.state, State::Through)
+    }
+}
+
+/// Whether stripping `body` would change it: read only as far as needed (a JPEG's
+/// metadata comes before its first scan; PNG and WebP may carry theirs at the end).
+pub async fn carries_metadata<S, E>(kind: ImageKind, body: S) -> Result<bool, E>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut stripped = strip(kind, body);
+    while !stripped.changed() && !stripped.settled() {
+        match stripped.next().await {
+            Some(chunk) => drop(chunk?),
+            None => break,
+        }
+    }
+    Ok(stripped.changed())
+}
+
 impl<S, E> Stream for Strip<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -167,6 +197,8 @@ struct Filter {
     kind: ImageKind,
     state: State,
     held: Vec<u8>,
+    /// Something was dropped, replaced or zeroed.
+    changed: bool,
 }
 
 impl Filter {
@@ -183,6 +215,7 @@ impl Filter {
                 what: Pending::Signature,
             },
             held: Vec::new(),
+            changed: false,
         }
     }
 
@@ -254,7 +287,20 @@ impl Filter {
         }
     }
 
+    /// Passes on `replacement` instead of what is held (a segment or chunk read whole). A
+    /// replacement equal to it (an image stripped before: only its orientation is left) is
+    /// no change.
+    fn replace_held(&mut self, replacement: &[u8], out: &mut BytesMut) -> State {
+        if replacement != self.held.as_slice() {
+            self.changed = true;
+        }
+        out.extend_from_slice(replacement);
+        self.held.clear();
+        self.next_header()
+    }
+
     fn drop_then_skip(&mut self, n: u64) -> State {
+        self.changed = true;
         self.held.clear();
         if n == 0 {
             self.next_header()
@@ -283,17 +329,17 @@ impl Filter {
                 let data = &self.held[8..self.held.len() - 4];
                 let replacement = orientation_of(data)
                     .filter(|o| *o != 1)
-                    .map(|o| png_chunk(b"eXIf", &minimal_tiff(o)));
-                self.held.clear();
-                if let Some(chunk) = replacement {
-                    out.extend_from_slice(&chunk);
-                }
-                self.next_header()
+                    .map(|o| png_chunk(b"eXIf", &minimal_tiff(o)))
+                    .unwrap_or_default();
+                self.replace_held(&replacement, out)
             }
             Pending::WebpChunkHeader => self.webp_chunk(out),
             Pending::WebpVp8x => {
                 // Flags: the XMP bit (0x04) goes with the XMP chunk.
-                self.held[8] &= !0x04;
+                if self.held[8] & 0x04 != 0 {
+                    self.held[8] &= !0x04;
+                    self.changed = true;
+                }
                 self.emit_then_copy(0, out)
             }
             Pending::WebpExif => {
@@ -302,20 +348,19 @@ impl Filter {
                     .filter(|o| *o != 1)
                     .map(minimal_tiff)
                     .filter(|tiff| tiff.len() <= size);
+                let mut replacement = Vec::with_capacity(self.held.len());
                 match tiff {
                     Some(tiff) => {
-                        out.extend_from_slice(&self.held[..8]);
-                        out.extend_from_slice(&tiff);
-                        out.extend(std::iter::repeat_n(0u8, size - tiff.len()));
+                        replacement.extend_from_slice(&self.held[..8]);
+                        replacement.extend_from_slice(&tiff);
                     }
                     None => {
-                        out.extend_from_slice(WEBP_PADDING);
-                        out.extend_from_slice(&self.held[4..8]);
-                        out.extend(std::iter::repeat_n(0u8, size));
+                        replacement.extend_from_slice(WEBP_PADDING);
+                        replacement.extend_from_slice(&self.held[4..8]);
                     }
                 }
-                self.held.clear();
-                self.next_header()
+                replacement.resize(self.held.len(), 0);
+                self.replace_held(&replacement, out)
             }
         }
     }
@@ -367,17 +412,18 @@ impl Filter {
         if !drop {
             return self.emit_then_copy(0, out);
         }
+        let mut replacement = Vec::new();
         if is_exif
             && let Some(orientation) = payload.get(6..).and_then(orientation_of)
             && orientation != 1
         {
             let tiff = minimal_tiff(orientation);
-            out.extend_from_slice(&[0xFF, 0xE1]);
-            out.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
-            out.extend_from_slice(b"Exif\0\0");
-            out.extend_from_slice(&tiff);
+            replacement.extend_from_slice(&[0xFF, 0xE1]);
+            replacement.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+            replacement.extend_from_slice(b"Exif\0\0");
+            replacement.extend_from_slice(&tiff);
         }
-        self.drop_then_skip(0)
+        self.replace_held(&replacement, out)
     }
 
     fn png_chunk(&mut self, out: &mut BytesMut) -> State {
@@ -417,6 +463,7 @@ impl Filter {
                 what: Pending::WebpExif,
             },
             b"EXIF" | b"XMP " => {
+                self.changed = true;
                 out.extend_from_slice(WEBP_PADDING);
                 out.extend_from_slice(&self.held[4..8]);
                 self.held.clear();
@@ -552,6 +599,37 @@ mod tests {
         }
         filter.finish(&mut out);
         assert_eq!(out.to_vec(), stripped);
+    }
+
+    #[tokio::test]
+    async fn metadata_is_seen_and_a_stripped_file_carries_none() {
+        let mut file = vec![0xFF, 0xD8];
+        file.extend(jpeg_segment(
+            0xE1,
+            &[b"Exif\0\0".as_slice(), &exif_with(6)].concat(),
+        ));
+        file.extend(jpeg_segment(0xDB, &[0u8; 65]));
+        file.extend([0xFF, 0xDA, 0, 2, 1, 2, 3, 0xFF, 0xD9]);
+        let stripped = strip_bytes(ImageKind::Jpeg, &file);
+        assert_ne!(stripped, file);
+        // In small chunks, as a store streams it.
+        let chunks = |bytes: &[u8]| {
+            let chunks: Vec<Result<Bytes, ()>> = bytes
+                .chunks(7)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            futures_util::stream::iter(chunks)
+        };
+        assert_eq!(
+            carries_metadata(ImageKind::Jpeg, chunks(&file)).await,
+            Ok(true)
+        );
+        // What is left (the orientation alone) is kept as it is.
+        assert_eq!(
+            carries_metadata(ImageKind::Jpeg, chunks(&stripped)).await,
+            Ok(false)
+        );
+        assert_eq!(strip_bytes(ImageKind::Jpeg, &stripped), stripped);
     }
 
     #[test]

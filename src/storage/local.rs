@@ -10,13 +10,16 @@ use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Body, ObjectInfo};
+use super::{Body, ObjectInfo, ObjectStream};
 use crate::error::AppError;
 
 #[derive(Clone, Debug)]
 pub struct LocalStore {
     root: PathBuf,
 }
+
+/// The size of the chunks objects are read in.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 fn unavailable(e: impl Into<anyhow::Error>) -> AppError {
     AppError::StorageUnavailable(e.into())
@@ -173,31 +176,31 @@ impl LocalStore {
 
     /// The SHA-256 (hex) and size of an object's bytes, read in 64 KiB chunks; `None` when
     /// it does not exist.
-    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+    pub async fn get_stream(&self, key: &str) -> Result<Option<ObjectStream>, AppError> {
+        use tokio::io::AsyncReadExt;
         let path = self.path_of(key)?;
-        tokio::task::spawn_blocking(move || -> Result<Option<(u64, String)>, AppError> {
-            use sha2::Digest;
-            use std::io::Read;
-            let mut file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(unavailable(e)),
-            };
-            let mut hasher = sha2::Sha256::new();
-            let mut buffer = vec![0u8; 64 * 1024];
-            let mut size = 0u64;
-            loop {
-                let n = file.read(&mut buffer).map_err(unavailable)?;
-                if n == 0 {
-                    break;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // Each read is a trip to a blocking thread: reads of 256 KiB keep them few.
+        let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut chunk = bytes::BytesMut::with_capacity(READ_CHUNK_BYTES);
+            while chunk.len() < READ_CHUNK_BYTES {
+                match file.read_buf(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Some((Err(unavailable(e)), None)),
                 }
-                hasher.update(&buffer[..n]);
-                size += n as u64;
             }
-            Ok(Some((size, hex::encode(hasher.finalize()))))
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
+            if chunk.is_empty() {
+                return None;
+            }
+            Some((Ok(chunk.freeze()), Some(file)))
+        });
+        Ok(Some(chunks.boxed()))
     }
 
     /// See [`super::Store::read`].

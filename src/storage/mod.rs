@@ -27,6 +27,9 @@ use crate::config::Settings;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
+/// An object's bytes as they are read, a chunk at a time.
+pub type ObjectStream = futures_util::stream::BoxStream<'static, Result<Bytes, AppError>>;
+
 /// The body of an object being stored: chunks, or the error that ends the upload.
 pub trait Body: Stream<Item = Result<Bytes, AppError>> + Unpin {}
 impl<T: Stream<Item = Result<Bytes, AppError>> + Unpin> Body for T {}
@@ -285,16 +288,34 @@ impl Store {
         }
     }
 
-    /// The SHA-256 (hex) and the size of an object's bytes, read through; `None` when it
-    /// does not exist.
-    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+    /// An object's bytes as a stream (nothing held beyond a chunk), or `None` when it does
+    /// not exist.
+    pub async fn get_stream(&self, key: &str) -> Result<Option<ObjectStream>, AppError> {
         self.measured("get", async {
             match &self.backend {
-                Backend::S3(s) => s.sha256(key).await,
-                Backend::Local(l) => l.sha256(key).await,
+                Backend::S3(s) => s.get_stream(key).await,
+                Backend::Local(l) => l.get_stream(key).await,
             }
         })
         .await
+    }
+
+    /// The SHA-256 (hex) and the size of an object's bytes, read through; `None` when it
+    /// does not exist.
+    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
+        use futures_util::StreamExt;
+        use sha2::Digest;
+        let Some(mut body) = self.get_stream(key).await? else {
+            return Ok(None);
+        };
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((size, hex::encode(hasher.finalize()))))
     }
 
     /// An object's bytes, read whole, or `None` when it does not exist. An object of more

@@ -35,7 +35,7 @@ use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{Body, ObjectInfo, Presentation};
+use super::{Body, ObjectInfo, ObjectStream, Presentation};
 use crate::config::{S3Encryption, S3Settings};
 use crate::error::AppError;
 
@@ -495,8 +495,7 @@ impl S3Store {
 
     /// The SHA-256 (hex) and size of an object's bytes, streamed through; `None` when it
     /// does not exist.
-    pub async fn sha256(&self, key: &str) -> Result<Option<(u64, String)>, AppError> {
-        use sha2::Digest;
+    pub async fn get_stream(&self, key: &str) -> Result<Option<ObjectStream>, AppError> {
         let object = match self
             .client
             .get_object()
@@ -509,15 +508,11 @@ impl S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(unavailable(e)),
         };
-        let mut body = object.body;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(unavailable)?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-        }
-        Ok(Some((size, hex::encode(hasher.finalize()))))
+        let chunks = futures_util::stream::unfold(object.body, |mut body| async move {
+            let chunk = body.next().await?;
+            Some((chunk.map_err(unavailable), body))
+        });
+        Ok(Some(chunks.boxed()))
     }
 
     /// See [`super::Store::read`].

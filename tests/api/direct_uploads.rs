@@ -133,14 +133,25 @@ fn part_numbers(app: &TestApp, bytes: &[u8]) -> Vec<i32> {
 }
 
 /// Creates, sends every part and completes; the `ready` upload.
-async fn upload(app: &TestApp, user: &TestUser, channel: i64, name: &str, bytes: &[u8]) -> Value {
+pub(crate) async fn upload(
+    app: &TestApp,
+    user: &TestUser,
+    channel: i64,
+    name: &str,
+    bytes: &[u8],
+) -> Value {
     let upload = created(app, user, channel, name, bytes.len()).await;
     let id = upload["id"].as_str().unwrap();
     let sent = send_parts(app, user, id, bytes, &part_numbers(app, bytes)).await;
     expect_json(complete(app, user, id, &sent).await, StatusCode::OK).await
 }
 
-async fn attach(app: &TestApp, user: &TestUser, channel: i64, ids: &[&str]) -> reqwest::Response {
+pub(crate) async fn attach(
+    app: &TestApp,
+    user: &TestUser,
+    channel: i64,
+    ids: &[&str],
+) -> reqwest::Response {
     app.post(
         &format!("/api/channels/{channel}/messages"),
         &user.token,
@@ -172,7 +183,7 @@ async fn message_count(app: &TestApp, user: &TestUser, channel: i64) -> usize {
 }
 
 /// Objects in the store under the direct uploads' staging prefix.
-async fn staged_objects(app: &TestApp) -> Vec<String> {
+pub(crate) async fn staged_objects(app: &TestApp) -> Vec<String> {
     let prefix = app.state.store.staging_prefix();
     app.object_keys()
         .await

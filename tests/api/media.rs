@@ -7,6 +7,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, Rgba
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::direct_uploads;
 use crate::fixtures::Upload;
 use crate::helpers::{
     StoreKind, TestApp, TestUser, eventually, expect_json, for_each_store, recv_within,
@@ -260,6 +261,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
+/// The two ways a file reaches the store.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// Multipart through the server, stripped as it streams.
+    Server,
+    /// Straight to the store (`POST /api/uploads`), stripped at `complete`.
+    Direct,
+}
+
+/// Sends `original` by `path` in a message; its file JSON and the bytes a member downloads.
+async fn send(
+    app: &TestApp,
+    (alice, channel): (&TestUser, i64),
+    path: Path,
+    (name, mime, original): (&str, &str, &[u8]),
+) -> (Value, Vec<u8>) {
+    match path {
+        Path::Server => {
+            let upload = Upload::new(name, mime, original.to_vec());
+            upload_and_download(app, (alice, channel), upload).await
+        }
+        Path::Direct => {
+            let ready = direct_uploads::upload(app, alice, channel, name, original).await;
+            let id = ready["id"].as_str().unwrap();
+            let response = direct_uploads::attach(app, alice, channel, &[id]).await;
+            let message = expect_json(response, StatusCode::CREATED).await;
+            let file = message["files"][0].clone();
+            let response = reqwest::Client::new()
+                .get(file["url"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            // `complete` answered with what was kept, as the file row says.
+            assert_eq!(ready["file_size"], file["file_size"], "{name}");
+            assert_eq!(ready["file"]["file_size"], file["file_size"], "{name}");
+            assert_eq!(ready["file"]["sha256"], file["sha256"], "{name}");
+            (file, response.bytes().await.unwrap().to_vec())
+        }
+    }
+}
+
 async fn metadata_is_stripped_and_pixels_and_orientation_kept(store: StoreKind) {
     let app = spawn_app_on(store, &[("MEDIA_WORKERS", "0")]).await;
     let (alice, _bob, channel) = app.two_members().await;
@@ -268,59 +311,79 @@ async fn metadata_is_stripped_and_pixels_and_orientation_kept(store: StoreKind) 
         ("shot.png", "image/png", png_with_metadata()),
         ("sticker.webp", "image/webp", webp_with_metadata()),
     ];
-    for (name, mime, original) in cases {
-        for secret in SECRETS.iter().take(2) {
-            assert!(contains(&original, secret), "{name} is built with {secret}");
+    for path in [Path::Server, Path::Direct] {
+        for (name, mime, original) in &cases {
+            let (file, kept) = send(&app, (&alice, channel), path, (name, mime, original)).await;
+            check_stripped(&format!("{name} ({path:?})"), mime, original, &file, &kept);
+            if matches!(path, Path::Direct) {
+                // Stripped once: sent again as downloaded, it is kept byte for byte.
+                let (again, same) = send(&app, (&alice, channel), path, (name, mime, &kept)).await;
+                assert_eq!(same, kept, "{name}: a stripped image was rewritten");
+                assert_eq!(again["sha256"], file["sha256"], "{name}");
+            }
         }
-        let (_, original_orientation) = exif_of(&original);
-        assert_eq!(original_orientation, image::metadata::Orientation::Rotate90);
-        let upload = Upload::new(name, mime, original.clone());
-        let (file, kept) = upload_and_download(&app, (&alice, channel), upload).await;
-        assert_eq!(file["content_type"], mime);
-        for secret in SECRETS {
-            assert!(!contains(&kept, secret), "{name} still carries {secret}");
+    }
+    // The direct uploads' objects with metadata were replaced, not left beside the kept ones:
+    // one object per file (3 stripped, 3 sent again).
+    assert_eq!(
+        direct_uploads::staged_objects(&app).await.len(),
+        2 * cases.len(),
+        "objects left behind: {:?}",
+        direct_uploads::staged_objects(&app).await
+    );
+}
+
+/// The checks of one image stripped of its metadata: `file` is its JSON, `kept` its bytes.
+fn check_stripped(name: &str, mime: &str, original: &[u8], file: &Value, kept: &[u8]) {
+    for secret in SECRETS.iter().take(2) {
+        assert!(contains(original, secret), "{name} is built with {secret}");
+    }
+    let (_, original_orientation) = exif_of(original);
+    assert_eq!(original_orientation, image::metadata::Orientation::Rotate90);
+    assert_eq!(file["content_type"], mime);
+    for secret in SECRETS {
+        assert!(!contains(kept, secret), "{name} still carries {secret}");
+    }
+    // What the row says describes the bytes kept.
+    assert_eq!(file["file_size"], kept.len() as u64, "{name}");
+    assert_eq!(file["sha256"], sha256_hex(kept), "{name}");
+    // The same pixels, not re-encoded.
+    assert_eq!(pixels(kept), pixels(original), "{name}: pixels changed");
+    // Only the orientation is left of the EXIF block.
+    let (exif, orientation) = exif_of(kept);
+    assert_eq!(
+        orientation,
+        image::metadata::Orientation::Rotate90,
+        "{name}"
+    );
+    let exif = exif.expect("an EXIF block with the orientation");
+    assert_eq!(
+        ifd0_entries(&exif),
+        1,
+        "{name}: more than the orientation is left"
+    );
+    match mime {
+        "image/jpeg" => {
+            let segments = jpeg_segments(kept);
+            assert!(
+                segments.iter().all(|(m, _)| *m != 0xFE && *m != 0xED),
+                "{name}: a comment or APP13 is left"
+            );
+            let app1: Vec<_> = segments.iter().filter(|(m, _)| *m == 0xE1).collect();
+            assert_eq!(app1.len(), 1, "{name}: one APP1, the orientation's");
         }
-        // What the row says describes the bytes kept.
-        assert_eq!(file["file_size"], kept.len() as u64, "{name}");
-        assert_eq!(file["sha256"], sha256_hex(&kept), "{name}");
-        // The same pixels, not re-encoded.
-        assert_eq!(pixels(&kept), pixels(&original), "{name}: pixels changed");
-        // Only the orientation is left of the EXIF block.
-        let (exif, orientation) = exif_of(&kept);
-        assert_eq!(
-            orientation,
-            image::metadata::Orientation::Rotate90,
-            "{name}"
-        );
-        let exif = exif.expect("an EXIF block with the orientation");
-        assert_eq!(
-            ifd0_entries(&exif),
-            1,
-            "{name}: more than the orientation is left"
-        );
-        match mime {
-            "image/jpeg" => {
-                let segments = jpeg_segments(&kept);
-                assert!(
-                    segments.iter().all(|(m, _)| *m != 0xFE && *m != 0xED),
-                    "{name}: a comment or APP13 is left"
-                );
-                let app1: Vec<_> = segments.iter().filter(|(m, _)| *m == 0xE1).collect();
-                assert_eq!(app1.len(), 1, "{name}: one APP1, the orientation's");
+        "image/png" => {
+            let types = png_chunk_types(kept);
+            for gone in ["tEXt", "iTXt", "zTXt"] {
+                assert!(!types.iter().any(|t| t == gone), "{name}: {types:?}");
             }
-            "image/png" => {
-                let types = png_chunk_types(&kept);
-                for gone in ["tEXt", "iTXt", "zTXt"] {
-                    assert!(!types.iter().any(|t| t == gone), "{name}: {types:?}");
-                }
-                assert!(types.iter().any(|t| t == "eXIf"), "{name}: {types:?}");
-            }
-            _ => {
-                let types = riff_chunk_types(&kept);
-                assert!(!types.iter().any(|t| t == "XMP "), "{name}: {types:?}");
-                // A RIFF file keeps its length: the chunks keep their sizes.
-                assert_eq!(kept.len(), original.len());
-            }
+            assert!(types.iter().any(|t| t == "eXIf"), "{name}: {types:?}");
+        }
+        _ => {
+            let types = riff_chunk_types(kept);
+            assert!(!types.iter().any(|t| t == "XMP "), "{name}: {types:?}");
+            // A RIFF file keeps its length: the chunks keep their sizes.
+            assert_eq!(kept.len(), original.len());
         }
     }
 }
@@ -332,15 +395,16 @@ async fn metadata_is_kept_when_stripping_is_off(store: StoreKind) {
     )
     .await;
     let (alice, _bob, channel) = app.two_members().await;
-    for (name, mime, original) in [
-        ("photo.jpg", "image/jpeg", jpeg_with_metadata()),
-        ("shot.png", "image/png", png_with_metadata()),
-        ("sticker.webp", "image/webp", webp_with_metadata()),
-    ] {
-        let upload = Upload::new(name, mime, original.clone());
-        let (file, kept) = upload_and_download(&app, (&alice, channel), upload).await;
-        assert_eq!(kept, original, "{name} is kept byte for byte");
-        assert_eq!(file["sha256"], sha256_hex(&original));
+    for path in [Path::Server, Path::Direct] {
+        for (name, mime, original) in [
+            ("photo.jpg", "image/jpeg", jpeg_with_metadata()),
+            ("shot.png", "image/png", png_with_metadata()),
+            ("sticker.webp", "image/webp", webp_with_metadata()),
+        ] {
+            let (file, kept) = send(&app, (&alice, channel), path, (name, mime, &original)).await;
+            assert_eq!(kept, original, "{name} ({path:?}) is kept byte for byte");
+            assert_eq!(file["sha256"], sha256_hex(&original));
+        }
     }
 }
 
