@@ -3,9 +3,13 @@
 //! from the header before a pixel is decoded.
 //!
 //! Crates, and why:
-//! - `jpeg-decoder` for JPEG: it decodes at 1/2, 1/4 or 1/8 scale in the IDCT (the
-//!   libjpeg trick vipsthumbnail relies on), so a 12 Mpx photo is decoded as ~0.2 Mpx.
-//!   Built without rayon: the worker pool is the parallelism.
+//! - `mozjpeg` (libjpeg-turbo's decoder, built from source by `mozjpeg-sys` with the C
+//!   compiler alone: no nasm, no SIMD) for JPEG: it decodes at 1/8..1 scale in the IDCT (the
+//!   trick vipsthumbnail relies on), so a 12 Mpx photo is decoded as ~0.2 Mpx, and its
+//!   Huffman decoding is what libvips itself runs. `jpeg-decoder` scales too, but made
+//!   0.77x vipsthumbnail's thumbnails per CPU-second (release build, scripts/bench-thumbs.sh)
+//!   where this makes 1.4-1.6x; `zune-jpeg` is fast but cannot scale, so it decodes all
+//!   12 Mpx.
 //! - `image` 0.25 for PNG, WebP and GIF (first frame only), with `Limits`, for orientation
 //!   and for encoding the thumbnail (JPEG, or lossless WebP when the image has alpha).
 //!   Resizing uses `image`'s own filters: the inputs are already small after a scaled JPEG
@@ -72,7 +76,7 @@ pub fn make(bytes: &[u8], mime: &str, max_pixels: u64) -> Result<Preview, Previe
         });
     }
     let decoded = match format {
-        ImageFormat::Jpeg => decode_jpeg_scaled(bytes, width, height, max_pixels)?,
+        ImageFormat::Jpeg => decode_jpeg_scaled(bytes, width, height)?,
         _ => decode_limited(bytes, format, width, height, max_pixels)?,
     };
     let mut image = fit(decoded, THUMBNAIL_SIDE);
@@ -133,38 +137,54 @@ fn decode_limited(
     reader.decode().map_err(undecodable)
 }
 
-/// A JPEG decoded at the smallest IDCT scale (1/8 to 1) that still covers the thumbnail.
-fn decode_jpeg_scaled(
-    bytes: &[u8],
-    width: u32,
-    height: u32,
-    max_pixels: u64,
-) -> Result<DynamicImage, PreviewError> {
-    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    decoder.set_max_decoding_buffer_size(
-        usize::try_from(max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
-    );
+/// A JPEG decoded at the smallest IDCT scale (1/8 to 1) that still covers the thumbnail,
+/// by libjpeg-turbo (through `mozjpeg`): a 12 Mpx photo is decoded as ~0.2 Mpx, which is
+/// what vipsthumbnail does too. libjpeg reports a corrupt file by unwinding (the crate's
+/// error handler), caught here; its allocations are bounded by the header's size, which
+/// `make` has checked against the pixel limit.
+fn decode_jpeg_scaled(bytes: &[u8], width: u32, height: u32) -> Result<DynamicImage, PreviewError> {
     let (want_w, want_h) = fitted(width, height, THUMBNAIL_SIDE);
-    let (w, h) = decoder
-        .scale(clamp_u16(want_w), clamp_u16(want_h))
-        .map_err(undecodable)?;
-    let pixels = decoder.decode().map_err(undecodable)?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| undecodable("a JPEG without a frame"))?;
-    let (w, h) = (u32::from(w), u32::from(h));
-    use jpeg_decoder::PixelFormat;
-    let image = match info.pixel_format {
-        PixelFormat::RGB24 => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
-        PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-        PixelFormat::L16 => {
-            let wide = pixels
-                .chunks_exact(2)
-                .map(|p| u16::from_be_bytes([p[0], p[1]]))
-                .collect();
-            image::ImageBuffer::from_raw(w, h, wide).map(DynamicImage::ImageLuma16)
+    // Output sizes are rounded up: ceil(size * n / 8).
+    let covers = |n: u32| (width * n).div_ceil(8) >= want_w && (height * n).div_ceil(8) >= want_h;
+    let numerator = (1..=8).find(|&n| covers(n)).unwrap_or(8);
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_jpeg_at(bytes, numerator as u8)
+    }));
+    match decoded {
+        Ok(result) => result,
+        Err(unwound) => {
+            let reason = unwound
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "libjpeg gave up".to_owned());
+            Err(PreviewError::Undecodable(reason))
         }
-        PixelFormat::CMYK32 => {
+    }
+}
+
+fn decode_jpeg_at(bytes: &[u8], numerator: u8) -> Result<DynamicImage, PreviewError> {
+    use mozjpeg::ColorSpace;
+    // libjpeg pads a truncated file out with grey (a warning, not an error): a file that
+    // does not end with its end-of-image marker gets no preview instead.
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    if !bytes[..end].ends_with(&[0xFF, 0xD9]) {
+        return Err(undecodable("a truncated JPEG (no end-of-image marker)"));
+    }
+    let mut decoder = mozjpeg::Decompress::new_mem(bytes).map_err(undecodable)?;
+    decoder.scale(numerator);
+    let image = match decoder.color_space() {
+        ColorSpace::JCS_GRAYSCALE => {
+            let mut started = decoder.grayscale().map_err(undecodable)?;
+            let (w, h) = (started.width() as u32, started.height() as u32);
+            let pixels: Vec<u8> = started.read_scanlines().map_err(undecodable)?;
+            image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
+            let mut started = decoder
+                .to_colorspace(ColorSpace::JCS_CMYK)
+                .map_err(undecodable)?;
+            let (w, h) = (started.width() as u32, started.height() as u32);
+            let pixels: Vec<u8> = started.read_scanlines().map_err(undecodable)?;
             // Adobe's CMYK JPEGs are stored inverted; this is the usual approximation.
             let rgb = pixels
                 .chunks_exact(4)
@@ -175,12 +195,14 @@ fn decode_jpeg_scaled(
                 .collect();
             RgbImage::from_raw(w, h, rgb).map(DynamicImage::ImageRgb8)
         }
+        _ => {
+            let mut started = decoder.rgb().map_err(undecodable)?;
+            let (w, h) = (started.width() as u32, started.height() as u32);
+            let pixels: Vec<u8> = started.read_scanlines().map_err(undecodable)?;
+            RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        }
     };
     image.ok_or_else(|| undecodable("the decoded JPEG has the wrong size"))
-}
-
-fn clamp_u16(v: u32) -> u16 {
-    v.clamp(1, u32::from(u16::MAX)) as u16
 }
 
 /// `width`x`height` scaled to fit in `side`x`side`, never enlarged.
@@ -233,5 +255,68 @@ mod tests {
         assert_eq!(fitted(2000, 3000, 400), (267, 400));
         assert_eq!(fitted(300, 200, 400), (300, 200));
         assert_eq!(fitted(100_000, 1, 400), (400, 1));
+    }
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let picture = RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgb8(picture)
+            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Jpeg)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_photo_is_decoded_at_the_smallest_scale_that_covers_the_thumbnail() {
+        // 3000x2000 -> 400x267 wanted: 1/8 (375x250) is too small, 2/8 (750x500) covers it.
+        let scaled = decode_jpeg_scaled(&jpeg(3000, 2000), 3000, 2000).unwrap();
+        assert_eq!((scaled.width(), scaled.height()), (750, 500));
+        let preview = make(&jpeg(3000, 2000), "image/jpeg", 50_000_000).unwrap();
+        assert_eq!((preview.width, preview.height), (3000, 2000));
+        let thumbnail = image::load_from_memory(&preview.thumbnail).unwrap();
+        assert_eq!((thumbnail.width(), thumbnail.height()), (400, 267));
+    }
+
+    #[test]
+    fn a_gif_of_ten_thousand_frames_is_read_for_its_first_frame_only() {
+        // Within the pixel limit, the frames cost nothing: only the first is decoded. (One
+        // whose canvas is over the limit is refused from its header: tests/api/media.rs.)
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend(64u16.to_le_bytes());
+        gif.extend(48u16.to_le_bytes());
+        gif.extend([0x80, 0, 0, 0, 0, 0, 255, 255, 255]); // a global colour table of 2
+        for _ in 0..10_000 {
+            gif.push(0x2C);
+            gif.extend([0, 0, 0, 0, 1, 0, 1, 0, 0]); // a frame of one pixel at 0,0
+            gif.extend([2, 2, 0x44, 0x01, 0]); // LZW: min code 2, one block
+        }
+        gif.push(0x3B);
+        let preview = make(&gif, "image/gif", 1_000_000).unwrap();
+        assert_eq!((preview.width, preview.height), (64, 48));
+    }
+
+    #[test]
+    fn libjpeg_errors_and_truncation_are_undecodable_not_panics() {
+        let whole = jpeg(64, 48);
+        let cut = &whole[..whole.len() / 2];
+        assert!(matches!(
+            decode_jpeg_scaled(cut, 64, 48),
+            Err(PreviewError::Undecodable(_))
+        ));
+        // A frame header claiming 12-bit samples: libjpeg's fatal error, unwound and caught.
+        let mut twelve_bit = whole.clone();
+        let sof = twelve_bit
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap();
+        twelve_bit[sof + 4] = 12;
+        match decode_jpeg_scaled(&twelve_bit, 64, 48) {
+            Err(PreviewError::Undecodable(reason)) => {
+                assert!(reason.contains("libjpeg"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
