@@ -103,6 +103,10 @@ pub struct S3Settings {
     pub bucket: String,
     pub region: String,
     pub endpoint: Option<String>,
+    /// Where browsers reach the same server (`AWS_S3_PUBLIC_ENDPOINT`), when the server's own
+    /// `endpoint` is a private address: presigned URLs (downloads, direct upload parts) are
+    /// made for it. SigV4 signs the host, so a URL cannot be rewritten afterwards.
+    pub public_endpoint: Option<String>,
     /// Explicit keys; when unset the standard AWS chain (profile, instance role...) is used.
     pub credentials: Option<S3Credentials>,
     /// Limits on each call to the store, so that a store that stops answering fails the
@@ -365,6 +369,7 @@ impl Settings {
             bucket,
             region: get("AWS_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
             endpoint: get("AWS_S3_ENDPOINT"),
+            public_endpoint: get("AWS_S3_PUBLIC_ENDPOINT"),
             credentials: match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
                 (Some(access_key_id), Some(secret)) => Some(S3Credentials {
                     access_key_id,

@@ -340,17 +340,23 @@ async fn grant_configured_admins(db: &Db, usernames: &[String]) -> anyhow::Resul
 /// The browser client's policy: its own scripts and styles only, never framed. Images and
 /// media may also come from the S3 store, where file links redirect.
 fn content_security_policy(settings: &Settings) -> String {
-    let store = settings.store.s3.as_ref().map(|s3| match &s3.endpoint {
-        // Path-style addressing: presigned URLs point at the endpoint itself.
-        Some(endpoint) => origin_of(endpoint),
-        None => "https://*.amazonaws.com".to_owned(),
+    // Presigned URLs point at the endpoint browsers use (path-style addressing): images and
+    // media load from it, and direct uploads PUT their parts to it.
+    let store = settings.store.s3.as_ref().map(|s3| {
+        match s3.public_endpoint.as_ref().or(s3.endpoint.as_ref()) {
+            Some(endpoint) => origin_of(endpoint),
+            None => "https://*.amazonaws.com".to_owned(),
+        }
     });
-    let media = match &store {
-        Some(store) => format!("'self' blob: data: {store}"),
-        None => "'self' blob: data:".to_owned(),
+    let (media, connect) = match &store {
+        Some(store) => (
+            format!("'self' blob: data: {store}"),
+            format!("'self' {store}"),
+        ),
+        None => ("'self' blob: data:".to_owned(), "'self'".to_owned()),
     };
     format!(
-        "default-src 'self'; img-src {media}; media-src {media}; connect-src 'self'; \
+        "default-src 'self'; img-src {media}; media-src {media}; connect-src {connect}; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
@@ -401,10 +407,30 @@ mod tests {
             minio.contains("img-src 'self' blob: data: http://127.0.0.1:9000;"),
             "{minio}"
         );
+        // Direct uploads PUT their parts there.
+        assert!(
+            minio.contains("connect-src 'self' http://127.0.0.1:9000;"),
+            "{minio}"
+        );
         let aws = policy(&[("AWS_S3_BUCKET_NAME", "chat")]);
         assert!(
             aws.contains("media-src 'self' blob: data: https://*.amazonaws.com;"),
             "{aws}"
+        );
+        assert!(
+            aws.contains("connect-src 'self' https://*.amazonaws.com;"),
+            "{aws}"
+        );
+        // Browsers reach the store elsewhere than the server does.
+        let public = policy(&[
+            ("AWS_S3_BUCKET_NAME", "chat"),
+            ("AWS_S3_ENDPOINT", "http://minio.internal:9000"),
+            ("AWS_S3_PUBLIC_ENDPOINT", "https://files.example.com"),
+        ]);
+        assert!(
+            public.contains("connect-src 'self' https://files.example.com;")
+                && !public.contains("minio.internal"),
+            "{public}"
         );
     }
 }

@@ -43,13 +43,15 @@ function freePort() {
 }
 
 /**
- * Starts a server; `env` adds to or overrides the defaults (MAX_FILE_SIZE_MB, say).
+ * Starts a server; `env` adds to or overrides the defaults (MAX_FILE_SIZE_MB, say). It may
+ * be a function of the server's `url`, for settings that name it (AWS_S3_CORS_ORIGINS).
  * Returns {url, port, dataDir, log(), stop()}.
  */
 export async function startServer(env = {}) {
   const binary = serverBinary();
   const dataDir = mkdtempSync(join(tmpdir(), 'chat-e2e-'));
   const port = await freePort();
+  if (typeof env === 'function') env = env(`http://127.0.0.1:${port}`);
   const output = [];
   const child = spawn(binary, ['serve'], {
     cwd: dataDir, // not the repository: a developer's .env there must not leak in

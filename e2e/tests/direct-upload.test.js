@@ -3,6 +3,10 @@
 // PUT /api/uploads/{id}/parts/{n}?token=), with progress, pause and resume; a reload in the
 // middle, then the same file picked again, sends only the missing parts; the other user sees
 // the file live and downloads the same bytes; a refusal at `complete` keeps the typed text.
+//
+// Then the same straight to a real S3 server (SeaweedFS in CI: E2E_S3_ENDPOINT and friends,
+// see e2e/README.md), cross-origin: the bucket's CORS rule is the one the server applies at
+// start from AWS_S3_CORS_ORIGINS, and the client reads each part's ETag through it.
 
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -312,5 +316,117 @@ describe('direct uploads', () => {
     await failed.getByRole('button', { name: 'Dismiss' }).click();
     assert.equal(await pageA.inputValue('#message-input'), 'the manual');
     assert.equal((await alice.messages(channel.id)).messages.length, 0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Straight to S3
+
+const S3 = {
+  endpoint: process.env.E2E_S3_ENDPOINT,
+  bucket: process.env.E2E_S3_BUCKET,
+  accessKey: process.env.E2E_S3_ACCESS_KEY,
+  secretKey: process.env.E2E_S3_SECRET_KEY,
+};
+// A presigned UploadPart (or PutObject) URL on the S3 server.
+const S3_PART = /[?&]partNumber=(\d+)&uploadId=/;
+
+describe('direct uploads straight to S3, cross-origin', () => {
+  let s3server;
+  let s3root;
+
+  before(async () => {
+    if (!S3.endpoint) return;
+    // CORS for this server's origin only: the rule the browser's PUTs depend on.
+    s3server = await startServer((url) => ({
+      AWS_S3_BUCKET_NAME: S3.bucket,
+      AWS_S3_ENDPOINT: S3.endpoint,
+      AWS_ACCESS_KEY_ID: S3.accessKey,
+      AWS_SECRET_ACCESS_KEY: S3.secretKey,
+      AWS_S3_CORS_ORIGINS: url,
+    }));
+    s3root = new Api(s3server);
+  });
+
+  after(async () => {
+    await s3server?.stop();
+  });
+
+  it('a 20 MiB file goes to S3 in parts; after a reload only the missing part is sent; B gets it live', async (t) => {
+    if (!S3.endpoint) {
+      if (process.env.E2E_REQUIRE_S3 === '1') assert.fail('E2E_S3_ENDPOINT is not set');
+      t.skip('needs an S3 server: E2E_S3_ENDPOINT, E2E_S3_BUCKET, E2E_S3_ACCESS_KEY, E2E_S3_SECRET_KEY');
+      return;
+    }
+    if (needsWebSocket(t)) return;
+    const alice = await s3root.register(uniqueName('alice'));
+    const bob = await s3root.register(uniqueName('bob'));
+    const channel = await alice.call('POST', '/api/channels', { name: uniqueName('s3') });
+    await bob.call('POST', `/api/channels/${channel.id}/join`);
+    const pageA = await openPage(browser, s3server);
+    const pageB = await openPage(browser, s3server);
+    pages.push(pageA, pageB);
+    await logIn(pageA, alice);
+    await logIn(pageB, bob);
+    await openChannel(pageA, channel.name);
+    await openChannel(pageB, channel.name);
+
+    const file = bigPdf('s3-survey.pdf', 20 * MiB);
+    const toS3 = (request) => request.method() === 'PUT' && request.url().startsWith(S3.endpoint);
+    const stored = [];
+    pageA.on('requestfinished', async (request) => {
+      if (!toS3(request)) return;
+      const response = await request.response();
+      if (response?.status() !== 200) return;
+      const { requestBodySize } = await request.sizes();
+      const part = Number(S3_PART.exec(request.url())[1]);
+      // The ETag is read by the page through the CORS rule's ExposeHeaders.
+      stored.push({ part, bytes: requestBodySize, url: request.url() });
+    });
+    // Part 3 is held (a stalled connection) while parts 1 and 2 are stored in the bucket.
+    const held = [];
+    let holding = true;
+    await pageA.route(S3_PART, (route) => {
+      if (holding && S3_PART.exec(route.request().url())[1] === '3') held.push(route);
+      else route.continue();
+    });
+    await attach(pageA, [file.path]);
+    await pageA.fill('#message-input', 'the survey, via S3');
+    await pageA.click('#send');
+    await pageA.waitForFunction(() => {
+      const bar = document.querySelector('#outbox .upload progress');
+      return bar && bar.value > 0;
+    });
+    const deadline = Date.now() + 30_000;
+    while (stored.length < 2 || held.length < 1) {
+      assert.ok(Date.now() < deadline, 'parts 1 and 2 were not stored in S3');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(stored.map((p) => p.part).sort(), [1, 2]);
+    assert.equal(stored.reduce((sum, p) => sum + p.bytes, 0), 16 * MiB);
+    // Signed for the S3 server itself: the chat server carried none of the bytes.
+    for (const p of stored) assert.match(p.url, /X-Amz-Signature=/);
+    await screenshot(pageA, 'desktop-direct-upload-s3-progress');
+
+    holding = false;
+    await pageA.reload();
+    for (const route of held) await route.abort().catch(() => {});
+    stored.length = 0;
+    const entry = pageA.locator('#outbox .upload[data-state="interrupted"]');
+    await entry.waitFor();
+    await attach(pageA, [file.path], '#outbox .upload button.resume');
+    await card(pageA, 's3-survey.pdf').waitFor();
+
+    // The second time, only part 3: 4 of the 20 MiB.
+    assert.deepEqual(stored.map((p) => p.part), [3]);
+    assert.equal(stored[0].bytes, 4 * MiB);
+
+    await card(pageB, 's3-survey.pdf').waitFor();
+    await messageLocator(pageB, 'the survey, via S3').waitFor();
+    const bytes = await downloadBytes(pageB, 's3-survey.pdf');
+    assert.ok(bytes.equals(file.bytes), 'B downloads from S3 the bytes A sent');
+    const { messages } = await alice.messages(channel.id);
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0].files[0].file_size, 20 * MiB);
   });
 });

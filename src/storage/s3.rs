@@ -50,6 +50,9 @@ const PARTS_IN_FLIGHT: usize = 2;
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
+    /// The client that presigns URLs for browsers: `client` itself, or one for
+    /// `AWS_S3_PUBLIC_ENDPOINT` (presigning is local: it never connects).
+    presigner: Client,
     bucket: String,
     encryption: Option<S3Encryption>,
 }
@@ -193,11 +196,17 @@ impl S3Store {
                     .operation_timeout(settings.timeouts.operation)
                     .build(),
             );
+        let presigner = settings.public_endpoint.as_ref().map(|public| {
+            let config = config.clone().endpoint_url(public).force_path_style(true);
+            Client::from_conf(config.build())
+        });
         if let Some(endpoint) = &settings.endpoint {
             config = config.endpoint_url(endpoint).force_path_style(true);
         }
+        let client = Client::from_conf(config.build());
         S3Store {
-            client: Client::from_conf(config.build()),
+            presigner: presigner.unwrap_or_else(|| client.clone()),
+            client,
             bucket: settings.bucket.clone(),
             encryption: settings.encryption.clone(),
         }
@@ -568,7 +577,7 @@ impl S3Store {
         let config = PresigningConfig::expires_in(Duration::from_secs(lifetime_seconds.max(1)))
             .map_err(|e| AppError::Internal(e.into()))?;
         let request = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)

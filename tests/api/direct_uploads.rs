@@ -773,3 +773,49 @@ async fn a_retried_creation_with_an_idempotency_key_opens_one_upload() {
     )
     .await;
 }
+
+/// `AWS_S3_PUBLIC_ENDPOINT`: the server talks to the store at one address, browsers at
+/// another (here the same S3 server as `localhost` instead of `127.0.0.1`). Part URLs and
+/// download links name the public one, and work there: SigV4 signed its host.
+#[tokio::test]
+async fn presigned_urls_name_the_public_endpoint_and_work_there() {
+    let app = app_on(StoreKind::S3, &[]).await;
+    let private = app.s3.as_ref().unwrap().endpoint.clone();
+    assert!(private.contains("127.0.0.1"), "{private}");
+    let public = private.replace("127.0.0.1", "localhost");
+    let app = app
+        .spawn_peer(&[("AWS_S3_PUBLIC_ENDPOINT", public.as_str())])
+        .await;
+    let (alice, bob, channel) = app.two_members().await;
+    let bytes = fixtures::png(1000);
+    let upload = created(&app, &alice, channel, "public.png", bytes.len()).await;
+    let id = upload["id"].as_str().unwrap();
+    let mut sent = Vec::new();
+    for (n, url) in urls(&app, &alice, id, &[1]).await {
+        assert!(url.starts_with(&public), "{url}");
+        sent.push(json!({"part_number": n, "etag": put_ok(&url, &bytes).await}));
+    }
+    expect_json(complete(&app, &alice, id, &sent).await, StatusCode::OK).await;
+    let message = expect_json(
+        attach(&app, &alice, channel, &[id]).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let file_id = message["files"][0]["id"].as_i64().unwrap();
+    let link = expect_json(
+        app.get(&format!("/api/files/{file_id}"), &bob.token).await,
+        StatusCode::OK,
+    )
+    .await;
+    // The app's link redirects to the store, presigned for the public endpoint.
+    let response = app
+        .client
+        .get(link["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&public), "{location}");
+    assert_eq!(download(&location).await, bytes);
+}

@@ -49,7 +49,7 @@ impl S3Store {
             PresigningConfig::expires_in(lifetime).map_err(|e| AppError::Internal(e.into()))?;
         let request = match upload_id {
             None => self
-                .client
+                .presigner
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
@@ -57,7 +57,7 @@ impl S3Store {
                 .await
                 .map_err(unavailable)?,
             Some(upload_id) => self
-                .client
+                .presigner
                 .upload_part()
                 .bucket(&self.bucket)
                 .key(key)
