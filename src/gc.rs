@@ -5,7 +5,8 @@
 //! - Objects with no row at all (a crash between storing and committing) are removed once
 //!   older than `ORPHAN_MIN_AGE_SECONDS`, which no upload in progress can be.
 //! - Uploads a killed process left half-done (S3 multipart uploads under this deployment's
-//!   prefix, the local store's temporary files) are aborted once older than
+//!   prefix, the local store's temporary files, and its parts directories of sessions no
+//!   longer live, whose cleanup failed) are aborted once older than
 //!   `ORPHAN_MIN_AGE_SECONDS` too.
 //! - Direct upload sessions past `UPLOAD_SESSION_TTL_SECONDS` (not completed, or completed
 //!   and not attached) expire: their multipart upload is aborted, their parts and object
@@ -42,7 +43,8 @@ const STALE_RESERVATION: TimeDelta = TimeDelta::hours(6);
 pub struct SweepReport {
     pub purged: usize,
     pub orphans_removed: usize,
-    /// Multipart uploads aborted (S3) or temporary files removed (local).
+    /// Multipart uploads aborted (S3), or temporary files and ended sessions' parts
+    /// directories removed (local).
     pub stale_uploads_aborted: usize,
     /// Ids of rows whose object is not in the store.
     pub missing_objects: Vec<i32>,
@@ -108,7 +110,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         .filter(|o| o.last_modified.is_some_and(|t| t <= cutoff))
         .map(|o| o.key.clone())
         .collect();
-    let (known, live_uploads) = {
+    let (known, live_uploads, live_sessions) = {
         let old = old.clone();
         state
             .db
@@ -116,6 +118,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
                 Ok((
                     db::files::known_keys(conn, &old)?,
                     db::uploads::live_keys(conn)?,
+                    db::uploads::live_ids(conn)?,
                 ))
             })
             .await?
@@ -130,7 +133,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
     }
     report.stale_uploads_aborted = state
         .store
-        .abort_stale_uploads(cutoff, &live_uploads)
+        .abort_stale_uploads(cutoff, &live_uploads, &live_sessions)
         .await?;
     report.quota_reservations_released = state
         .db

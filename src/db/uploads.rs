@@ -251,6 +251,15 @@ pub fn live_keys(conn: &mut AnyConnection) -> QueryResult<std::collections::Hash
     Ok(keys.into_iter().collect())
 }
 
+/// The ids of live sessions: the local store keeps their parts.
+pub fn live_ids(conn: &mut AnyConnection) -> QueryResult<std::collections::HashSet<String>> {
+    let ids: Vec<String> = upload_sessions::table
+        .filter(upload_sessions::state.eq_any(LIVE))
+        .select(upload_sessions::id)
+        .load(conn)?;
+    Ok(ids.into_iter().collect())
+}
+
 /// Forgets ended sessions (attached, failed, expired) last changed before `before`.
 pub fn delete_ended(conn: &mut AnyConnection, before: NaiveDateTime) -> QueryResult<usize> {
     diesel::delete(

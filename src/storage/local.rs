@@ -174,8 +174,7 @@ impl LocalStore {
         .map_err(|e| AppError::Internal(e.into()))?
     }
 
-    /// The SHA-256 (hex) and size of an object's bytes, read in 64 KiB chunks; `None` when
-    /// it does not exist.
+    /// An object's bytes in chunks of up to 256 KiB; `None` when it does not exist.
     pub async fn get_stream(&self, key: &str) -> Result<Option<ObjectStream>, AppError> {
         use tokio::io::AsyncReadExt;
         let path = self.path_of(key)?;

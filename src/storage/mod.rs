@@ -254,13 +254,15 @@ impl Store {
         &self,
         cutoff: NaiveDateTime,
         keep: &std::collections::HashSet<String>,
+        live_sessions: &std::collections::HashSet<String>,
     ) -> Result<usize, AppError> {
         match &self.backend {
             Backend::S3(s) => {
                 s.abort_stale_uploads(&self.owned_prefix(), cutoff, keep)
                     .await
             }
-            Backend::Local(l) => l.remove_stale_temp_files(cutoff).await,
+            Backend::Local(l) => Ok(l.remove_stale_temp_files(cutoff).await?
+                + l.remove_stale_parts(cutoff, live_sessions).await?),
         }
     }
 

@@ -502,8 +502,7 @@ impl S3Store {
         Ok(found)
     }
 
-    /// The SHA-256 (hex) and size of an object's bytes, streamed through; `None` when it
-    /// does not exist.
+    /// An object's bytes as the SDK receives them; `None` when it does not exist.
     pub async fn get_stream(&self, key: &str) -> Result<Option<ObjectStream>, AppError> {
         let object = match self
             .client

@@ -2,9 +2,11 @@
 //! (`PUT /api/uploads/{id}/parts/{n}?token=`), each part streams to
 //! `root/parts/{session}/{n}.{etag}`, and `complete` joins them into the object.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -136,6 +138,50 @@ impl LocalStore {
             temp.path = None;
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+    }
+
+    /// Removes the parts directories of sessions that are no longer live (their cleanup
+    /// failed, or the process died in it) not written to since `cutoff`; how many.
+    pub async fn remove_stale_parts(
+        &self,
+        cutoff: NaiveDateTime,
+        live_sessions: &HashSet<String>,
+    ) -> Result<usize, AppError> {
+        let parts = self.root.join("parts");
+        let live = live_sessions.clone();
+        tokio::task::spawn_blocking(move || -> Result<usize, AppError> {
+            let entries = match std::fs::read_dir(&parts) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let entry = entry.map_err(unavailable)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = entry.metadata() else { continue };
+                let written = meta
+                    .modified()
+                    .ok()
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).naive_utc());
+                if meta.is_dir() && !live.contains(&name) && written.is_some_and(|t| t <= cutoff) {
+                    match std::fs::remove_dir_all(entry.path()) {
+                        Ok(()) => {
+                            tracing::info!(
+                                session = name,
+                                "removed the parts of a session that ended"
+                            );
+                            removed += 1;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+            Ok(removed)
         })
         .await
         .map_err(|e| AppError::Internal(e.into()))?
