@@ -763,6 +763,11 @@ async fn drop_database(created: Option<(String, String)>) {
     let Some((server, name)) = created else {
         return;
     };
+    // For looking at query plans afterwards.
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        println!("kept the database {name} (BENCH_KEEP_DATABASE)");
+        return;
+    }
     let _ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut conn = diesel::PgConnection::establish(&server)?;
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;

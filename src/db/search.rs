@@ -35,6 +35,8 @@ const MAX_FILES_PER_MESSAGE: i64 = 10;
 /// PostgreSQL: the newest messages a search tests one by one before it asks the indexes
 /// (see `message_hits`).
 const PG_RECENT_MESSAGES: i64 = 2000;
+/// PostgreSQL: the most messages a search walks for a term seen in the newest ones.
+const PG_WALK_MAX_MESSAGES: i64 = 20_000;
 
 /// The terms of a query: runs of letters and digits of at least `MIN_TERM_CHARS`,
 /// lowercased, without repeats, at most `MAX_TERMS`.
@@ -180,13 +182,15 @@ fn message_hits(
     load_hits(conn, &sql, &binds)
 }
 
-/// `message_hits` on PostgreSQL, in up to two queries. The planner cannot tell a common word
-/// from a rare one (a prefix query gets a fixed estimate), so with `ORDER BY id LIMIT` it
-/// walks the messages newest first testing each: instant for a common word, but a rare one
-/// reads the whole history (seconds at a million messages). The walk is therefore bounded
-/// to the newest `PG_RECENT_MESSAGES` of the user's messages; when they do not hold a full
-/// page, the word is rare there, and the second query collects its matches through the GIN
-/// indexes (`ORDER BY m.id + 0` keeps the planner from walking) and sorts them.
+/// `message_hits` on PostgreSQL, in up to three queries. The planner cannot tell a common
+/// word from a rare one (a prefix query gets a fixed estimate), so with `ORDER BY id LIMIT`
+/// it walks the messages newest first testing each: instant for a common word, but a rare
+/// one reads the whole history (seconds at a million messages). The walk is therefore
+/// bounded to the newest `PG_RECENT_MESSAGES` of the user's messages; when they hold some
+/// hits but not a full page, a longer walk sized by that density (at most
+/// `PG_WALK_MAX_MESSAGES`); when that fails too, the word is rare, and the last query
+/// collects its matches through the GIN indexes (`ORDER BY m.id + 0` keeps the planner from
+/// walking) and sorts them.
 fn pg_message_hits(
     conn: &mut AnyConnection,
     request: &SearchRequest,
@@ -216,19 +220,36 @@ fn pg_message_hits(
         sql
     };
 
-    let mut binds = Vec::new();
-    let recent = candidates(&mut binds);
-    binds.push(Bind::Big(PG_RECENT_MESSAGES));
-    let sql = format!(
-        "SELECT m.id AS id, m.id AS message_id \
-         FROM ({recent} ORDER BY m.id DESC LIMIT ?) m WHERE TRUE{terms_sql} \
-         ORDER BY m.id DESC LIMIT ?"
-    );
-    binds.extend(term_binds.iter().map(Bind::clone));
-    binds.push(Bind::Big(fetch));
-    let hits = load_hits(conn, &sql, &binds)?;
+    // The newest `window` messages of the user's channels, tested one by one.
+    let walk = |conn: &mut AnyConnection, window: i64| {
+        let mut binds = Vec::new();
+        let recent = candidates(&mut binds);
+        binds.push(Bind::Big(window));
+        let sql = format!(
+            "SELECT m.id AS id, m.id AS message_id \
+             FROM ({recent} ORDER BY m.id DESC LIMIT ?) m WHERE TRUE{terms_sql} \
+             ORDER BY m.id DESC LIMIT ?"
+        );
+        binds.extend(term_binds.iter().map(Bind::clone));
+        binds.push(Bind::Big(fetch));
+        load_hits(conn, &sql, &binds)
+    };
+    let hits = walk(conn, PG_RECENT_MESSAGES)?;
     if hits.len() as i64 >= fetch {
         return Ok(hits);
+    }
+    // Found, but not a page's worth: a term this common (1 message in 160, say) is found
+    // sooner by walking as far as its density says a page needs (twice over) than by
+    // collecting and sorting its thousands of matches from the index. A rarer one (a walk
+    // longer than `PG_WALK_MAX_MESSAGES`) has few enough matches for the index.
+    if !hits.is_empty() {
+        let window = PG_RECENT_MESSAGES * fetch * 2 / hits.len() as i64;
+        if window <= PG_WALK_MAX_MESSAGES {
+            let hits = walk(conn, window)?;
+            if hits.len() as i64 >= fetch {
+                return Ok(hits);
+            }
+        }
     }
 
     let mut binds = Vec::new();
