@@ -221,12 +221,3 @@ pub fn unhide_for_all(conn: &mut AnyConnection, channel_id: i32) -> QueryResult<
     .execute(conn)
     .map(|_| ())
 }
-
-/// The channels `user_id` hid from their sidebar.
-pub fn hidden_by(conn: &mut AnyConnection, user_id: i32) -> QueryResult<Vec<i32>> {
-    channel_members::table
-        .filter(channel_members::user_id.eq(user_id))
-        .filter(channel_members::hidden.eq(true))
-        .select(channel_members::channel_id)
-        .load(conn)
-}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
+use diesel::sql_types::{BigInt, Bool, Integer};
 
 use super::schema::{channel_members, messages};
 use super::{AnyConnection, placeholders};
@@ -46,6 +46,8 @@ pub struct ReadState {
     pub unread_count: i64,
     /// Of those, the ones that mention the member.
     pub mention_count: i64,
+    /// A direct message the member hid (`POST /api/dms/{id}/hide`).
+    pub hidden: bool,
 }
 
 #[derive(QueryableByName)]
@@ -58,9 +60,12 @@ struct Row {
     unread_count: i64,
     #[diesel(sql_type = BigInt)]
     mention_count: i64,
+    #[diesel(sql_type = Bool)]
+    hidden: bool,
 }
 
-/// The read state of every channel of the user, by channel id: one query. Each count is a
+/// The read state of every channel of the user (and whether they hid it), by channel id:
+/// one query. Each count is a
 /// range of an index, from the member's position to the end: unread messages on
 /// `idx_messages_channel_read (channel_id, id, user_id, deleted_at)`, which answers the
 /// count without visiting the messages, mentions on `idx_message_mentions_user
@@ -75,7 +80,8 @@ pub fn for_user(conn: &mut AnyConnection, user_id: i32) -> QueryResult<HashMap<i
                AND m.deleted_at IS NULL AND m.user_id <> cm.user_id) AS unread_count, \
            (SELECT COUNT(*) FROM message_mentions mm \
              WHERE mm.user_id = cm.user_id AND mm.channel_id = cm.channel_id \
-               AND mm.message_id > cm.last_read_id) AS mention_count \
+               AND mm.message_id > cm.last_read_id) AS mention_count, \
+           cm.hidden AS hidden \
          FROM channel_members cm WHERE cm.user_id = ?",
     );
     let rows: Vec<Row> = crate::per_backend!(conn, |c| diesel::sql_query(&sql)
@@ -88,6 +94,7 @@ pub fn for_user(conn: &mut AnyConnection, user_id: i32) -> QueryResult<HashMap<i
                 last_read_id: r.last_read_id,
                 unread_count: r.unread_count,
                 mention_count: r.mention_count,
+                hidden: r.hidden,
             };
             (r.channel_id, state)
         })

@@ -168,26 +168,24 @@ async fn list_mine(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<web::Json<Vec<MyChannel>>, AppError> {
-    let (channels, mut reads, hidden) = state
+    let (channels, mut reads) = state
         .db
         .run(move |conn| {
             let channels = db::channels::list_for_member(conn, auth.id)?;
             let reads = db::reads::for_user(conn, auth.id)?;
-            let hidden = db::channels::hidden_by(conn, auth.id)?;
-            Ok((channels, reads, hidden))
+            Ok((channels, reads))
         })
         .await?;
     let channels = channels
         .into_iter()
         .map(|channel| {
             let read = reads.remove(&channel.id).unwrap_or_default();
-            let hidden = hidden.contains(&channel.id);
             MyChannel {
                 channel,
                 last_read_id: read.last_read_id,
                 unread_count: read.unread_count,
                 mention_count: read.mention_count,
-                hidden,
+                hidden: read.hidden,
             }
         })
         .collect();
