@@ -110,22 +110,16 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
         .filter(|o| o.last_modified.is_some_and(|t| t <= cutoff))
         .map(|o| o.key.clone())
         .collect();
-    let (known, live_uploads, live_sessions) = {
+    let (known, live) = {
         let old = old.clone();
         state
             .db
-            .run(move |conn| {
-                Ok((
-                    db::files::known_keys(conn, &old)?,
-                    db::uploads::live_keys(conn)?,
-                    db::uploads::live_ids(conn)?,
-                ))
-            })
+            .run(move |conn| Ok((db::files::known_keys(conn, &old)?, db::uploads::live(conn)?)))
             .await?
     };
     for key in old
         .iter()
-        .filter(|k| !known.contains(*k) && !live_uploads.contains(*k))
+        .filter(|k| !known.contains(*k) && !live.keys.contains(*k))
     {
         state.store.delete(key).await?;
         tracing::info!(key, "removed an object with no row");
@@ -133,7 +127,7 @@ pub async fn sweep(state: &Sweeper) -> Result<SweepReport, AppError> {
     }
     report.stale_uploads_aborted = state
         .store
-        .abort_stale_uploads(cutoff, &live_uploads, &live_sessions)
+        .abort_stale_uploads(cutoff, &live.keys, &live.ids)
         .await?;
     report.quota_reservations_released = state
         .db

@@ -415,7 +415,7 @@ impl Run<'_> {
                 let key = object.key.clone();
                 let live = self
                     .db
-                    .run(move |conn| Ok(db::uploads::live_keys(conn)?.contains(&key)))
+                    .run(move |conn| Ok(db::uploads::live(conn)?.keys.contains(&key)))
                     .await?;
                 if live {
                     self.report

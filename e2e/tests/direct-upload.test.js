@@ -63,13 +63,15 @@ function needsWebSocket(t) {
   return true;
 }
 
-async function pair() {
-  const alice = await root.register(uniqueName('alice'));
-  const bob = await root.register(uniqueName('bob'));
+/** Two users in a new channel of `on` (the local-store server by default), pages open. */
+async function pair(on = server) {
+  const api = on === server ? root : new Api(on);
+  const alice = await api.register(uniqueName('alice'));
+  const bob = await api.register(uniqueName('bob'));
   const channel = await alice.call('POST', '/api/channels', { name: uniqueName('big') });
   await bob.call('POST', `/api/channels/${channel.id}/join`);
-  const pageA = await openPage(browser, server);
-  const pageB = await openPage(browser, server);
+  const pageA = await openPage(browser, on);
+  const pageB = await openPage(browser, on);
   pages.push(pageA, pageB);
   await logIn(pageA, alice);
   await logIn(pageB, bob);
@@ -333,7 +335,6 @@ const S3_PART = /[?&]partNumber=(\d+)&uploadId=/;
 
 describe('direct uploads straight to S3, cross-origin', () => {
   let s3server;
-  let s3root;
 
   before(async () => {
     if (!S3.endpoint) return;
@@ -345,7 +346,6 @@ describe('direct uploads straight to S3, cross-origin', () => {
       AWS_SECRET_ACCESS_KEY: S3.secretKey,
       AWS_S3_CORS_ORIGINS: url,
     }));
-    s3root = new Api(s3server);
   });
 
   after(async () => {
@@ -359,17 +359,7 @@ describe('direct uploads straight to S3, cross-origin', () => {
       return;
     }
     if (needsWebSocket(t)) return;
-    const alice = await s3root.register(uniqueName('alice'));
-    const bob = await s3root.register(uniqueName('bob'));
-    const channel = await alice.call('POST', '/api/channels', { name: uniqueName('s3') });
-    await bob.call('POST', `/api/channels/${channel.id}/join`);
-    const pageA = await openPage(browser, s3server);
-    const pageB = await openPage(browser, s3server);
-    pages.push(pageA, pageB);
-    await logIn(pageA, alice);
-    await logIn(pageB, bob);
-    await openChannel(pageA, channel.name);
-    await openChannel(pageB, channel.name);
+    const { pageA, pageB, alice, channel } = await pair(s3server);
 
     const file = bigPdf('s3-survey.pdf', 20 * MiB);
     const toS3 = (request) => request.method() === 'PUT' && request.url().startsWith(S3.endpoint);

@@ -242,22 +242,26 @@ pub fn due_to_expire(
         .load(conn)
 }
 
-/// The object keys of live sessions: not orphans, and their multipart uploads not stale.
-pub fn live_keys(conn: &mut AnyConnection) -> QueryResult<std::collections::HashSet<String>> {
-    let keys: Vec<String> = upload_sessions::table
-        .filter(upload_sessions::state.eq_any(LIVE))
-        .select(upload_sessions::object_key)
-        .load(conn)?;
-    Ok(keys.into_iter().collect())
+/// What live sessions hold in the store, which the sweeper must leave alone.
+#[derive(Debug, Default)]
+pub struct LiveUploads {
+    /// Their object keys: not orphans, and their multipart uploads not stale.
+    pub keys: std::collections::HashSet<String>,
+    /// Their ids: the local store keeps their parts.
+    pub ids: std::collections::HashSet<String>,
 }
 
-/// The ids of live sessions: the local store keeps their parts.
-pub fn live_ids(conn: &mut AnyConnection) -> QueryResult<std::collections::HashSet<String>> {
-    let ids: Vec<String> = upload_sessions::table
+pub fn live(conn: &mut AnyConnection) -> QueryResult<LiveUploads> {
+    let rows: Vec<(String, String)> = upload_sessions::table
         .filter(upload_sessions::state.eq_any(LIVE))
-        .select(upload_sessions::id)
+        .select((upload_sessions::id, upload_sessions::object_key))
         .load(conn)?;
-    Ok(ids.into_iter().collect())
+    let mut live = LiveUploads::default();
+    for (id, key) in rows {
+        live.ids.insert(id);
+        live.keys.insert(key);
+    }
+    Ok(live)
 }
 
 /// Forgets ended sessions (attached, failed, expired) last changed before `before`.
