@@ -114,6 +114,20 @@ function watchParts(page) {
 
 const partNumbers = (list) => list.map((p) => p.part).sort((a, b) => a - b);
 
+/**
+ * Holds the PUT of part `n` (a stalled connection): `held` gets its route, `release()` lets
+ * later ones through. `pattern` finds the part number in capture group `group`.
+ */
+async function holdPart(page, n, pattern = PART, group = 2) {
+  const held = [];
+  let holding = true;
+  await page.route(pattern, (route) => {
+    if (holding && pattern.exec(route.request().url())[group] === String(n)) held.push(route);
+    else route.continue();
+  });
+  return { held, release: () => { holding = false; } };
+}
+
 /** A screenshot at 390 px wide, then back to the desktop size (no drawer caught sliding). */
 async function phoneScreenshot(p, name) {
   await p.emulateMedia({ reducedMotion: 'reduce' });
@@ -204,12 +218,7 @@ describe('direct uploads', () => {
     const first = watchParts(pageA);
 
     // Part 3 is held (a stalled connection) while parts 1 and 2 are stored.
-    const held = [];
-    let holding = true;
-    await pageA.route(PART, (route) => {
-      if (holding && PART.exec(route.request().url())[2] === '3') held.push(route);
-      else route.continue();
-    });
+    const { held, release } = await holdPart(pageA, 3);
     await attach(pageA, [file.path]);
     await pageA.fill('#message-input', 'the archive');
     await pageA.click('#send');
@@ -222,7 +231,7 @@ describe('direct uploads', () => {
     assert.equal(held.length, 1);
     const firstBytes = first.stored.reduce((s, p) => s + p.bytes, 0);
 
-    holding = false;
+    release();
     await pageA.reload();
     for (const route of held) await route.abort().catch(() => {}); // its page is gone
     // The same listeners count the second time, from zero.
@@ -271,12 +280,7 @@ describe('direct uploads', () => {
     const { pageA, pageB, alice, channel } = await pair();
     const file = bigPdf('slides.pdf', 12 * MiB); // 8 + 4 MiB
     const parts = watchParts(pageA);
-    const held = [];
-    let holding = true;
-    await pageA.route(PART, (route) => {
-      if (holding && PART.exec(route.request().url())[2] === '2') held.push(route);
-      else route.continue();
-    });
+    const { held, release } = await holdPart(pageA, 2);
     await attach(pageA, [file.path]);
     await pageA.fill('#message-input', 'slides for friday');
     await pageA.click('#send');
@@ -285,7 +289,7 @@ describe('direct uploads', () => {
       assert.ok(Date.now() < deadline, 'part 1 was not stored');
       await new Promise((r) => setTimeout(r, 100));
     }
-    holding = false;
+    release();
     await pageA.reload();
     for (const route of held) await route.abort().catch(() => {});
     parts.seen.length = 0;
@@ -374,12 +378,7 @@ describe('direct uploads straight to S3, cross-origin', () => {
       stored.push({ part, bytes: requestBodySize, url: request.url() });
     });
     // Part 3 is held (a stalled connection) while parts 1 and 2 are stored in the bucket.
-    const held = [];
-    let holding = true;
-    await pageA.route(S3_PART, (route) => {
-      if (holding && S3_PART.exec(route.request().url())[1] === '3') held.push(route);
-      else route.continue();
-    });
+    const { held, release } = await holdPart(pageA, 3, S3_PART, 1);
     await attach(pageA, [file.path]);
     await pageA.fill('#message-input', 'the survey, via S3');
     await pageA.click('#send');
@@ -398,7 +397,7 @@ describe('direct uploads straight to S3, cross-origin', () => {
     for (const p of stored) assert.match(p.url, /X-Amz-Signature=/);
     await screenshot(pageA, 'desktop-direct-upload-s3-progress');
 
-    holding = false;
+    release();
     await pageA.reload();
     for (const route of held) await route.abort().catch(() => {});
     stored.length = 0;
