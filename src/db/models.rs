@@ -11,8 +11,24 @@ pub mod rfc3339 {
     use chrono::NaiveDateTime;
     use serde::Serializer;
 
+    /// `YYYY-MM-DDTHH:MM:SSZ`. Written out field by field: chrono's `format` parses its
+    /// pattern on every call, which was 5 % of a history page's CPU (several timestamps per
+    /// message, 50 messages a page).
     pub fn format(t: &NaiveDateTime) -> String {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        use chrono::{Datelike, Timelike};
+        use std::fmt::Write;
+        let mut out = String::with_capacity(20);
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        out
     }
 
     pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -36,6 +52,25 @@ pub mod rfc3339 {
                 Some(t) => s.serialize_str(&super::format(t)),
                 None => s.serialize_none(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn formats_as_chrono_does_and_reads_back() {
+        for text in [
+            "2026-12-05T03:04:05Z",
+            "0999-01-09T23:59:59Z",
+            "2024-02-29T00:00:00Z",
+        ] {
+            let t = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%SZ").unwrap();
+            assert_eq!(super::rfc3339::format(&t), text);
+            assert_eq!(
+                super::rfc3339::format(&t),
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            );
         }
     }
 }
