@@ -135,7 +135,7 @@ fn view(session: &UploadSession, parts_done: Vec<i32>) -> UploadView {
         id: session.file_id,
         file_name: session.file_name.clone(),
         content_type: session.content_type.clone().unwrap_or_default(),
-        file_size: session.file_size,
+        file_size: session.kept_size(),
         sha256: session.sha256.clone(),
     });
     UploadView {
@@ -250,6 +250,7 @@ pub async fn create(
         file_id: None,
         updated_at: at,
         expires_at: at + ttl(state),
+        stored_size: None,
     };
     let quota = state.settings.limits.user_quota_bytes;
     let max_pending = state.settings.limits.max_pending_uploads;
@@ -683,9 +684,9 @@ async fn check_and_finish(
     let mut done = session.clone();
     if let Some(rewritten) = rewritten {
         done.object_key = rewritten.key;
-        done.file_size = rewritten.size as i64;
+        done.stored_size = Some(rewritten.size as i64);
     }
-    state.metrics.upload_stored(done.file_size as u64);
+    state.metrics.upload_stored(done.kept_size() as u64);
     done.state = sessions::READY.to_owned();
     done.content_type = Some(sniffed.mime);
     done.sha256 = sha256;
@@ -766,13 +767,14 @@ pub fn claim_for_message(
                 format!("upload {id:?} is not a ready upload of yours for this channel"),
             ));
         };
+        let size = session.kept_size() as u64;
         claimed.push((
             session.id.clone(),
             StoredFile {
                 key: session.object_key,
                 file_name: session.file_name,
                 content_type: session.content_type.unwrap_or_default(),
-                size: session.file_size as u64,
+                size,
                 sha256: session.sha256.unwrap_or_default(),
             },
         ));

@@ -153,6 +153,7 @@ diesel::table! {
         file_id -> Nullable<Integer>,
         updated_at -> Timestamp,
         expires_at -> Timestamp,
+        stored_size -> Nullable<BigInt>,
     }
 }
 

@@ -45,9 +45,16 @@ pub struct UploadSession {
     pub file_id: Option<i32>,
     pub updated_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
+    /// The stored object's size when it differs from `file_size` (metadata stripped).
+    pub stored_size: Option<i64>,
 }
 
 impl UploadSession {
+    /// The size of the bytes kept: what the file row and downloads have.
+    pub fn kept_size(&self) -> i64 {
+        self.stored_size.unwrap_or(self.file_size)
+    }
+
     /// The exact length of part `n` (1-based).
     pub fn part_len(&self, n: i32) -> i64 {
         if n < self.part_count {
@@ -127,11 +134,11 @@ pub fn mark_ready(
         upload_sessions::expires_at.eq(expires_at),
     );
     let changed = match ready.rewritten {
-        Some((object_key, file_size)) => diesel::update(session)
+        Some((object_key, stored_size)) => diesel::update(session)
             .set((
                 checked,
                 upload_sessions::object_key.eq(object_key),
-                upload_sessions::file_size.eq(file_size),
+                upload_sessions::stored_size.eq(Some(stored_size)),
             ))
             .execute(conn)?,
         None => diesel::update(session).set(checked).execute(conn)?,
@@ -143,7 +150,8 @@ pub fn mark_ready(
 pub struct Ready<'a> {
     pub content_type: &'a str,
     pub sha256: Option<&'a str>,
-    /// The object rewritten (metadata stripped): its key and size now.
+    /// The object rewritten (metadata stripped): its key and size now (`stored_size`; the
+    /// declared `file_size` stays).
     pub rewritten: Option<(&'a str, i64)>,
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE upload_sessions DROP COLUMN stored_size;
