@@ -88,6 +88,16 @@ export function card(page, fileName) {
   return page.locator('.file-card', { has: page.locator('.file-name', { hasText: fileName }) });
 }
 
+/**
+ * Waits until the card shows the server's thumbnail (its `file_updated` arrived and the
+ * thumbnail loaded). Deleting an image before that races the thumbnail's own request: the
+ * browser logs that request's 404 (the link dies with the file), which is right, but is an
+ * error in the page's log.
+ */
+export async function thumbnailShown(page, fileName) {
+  await card(page, fileName).locator('img.thumb.loaded').waitFor();
+}
+
 export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });

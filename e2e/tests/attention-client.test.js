@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 
 import { startServer, Api, uniqueName } from '../lib/server.js';
 import {
-  launchBrowser, openPage, openTab, logIn, openChannel, screenshot,
+  launchBrowser, openPage, openTab, logIn, openChannel, screenshot, thumbnailShown,
 } from '../lib/browser.js';
 import { png } from '../lib/fixtures.js';
 
@@ -165,6 +165,7 @@ it('lists the channel files newest first in the Files panel, live, and opens a f
   const live = await postFile(alice, main.id, 'live-photo.png');
   await rows.first().filter({ hasText: 'live-photo.png' }).waitFor();
   await screenshot(page, 'desktop-files-panel');
+  await thumbnailShown(page, 'live-photo.png');
   await alice.call('DELETE', `/api/files/${live.files[0].id}`);
   await page.locator('#files-list .files-row', { hasText: 'live-photo.png' }).waitFor({ state: 'detached' });
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startServer, hasWebSocket, storedObjects, tempFiles, Api, uniqueName } from '../lib/server.js';
 import {
   launchBrowser, openPage, logIn, openChannel, messageLocator, card, screenshot,
-  throttleUploads, SCREENSHOTS,
+  throttleUploads, thumbnailShown, SCREENSHOTS,
 } from '../lib/browser.js';
 import { png, pdf, executable, pngSized } from '../lib/fixtures.js';
 
@@ -111,15 +111,6 @@ async function downloadBytes(p, fileName) {
   ]);
   assert.equal(download.suggestedFilename(), fileName);
   return readFileSync(await download.path());
-}
-
-/**
- * Waits until the card shows the server's thumbnail (its `file_updated` arrived and the
- * thumbnail loaded). Deleting before that races the thumbnail's own request: the browser
- * would log that request's 404 (the link dies with the file), which is right, but noise.
- */
-async function thumbnailShown(p, fileName) {
-  await card(p, fileName).locator('img.thumb.loaded').waitFor();
 }
 
 async function deleteFile(p, fileName) {

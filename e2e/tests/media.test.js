@@ -84,8 +84,14 @@ it('shows the placeholder, then the thumbnail, staying at the bottom; the galler
 
   await postImage(alice, channel.id, 'tall.png', 300, 600);
   await postImage(alice, channel.id, 'square.png', 500, 500);
+  // Each card grows when its previews arrive; the list follows it down (a resize observer:
+  // after layout, so polled rather than read once at an arbitrary moment).
+  await card(page, 'tall.png').locator('.card-thumb img.thumb.loaded').waitFor();
   await card(page, 'square.png').locator('.card-thumb img.thumb.loaded').waitFor();
-  assert.ok(await fromBottom(page) < 4);
+  await page.waitForFunction(() => {
+    const s = document.getElementById('messages');
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 4;
+  }, null, { timeout: 3000 });
 
   await wide.locator('.card-preview').click();
   const dialog = page.locator('#lightbox');
