@@ -391,9 +391,16 @@ function renderTyping() {
 export function setupPane() {
   const scroller = $('messages');
   $('load-older').addEventListener('click', loadOlder);
+  // Only the reader scrolling up unpins. A scroll event read as "not at the bottom" can also
+  // come from our own re-pinning while more content grows (three images getting their
+  // previews at once): that one must not unpin, or the list stops following.
+  let lastTop = scroller.scrollTop;
   scroller.addEventListener('scroll', () => {
-    if (scroller.scrollTop < 200) loadOlder();
-    pinned = isNearBottom();
+    const top = scroller.scrollTop;
+    if (top < 200) loadOlder();
+    if (isNearBottom()) pinned = true;
+    else if (top < lastTop) pinned = false;
+    lastTop = top;
     if (pinned) $('jump-latest').hidden = true;
     if (!$('jump-unread').hidden) renderJumpUnread();
   }, { passive: true });
