@@ -43,10 +43,6 @@ impl Store {
         )
     }
 
-    pub fn is_local(&self) -> bool {
-        matches!(self.backend, Backend::Local(_))
-    }
-
     /// Starts a direct upload; the S3 multipart upload id when one is used.
     pub async fn direct_begin(
         &self,

@@ -830,3 +830,50 @@ async fn presigned_urls_name_the_public_endpoint_and_work_there() {
     assert!(location.starts_with(&public), "{location}");
     assert_eq!(download(&location).await, bytes);
 }
+
+/// The store's reads that `complete` stands on, on S3 (the in-process server, which can be
+/// stopped): a new upload's key is under the deployment's `uploads/` prefix; a ranged read of
+/// a missing object is `None`, of an empty one empty bytes, of a large one exactly the
+/// limit (over several chunks); a one-part upload lists no part before it is put. With the
+/// server gone each is an error (503), never an empty answer a check would trust.
+#[tokio::test]
+async fn the_stores_direct_reads_tell_missing_empty_and_unavailable_apart() {
+    use chatserver::storage::{DirectTarget, Presentation};
+    let app = app_on(StoreKind::S3InProcess, &[]).await;
+    let store = &app.state.store;
+    let key = store.new_staging_key();
+    let prefix = format!("{}/uploads/", store.key_prefix());
+    assert!(key.starts_with(&prefix), "{key} is not under {prefix}");
+    let target = || DirectTarget {
+        key: &key,
+        upload_id: None,
+        session_id: "unused-on-s3",
+    };
+    assert_eq!(store.read_head(&key, 8192).await.unwrap(), None);
+    assert!(store.direct_parts(target()).await.unwrap().is_empty());
+
+    let presentation = Presentation::of("x.bin", "application/octet-stream");
+    store
+        .put_bytes(&key, &presentation, Vec::new().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_head(&key, 8192).await.unwrap().as_deref(),
+        Some(&[][..])
+    );
+    let big = fixtures::filler(3 << 20, 7);
+    store
+        .put_bytes(&key, &presentation, big.clone().into())
+        .await
+        .unwrap();
+    let head = store.read_head(&key, 2 << 20).await.unwrap().unwrap();
+    assert_eq!(head.len(), 2 << 20);
+    assert!(head[..] == big[..2 << 20]);
+    let parts = store.direct_parts(target()).await.unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].size, 3 << 20);
+
+    app.s3.as_ref().unwrap().stop();
+    assert!(store.read_head(&key, 8192).await.is_err());
+    assert!(store.direct_parts(target()).await.is_err());
+}
