@@ -202,32 +202,6 @@ impl LocalStore {
         Ok(Some(chunks.boxed()))
     }
 
-    /// See [`super::Store::read`].
-    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
-        let path = self.path_of(key)?;
-        tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, AppError> {
-            use std::io::Read;
-            let file = match std::fs::File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(unavailable(e)),
-            };
-            let mut bytes = Vec::new();
-            file.take(max_bytes + 1)
-                .read_to_end(&mut bytes)
-                .map_err(unavailable)?;
-            if bytes.len() as u64 > max_bytes {
-                return Err(AppError::Internal(anyhow::anyhow!(
-                    "{} is over {max_bytes} bytes",
-                    path.display()
-                )));
-            }
-            Ok(Some(bytes))
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
-    }
-
     /// A listing of the objects under `prefix` in key order (bytes), read lazily: see
     /// [`SortedWalk`].
     pub fn sorted_walk(&self, prefix: &str) -> SortedWalk {

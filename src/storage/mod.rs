@@ -324,13 +324,21 @@ impl Store {
     /// than `max_bytes` is an error: callers bound what they hold (the preview worker reads
     /// images of at most `MAX_FILE_SIZE_MB`).
     pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
-        self.measured("get", async {
-            match &self.backend {
-                Backend::S3(s) => s.read(key, max_bytes).await,
-                Backend::Local(l) => l.read(key, max_bytes).await,
+        use futures_util::StreamExt;
+        let Some(mut body) = self.get_stream(key).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(AppError::Internal(anyhow::anyhow!(
+                    "object {key} is over {max_bytes} bytes"
+                )));
             }
-        })
-        .await
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(bytes))
     }
 
     /// A short-lived URL that serves the object directly (S3), or `None` when the server

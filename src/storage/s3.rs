@@ -523,39 +523,6 @@ impl S3Store {
         Ok(Some(chunks.boxed()))
     }
 
-    /// See [`super::Store::read`].
-    pub async fn read(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AppError> {
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(unavailable(e)),
-        };
-        let mut bytes = Vec::with_capacity(
-            object
-                .content_length
-                .unwrap_or(0)
-                .clamp(0, max_bytes as i64) as usize,
-        );
-        let mut body = object.body;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(unavailable)?;
-            if (bytes.len() + chunk.len()) as u64 > max_bytes {
-                return Err(AppError::Internal(anyhow::anyhow!(
-                    "object {key} is over {max_bytes} bytes"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Some(bytes))
-    }
-
     /// A listing of the objects under `prefix` a page (up to 1,000 keys) at a time, in the
     /// order S3 lists them: UTF-8 bytes.
     pub fn listing(&self, prefix: &str) -> S3Listing {
